@@ -1,0 +1,18 @@
+"""modularevo: modular deep learning that keeps one pretrained model evolving.
+
+The public Python API is re-exported here; every CLI command calls one of these.
+"""
+
+from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
+from modularevo.registry import Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "ModularEvoError",
+    "Registry",
+    "UnknownNameError",
+    "__version__",
+]

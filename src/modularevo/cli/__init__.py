@@ -1,0 +1,1 @@
+"""The ``modularevo`` command line: thin shells over the public Python API."""

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from modularevo.errors import InputError
+from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.seed import derived_generator, derived_seed
+
+
+def test_derived_seed_is_stable_and_key_sensitive():
+    assert derived_seed(1, "a.weight", 0) == derived_seed(1, "a.weight", 0)
+    assert derived_seed(1, "a.weight", 0) != derived_seed(1, "a.weight", 1)
+    assert derived_seed(1, "a.weight", 0) != derived_seed(2, "a.weight", 0)
+    a = torch.rand(5, generator=derived_generator(3, "x", 1))
+    b = torch.rand(5, generator=derived_generator(3, "x", 1))
+    assert torch.equal(a, b)
+
+
+def test_atomic_dir_success_and_failure(tmp_path: Path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "f.txt").write_text("ok")
+        assert not target.exists()
+    assert (target / "f.txt").read_text() == "ok"
+
+    with pytest.raises(InputError, match="already exists"), atomic_dir(target):
+        pass
+
+    failed = tmp_path / "failed"
+    with pytest.raises(RuntimeError), atomic_dir(failed) as tmp:
+        (tmp / "half.txt").write_text("x")
+        raise RuntimeError("killed")
+    assert not failed.exists()
+    assert list(tmp_path.iterdir()) == [target]
