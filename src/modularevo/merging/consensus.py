@@ -1,0 +1,74 @@
+"""Sign consensus (TIES "elect") and disjoint merging of stacked task vectors.
+
+All functions take task vectors stacked on dim 0 (shape ``(K, *shape)``), already
+multiplied by their per-model weights, and return new tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["agreement_mask", "elect_sign", "merge_deltas"]
+
+
+def elect_sign(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Tensor:
+    """The elected sign (+1/-1) of every entry.
+
+    ``sum`` (TIES paper, mergekit default): sign of the summed (weighted) deltas, i.e.
+    the direction with the larger total magnitude. ``count``: the sign most models
+    have. Exact ties (sum 0) elect +1, as mergekit does.
+    """
+    if method == "sum":
+        score = weighted.sum(dim=0)
+    elif method == "count":
+        score = torch.sign(weighted).sum(dim=0)
+    else:
+        raise ValueError(f"unknown consensus method {method!r}; expected 'sum' or 'count'")
+    return torch.where(score >= 0, 1.0, -1.0).to(weighted.dtype)
+
+
+def agreement_mask(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Tensor:
+    """Bool ``(K, *shape)``: entry of model k is non-zero and has the elected sign."""
+    return torch.sign(weighted) == elect_sign(weighted, method).unsqueeze(0)
+
+
+def merge_deltas(
+    weighted: Tensor,
+    weights: Tensor,
+    *,
+    consensus: Literal["sum", "count"] | None,
+    normalize: bool,
+) -> Tensor:
+    """Combine weighted task vectors into one delta (mergekit's generalized task arithmetic).
+
+    Args:
+        weighted: ``(K, *shape)`` task vectors already multiplied by their weights.
+        weights: ``(K,)`` the weights.
+        consensus: ``None`` sums all; ``"sum"``/``"count"`` keep only entries agreeing
+            with the elected sign (TIES disjoint merge).
+        normalize: divide by the sum of the weights that contributed to each entry
+            (with consensus: the agreeing models' weights, i.e. a weighted disjoint
+            mean; without: all weights). Divisors of 0 (or |Σw| < 1e-8 without
+            consensus) become 1.
+
+    Returns:
+        The merged delta, shape ``shape``.
+    """
+    w = weights.reshape(-1, *([1] * (weighted.dim() - 1))).to(weighted.dtype)
+    if consensus is None:
+        mixed = weighted.sum(dim=0)
+        if not normalize:
+            return mixed
+        divisor = w.sum(dim=0)
+        divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
+        return mixed / divisor
+    agree = agreement_mask(weighted, consensus)
+    mixed = torch.where(agree, weighted, torch.zeros_like(weighted)).sum(dim=0)
+    if not normalize:
+        return mixed
+    divisor = (w * agree).sum(dim=0)
+    divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    return mixed / divisor

@@ -1,0 +1,10 @@
+"""Registered merge methods; importing this package fills ``MERGE_METHODS``.
+
+Each module registers its methods with
+:func:`~modularevo.merging.spec.register_method`; see :mod:`modularevo.merging.spec`
+for the contract between these pure tensor functions and the executor.
+"""
+
+from modularevo.merging.methods import linear, task_arithmetic
+
+__all__ = ["linear", "task_arithmetic"]

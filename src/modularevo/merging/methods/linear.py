@@ -1,0 +1,60 @@
+"""``linear``: weighted average of the input models (model soups).
+
+Paper: Wortsman et al., "Model soups", https://arxiv.org/abs/2203.05482
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from modularevo.errors import InputError
+from modularevo.merging.methods._params import flag_param, resolve_params, weight_param
+from modularevo.merging.spec import register_method
+
+
+@register_method(
+    "linear",
+    paper="https://arxiv.org/abs/2203.05482",
+    summary="weighted average Σ w_t θ_t / Σ w_t (no base needed)",
+    params=(
+        weight_param("weight w_t of this model"),
+        flag_param("normalize", True, "divide by the sum of the weights"),
+        flag_param("int8_mask", False, "accepted for mergekit recipes; no effect here"),
+    ),
+    needs_base=False,
+)
+def linear(
+    tensors: Sequence[Tensor],
+    base: Tensor | None = None,
+    *,
+    generators: Any = None,
+    masks: Any = None,
+    thresholds: Any = None,
+    **params: Any,
+) -> Tensor:
+    """Weighted average ``Σ_t w_t θ_t`` (divided by ``Σ_t w_t`` when ``normalize``).
+
+    Follows mergekit's ``linear``: ``weight`` per model, ``normalize`` default true.
+    The base model, if any, is not used; list it among the inputs to average it in.
+
+    Raises:
+        InputError: ``normalize`` is on and the weights sum to (almost) zero.
+    """
+    p = resolve_params("linear", params, len(tensors))
+    weights = p["weight"]
+    out = torch.zeros_like(tensors[0], dtype=torch.float32)
+    for w, t in zip(weights, tensors, strict=True):
+        out += w * t.float()
+    if p["normalize"]:
+        total = sum(weights)
+        if abs(total) < 1e-8:
+            raise InputError(
+                f"linear merge with normalize: the weights {weights} sum to {total}; "
+                "expected a non-zero sum. Change the weights or set normalize: false."
+            )
+        out /= total
+    return out

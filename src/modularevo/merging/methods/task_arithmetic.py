@@ -1,0 +1,230 @@
+"""Generalized task arithmetic: sparsify × sign consensus × weights × normalize × λ.
+
+One engine, several registered configurations (as in mergekit, whose parameter names,
+defaults and order of operations are followed so recipes give the same tensors)::
+
+    τ_t   = θ_t − θ_0
+    τ'_t  = sparsify(τ_t)                                  (per model, per tensor)
+    m     = Σ_t w_t τ'_t [· agree_t]                       (agree: elected sign, TIES)
+    m     = m / Σ_t w_t [· agree_t]        if normalize    (divisor 0 → 1)
+    θ     = θ_0 + λ · m
+
+========================  ============  =========  =========  =========
+name                      sparsify      consensus  normalize  rescale
+========================  ============  =========  =========  =========
+``task_arithmetic``       —             —          false      —
+``ties``                  magnitude     sum        **true**   false (L1)
+``dare_linear``           random        —          false      true (1/p)
+``dare_ties``             random        sum        false      true (1/p)
+``breadcrumbs``           outliers      —          false      false (L1)
+``breadcrumbs_ties``      outliers      sum        false      false (L1)
+``della``                 MagPrune      sum        **true**   true (1/p)
+``della_linear``          MagPrune      —          false      true (1/p)
+========================  ============  =========  =========  =========
+
+Defaults mirror mergekit: TIES and DELLA divide by the sum of the agreeing weights
+(a weighted disjoint mean; with all weights 1 this is the TIES paper's disjoint mean);
+the others do not normalize. ``lambda`` (default 1) scales the merged delta last.
+``rescale`` means 1/p for random sparsifiers and L1-norm matching for magnitude ones
+(mergekit ≤ 0.1 semantics).
+
+Reproducing the reference codes: MergeLM TIES = ``ties`` with weights 1 and
+``lambda`` = its scaling coefficient; ModularEvo's TIES (λ_t before election, mean by
+count) = ``ties`` with ``weight: λ_t`` and equal weights only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from modularevo.merging import sparsify as sp
+from modularevo.merging.consensus import merge_deltas
+from modularevo.merging.methods._params import (
+    INT8_MASK,
+    OpenParam,
+    density_param,
+    flag_param,
+    resolve_params,
+    weight_param,
+)
+from modularevo.merging.spec import MergeFn, Param, register_method
+
+Sparsifier = Literal["magnitude", "random", "outliers", "della"]
+
+LAMBDA = OpenParam("lambda", "global", default=1.0, doc="scale of the merged task vector")
+GAMMA = OpenParam(
+    "gamma", "per_model", default=0.01, ge=0.0, lt=1.0, doc="fraction of largest |τ| removed"
+)
+EPSILON = OpenParam(
+    "epsilon", "per_model", default=0.15, ge=0.0, lt=0.5,
+    doc="keep-probability spread: p in [density-ε, density+ε] by magnitude rank",
+)  # fmt: skip
+TRIM_SCOPE = Param(
+    "trim_scope", "global", default="tensor", choices=("tensor", "global"),
+    doc="tensor: trim each tensor to density; global: one |τ| threshold per model",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GTAVariant:
+    """One configured instance of generalized task arithmetic."""
+
+    name: str
+    paper: str
+    summary: str
+    sparsifier: Sparsifier | None
+    consensus: Literal["sum"] | None
+    normalize: bool
+    rescale: bool
+
+
+def _params(v: GTAVariant) -> tuple[Param, ...]:
+    ps: list[Param] = [weight_param()]
+    if v.sparsifier is not None:
+        ps.append(density_param())
+    if v.sparsifier == "outliers":
+        ps.append(GAMMA)
+    if v.sparsifier == "della":
+        ps.append(EPSILON)
+    ps += [LAMBDA, flag_param("normalize", v.normalize, "divide by the sum of weights")]
+    if v.sparsifier is not None:
+        how = "1/p" if v.sparsifier in ("random", "della") else "match the L1 norm"
+        ps.append(flag_param("rescale", v.rescale, f"rescale survivors ({how})"))
+    if v.sparsifier == "magnitude":
+        ps.append(TRIM_SCOPE)
+    ps.append(INT8_MASK)
+    return tuple(ps)
+
+
+def _sparsify(
+    v: GTAVariant,
+    delta: Tensor,
+    i: int,
+    p: Mapping[str, Any],
+    generators: Sequence[torch.Generator] | None,
+    thresholds: Sequence[float] | None,
+) -> Tensor:
+    gen = generators[i] if generators is not None else None
+    d, rescale = p["density"][i], p["rescale"]
+    if v.sparsifier == "magnitude":
+        if p["trim_scope"] == "global":
+            if thresholds is None:
+                raise ValueError(f"{v.name} with trim_scope 'global' needs thresholds")
+            return sp.threshold_prune(delta, thresholds[i], rescale=rescale)
+        return sp.magnitude(delta, d, rescale=rescale)
+    if v.sparsifier == "random":
+        return sp.random_drop(delta, d, gen, rescale=rescale)
+    if v.sparsifier == "outliers":
+        return sp.magnitude_outliers(delta, d, p["gamma"][i], rescale=rescale)
+    return sp.della_magprune(delta, d, p["epsilon"][i], gen, rescale=rescale)
+
+
+def generalized_task_arithmetic(
+    v: GTAVariant,
+    tensors: Sequence[Tensor],
+    base: Tensor,
+    params: Mapping[str, Any],
+    generators: Sequence[torch.Generator] | None = None,
+    thresholds: Sequence[float] | None = None,
+) -> Tensor:
+    """Merge one tensor with variant ``v`` (see the module docstring for the formula).
+
+    Args:
+        v: the configured variant.
+        tensors: K fine-tuned tensors; base: the base tensor.
+        params: the method's parameters (missing ones take their defaults).
+        generators: K generators (random sparsifiers); thresholds: K global |τ|
+            thresholds (``trim_scope: global``).
+    """
+    p = resolve_params(v.name, params, len(tensors))
+    base32 = base.float()
+    deltas = [t.float() - base32 for t in tensors]
+    if v.sparsifier is not None:
+        deltas = [_sparsify(v, d, i, p, generators, thresholds) for i, d in enumerate(deltas)]
+    weights = torch.tensor(p["weight"], dtype=torch.float32, device=base32.device)
+    stacked = torch.stack(deltas)
+    stacked *= weights.reshape(-1, *([1] * base32.dim()))
+    mixed = merge_deltas(stacked, weights, consensus=v.consensus, normalize=p["normalize"])
+    if p["lambda"] != 1:
+        mixed = mixed * p["lambda"]
+    return base32 + mixed
+
+
+def _validate(v: GTAVariant) -> Any:
+    def check(params: Mapping[str, Any], num_models: int) -> list[str]:
+        if v.sparsifier != "della":
+            return []
+        problems = []
+        dens = _as_list(params.get("density", 1.0), num_models)
+        eps = _as_list(params.get("epsilon", 0.15), num_models)
+        for i, (d, e) in enumerate(zip(dens, eps, strict=True)):
+            if d < 1 and not (d - e > 0 and d + e < 1):
+                problems.append(
+                    f"model {i}: della needs 0 < density - epsilon and density + epsilon < 1, "
+                    f"found density={d}, epsilon={e}; lower epsilon or move density"
+                )
+        return problems
+
+    return check
+
+
+def _as_list(value: Any, k: int) -> list[float]:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * k
+
+
+def _register(v: GTAVariant) -> MergeFn:
+    def fn(
+        tensors: Sequence[Tensor],
+        base: Tensor,
+        *,
+        generators: Sequence[torch.Generator] | None = None,
+        masks: Any = None,
+        thresholds: Sequence[float] | None = None,
+        **params: Any,
+    ) -> Tensor:
+        return generalized_task_arithmetic(v, tensors, base, params, generators, thresholds)
+
+    fn.__name__ = v.name
+    fn.__qualname__ = v.name
+    fn.__doc__ = f"{v.summary}\n\nPaper: {v.paper}\n\nSee :mod:`{__name__}`."
+    is_random = v.sparsifier in ("random", "della")
+    extras: dict[str, Any] = {"validate": _validate(v)}
+    if v.sparsifier == "magnitude":
+        extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
+    flags = dict(randomized=is_random, global_stats=v.sparsifier == "magnitude", extras=extras)
+    return register_method(v.name, paper=v.paper, summary=v.summary, params=_params(v), **flags)(fn)
+
+
+_TA = "https://arxiv.org/abs/2212.04089"
+_TIES = "https://arxiv.org/abs/2306.01708"
+_DARE = "https://arxiv.org/abs/2311.03099"
+_BREAD = "https://arxiv.org/abs/2312.06795"
+_DELLA = "https://arxiv.org/abs/2406.11617"
+
+VARIANTS: tuple[GTAVariant, ...] = (
+    GTAVariant("task_arithmetic", _TA, "θ0 + λ Σ w_t τ_t", None, None, False, False),
+    GTAVariant(
+        "ties", _TIES, "trim by magnitude, elect sign, disjoint mean", "magnitude", "sum",
+        True, False,
+    ),
+    GTAVariant("dare_linear", _DARE, "random drop + rescale, then sum", "random", None, False,
+               True),
+    GTAVariant("dare_ties", _DARE, "random drop + rescale, then TIES consensus", "random",
+               "sum", False, True),
+    GTAVariant("breadcrumbs", _BREAD, "drop largest γ and smallest |τ|, then sum", "outliers",
+               None, False, False),
+    GTAVariant("breadcrumbs_ties", _BREAD, "breadcrumbs sparsity with TIES consensus",
+               "outliers", "sum", False, False),
+    GTAVariant("della", _DELLA, "MagPrune (rank-based drop) + TIES consensus, weighted mean",
+               "della", "sum", True, True),
+    GTAVariant("della_linear", _DELLA, "MagPrune (rank-based drop), then sum", "della", None,
+               False, True),
+)  # fmt: skip
+
+for _v in VARIANTS:
+    _register(_v)

@@ -1,0 +1,245 @@
+"""Sparsifiers for task vectors: pure functions ``delta -> sparser delta``.
+
+Every function computes in float32, never modifies its input and, when random,
+draws only from the ``generator`` it is given (so results are reproducible and
+independent of the order of work).
+
+Keep counts follow mergekit (``k = int(density * numel)``, Python float
+arithmetic) so that recipes shared with mergekit keep the same entries. Ties in
+magnitude are broken towards the lower flat index, which makes the masks
+deterministic on every machine.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "della_magprune",
+    "global_threshold",
+    "keep_count",
+    "l1_rescale",
+    "magnitude",
+    "magnitude_outliers",
+    "nm_mask",
+    "random_drop",
+    "threshold_prune",
+    "topk_mask",
+]
+
+
+def keep_count(density: float, numel: int) -> int:
+    """Entries kept at ``density`` out of ``numel``: ``int(density * numel)`` as in mergekit."""
+    return max(0, min(numel, int(density * numel)))
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Bool mask (same shape) of exactly the ``k`` largest ``scores``.
+
+    Ties at the cut are resolved in favour of the lower flat index. Runs in linear
+    time (``kthvalue``) rather than sorting, which matters on embedding matrices.
+    """
+    flat = scores.reshape(-1)
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    thr = torch.kthvalue(flat, n - k + 1).values
+    mask = flat > thr
+    need = k - int(mask.sum())
+    if need > 0:
+        ties = torch.nonzero(flat == thr).reshape(-1)[:need]
+        mask[ties] = True
+    return mask.reshape(scores.shape)
+
+
+def l1_rescale(original: Tensor, kept: Tensor) -> Tensor:
+    """Scale ``kept`` so its L1 norm matches ``original`` (mergekit's ``rescale`` for
+    magnitude-based sparsifiers). Unchanged when either norm is below 1e-8."""
+    before = original.abs().sum()
+    after = kept.abs().sum()
+    if before < 1e-8 or after < 1e-8:
+        return kept
+    return kept * (before / after)
+
+
+def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor:
+    """Keep the ``int(density * numel)`` largest-magnitude entries of one tensor (TIES trim).
+
+    Args:
+        delta: task vector of one tensor.
+        density: fraction kept, in (0, 1]; 1 returns an unchanged copy.
+        rescale: match the L1 norm of ``delta`` afterwards (mergekit ``rescale: true``).
+
+    ``k = 0`` (tiny tensors at low density) keeps nothing; mergekit asserts there.
+    """
+    delta = delta.float()
+    if density >= 1:
+        return delta.clone()
+    kept = delta * topk_mask(delta.abs(), keep_count(density, delta.numel()))
+    return l1_rescale(delta, kept) if rescale else kept
+
+
+def threshold_prune(delta: Tensor, threshold: float, *, rescale: bool = False) -> Tensor:
+    """Keep entries with ``|delta| >= threshold`` (TIES' global per-model trim).
+
+    The executor computes ``threshold`` once per model over all merged tensors.
+    """
+    delta = delta.float()
+    kept = torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    return l1_rescale(delta, kept) if rescale else kept
+
+
+def random_drop(
+    delta: Tensor, density: float, generator: torch.Generator | None, *, rescale: bool = True
+) -> Tensor:
+    """DARE: keep each entry with probability ``density``, divide survivors by ``density``.
+
+    Args:
+        delta: task vector of one tensor.
+        density: keep probability p in (0, 1]; 1 returns an unchanged copy (no draw).
+        generator: this model's random stream (required when ``density < 1``).
+        rescale: divide by ``density`` so the expectation equals ``delta``.
+    """
+    delta = delta.float()
+    if density >= 1:
+        return delta.clone()
+    if generator is None:
+        raise ValueError("random_drop needs a torch.Generator when density < 1")
+    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
+    kept = torch.where(keep, delta, torch.zeros_like(delta))
+    return kept / density if rescale else kept
+
+
+def magnitude_outliers(
+    delta: Tensor, density: float, gamma: float, *, rescale: bool = False
+) -> Tensor:
+    """Model Breadcrumbs: drop the largest ``gamma`` fraction and the smallest entries.
+
+    With ``n = numel``: ``n_top = int(gamma*n)`` largest-magnitude entries are removed,
+    then the smallest so that ``int(density*n)`` remain. When ``density + gamma > 1``
+    fewer large entries are removed so the target count still holds (mergekit's rule).
+
+    Deliberate fix: mergekit slices ``[n_bot:-n_top]``, which keeps *nothing* when
+    ``n_top == 0`` (any tensor with fewer than 1/gamma entries, e.g. biases at the
+    default gamma 0.01). Here ``n_top == 0`` keeps the ``int(density*n)`` largest.
+    """
+    delta = delta.float()
+    if density >= 1:
+        return delta.clone()
+    n = delta.numel()
+    target = keep_count(density, n)
+    n_top = int(gamma * n)
+    n_bot = n - target - n_top
+    if n_bot < 0:
+        n_top += n_bot
+        n_bot = 0
+    order = torch.sort(delta.abs().reshape(-1), stable=True).indices
+    mask = torch.zeros(n, dtype=torch.bool, device=delta.device)
+    mask[order[n_bot : n - n_top]] = True
+    kept = torch.where(mask.reshape(delta.shape), delta, torch.zeros_like(delta))
+    return l1_rescale(delta, kept) if rescale else kept
+
+
+def della_magprune(
+    delta: Tensor,
+    density: float,
+    epsilon: float,
+    generator: torch.Generator | None,
+    *,
+    rescale: bool = True,
+) -> Tensor:
+    """DELLA MagPrune: rank-based keep probabilities per row, rescale survivors by 1/p.
+
+    Within each row (dim 0 is the row axis; the rest is flattened; a 1-D tensor is one
+    row) entries are ranked by magnitude, rank r in 0..c-1 (stable on ties). The keep
+    probability is ``p = density - epsilon + 2*epsilon * r/(c-1)``: the largest entry
+    gets ``density + epsilon``, the smallest ``density - epsilon``, the mean is
+    ``density``. Survivors are divided by their own ``p`` (``rescale``), so the
+    expectation equals ``delta``. Rows of one entry get ``p = density`` (mergekit
+    divides 0/0 there).
+
+    Requires ``0 < density - epsilon`` and ``density + epsilon < 1`` unless
+    ``density >= 1`` (unchanged copy, no draw).
+    """
+    delta = delta.float()
+    if density >= 1:
+        return delta.clone()
+    if not (density - epsilon > 0 and density + epsilon < 1):
+        raise ValueError(
+            f"della needs 0 < density - epsilon and density + epsilon < 1, "
+            f"got density={density}, epsilon={epsilon}"
+        )
+    if generator is None:
+        raise ValueError("della_magprune needs a torch.Generator when density < 1")
+    rows = delta.reshape(delta.shape[0], -1) if delta.dim() >= 2 else delta.reshape(1, -1)
+    cols = rows.shape[1]
+    order = torch.argsort(rows.abs(), dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ar = torch.arange(cols, device=delta.device).expand_as(order)
+    ranks.scatter_(1, order, ar)
+    rank_norm = ranks.float() / (cols - 1) if cols > 1 else torch.full_like(rows, 0.5)
+    probs = (density - epsilon) + rank_norm * (2 * epsilon)
+    keep = torch.rand(rows.shape, generator=generator, device=delta.device) < probs
+    kept = torch.where(keep, rows, torch.zeros_like(rows))
+    if rescale:
+        kept = kept / probs
+    return kept.reshape(delta.shape)
+
+
+def _round_half_up(n: int, r: int, m: int) -> int:
+    """``round(n * r / m)`` with halves rounded up, in integers."""
+    return (2 * n * r + m) // (2 * m)
+
+
+def nm_mask(scores: Tensor, n: int, m: int, available: Tensor | None = None) -> Tensor:
+    """n:m mask: in every block of ``m`` consecutive (row-major) entries keep the ``n`` largest.
+
+    Args:
+        scores: non-negative importance (e.g. ``|delta|``), any shape.
+        n, m: keep ``n`` of every ``m`` (``1 <= n <= m``).
+        available: optional bool mask; only available positions can be kept, and a
+            block with fewer than ``n`` available positions keeps all of them.
+
+    A trailing partial block of ``r = numel % m`` entries keeps ``round(n*r/m)``
+    (halves up) entries, i.e. the same density rounded to the nearest count, instead of
+    being silently pruned (CABS' RoBERTa code) or rejected (its 7B code).
+    """
+    flat = scores.reshape(-1).float()
+    avail = None if available is None else available.reshape(-1)
+    if avail is not None:
+        flat = torch.where(avail, flat, torch.full_like(flat, -1.0))
+    total = flat.numel()
+    full = total // m * m
+    out = torch.zeros(total, dtype=torch.bool, device=scores.device)
+    if full:
+        blocks = flat[:full].reshape(-1, m)
+        idx = torch.topk(blocks, n, dim=1).indices
+        chosen = torch.zeros_like(blocks, dtype=torch.bool).scatter_(1, idx, True)
+        out[:full] = chosen.reshape(-1)
+    n_tail = _round_half_up(n, total - full, m)
+    if n_tail:
+        tail = flat[full:]
+        out[full + torch.topk(tail, n_tail).indices] = True
+    if avail is not None:
+        out &= avail
+    return out.reshape(scores.shape)
+
+
+def global_threshold(magnitudes: Tensor, density: float) -> float:
+    """The |τ| threshold that keeps ``int(density * N)`` of ``magnitudes`` (all of one model).
+
+    Helper for the executor's pre-pass of TIES ``trim_scope: global``: pass the
+    concatenated ``|τ_t|`` over every merged tensor of model t (or an exact
+    equivalent); entries with ``|τ| >= threshold`` are kept. Returns 0.0 at density 1
+    (keep all) and ``inf`` when nothing is kept.
+    """
+    flat = magnitudes.reshape(-1).float()
+    k = keep_count(density, flat.numel())
+    if k >= flat.numel():
+        return 0.0
+    if k <= 0:
+        return float("inf")
+    return float(torch.kthvalue(flat, flat.numel() - k + 1).values)
