@@ -5,6 +5,13 @@ Each module registers its methods with
 for the contract between these pure tensor functions and the executor.
 """
 
-from modularevo.merging.methods import linear, task_arithmetic
+from modularevo.merging.methods import (
+    cabs,
+    linear,
+    model_stock,
+    modularevo,
+    slerp,
+    task_arithmetic,
+)
 
-__all__ = ["linear", "task_arithmetic"]
+__all__ = ["cabs", "linear", "model_stock", "modularevo", "slerp", "task_arithmetic"]

@@ -1,0 +1,234 @@
+"""Properties every registered merge method must have (parametrized over the registry)."""
+
+import math
+
+import pytest
+import torch
+
+from modularevo.merging import MERGE_METHODS
+from modularevo.merging.methods._params import resolve_params
+from modularevo.utils.seed import derived_generator
+
+NAMES = MERGE_METHODS.names()
+
+# Parameters that make each method do real work (sparsify, interpolate, prune).
+ACTIVE = {
+    "linear": {},
+    "task_arithmetic": {},
+    "ties": {"density": 0.5},
+    "dare_linear": {"density": 0.5},
+    "dare_ties": {"density": 0.5},
+    "breadcrumbs": {"density": 0.5, "gamma": 0.1},
+    "breadcrumbs_ties": {"density": 0.5, "gamma": 0.1},
+    "della": {"density": 0.5, "epsilon": 0.1},
+    "della_linear": {"density": 0.5, "epsilon": 0.1},
+    "slerp": {"t": 0.3},
+    "model_stock": {},
+    "cabs": {"n": 1, "m": 4},
+    "modularevo": {},
+}
+# (number of copies of one model, params) for which K copies of a model give that model.
+IDENTITY = {
+    "linear": (3, {}),
+    "task_arithmetic": (1, {}),
+    "ties": (1, {}),
+    "dare_linear": (1, {}),
+    "dare_ties": (1, {}),
+    "breadcrumbs": (1, {}),
+    "breadcrumbs_ties": (1, {}),
+    "della": (1, {}),
+    "della_linear": (1, {}),
+    "slerp": (1, {"t": 1.0}),
+    "model_stock": (3, {}),
+    "cabs": (2, {"n": 4, "m": 4}),  # first model takes every position
+    "modularevo": (1, {}),
+}
+# Methods whose result does not depend on the order of the models.
+ASYMMETRIC = {"slerp", "cabs"}
+# Params that switch a method off (result = base); None: not meaningful.
+TO_BASE = {
+    "linear": None,  # no base
+    "model_stock": None,  # no weights
+    "slerp": {"t": 0.0},
+}
+
+
+def test_every_method_is_classified_in_the_property_tables():
+    assert set(NAMES) == set(ACTIVE) == set(IDENTITY), "add new methods to the tables above"
+    assert set(NAMES) >= {
+        "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
+        "della", "slerp", "model_stock", "cabs", "modularevo",
+    }  # fmt: skip
+
+
+def call(name, tensors, base, *, seed=0, perm=None, **params):
+    spec = MERGE_METHODS.get(name)
+    k = len(tensors)
+    idx = list(range(k)) if perm is None else perm
+    gens = [derived_generator(seed, "w", i) for i in idx] if spec.randomized else None
+    masks = [None] * k if spec.uses_masks else None
+    with_base = spec.needs_base or (name == "slerp" and k == 1)  # slerp: base = t=0 end
+    return spec.fn(tensors, base if with_base else None, generators=gens, masks=masks, **params)
+
+
+def models(k, shape=(5, 7), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=g)
+    return base, [base + torch.randn(shape, generator=g) for _ in range(k)]
+
+
+def n_models(name):
+    return 1 if name == "slerp" else 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_metadata(name):
+    spec = MERGE_METHODS.get(name)
+    assert spec.name == name
+    assert spec.paper.startswith("https://")
+    assert spec.summary
+    assert len(spec.fn.__doc__ or "") > 20
+    for p in spec.params:
+        assert p.doc, f"{name}.{p.name} has no doc"
+        if p.default is not None:
+            assert p.check(p.default) is None, f"{name}.{p.name} default fails its own check"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_model_in_gives_that_model(name):
+    k, params = IDENTITY[name]
+    base, (model,) = models(1)
+    out = call(name, [model] * k, base, **params)
+    assert torch.allclose(out, model, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_weight_or_lambda_gives_base(name):
+    base, ts = models(n_models(name))
+    spec = MERGE_METHODS.get(name)
+    if name in TO_BASE:
+        if TO_BASE[name] is None:
+            pytest.skip(f"{name} has no switch-off parameter")
+        out = call(name, ts, base, **{**ACTIVE[name], **TO_BASE[name]})
+        assert torch.allclose(out, base, atol=1e-6)
+        return
+    out = call(name, ts, base, **{**ACTIVE[name], "weight": [0.0] * len(ts)})
+    assert torch.equal(out, base)
+    if any(p.name == "lambda" for p in spec.params):
+        out = call(name, ts, base, **{**ACTIVE[name], "lambda": 0.0})
+        assert torch.equal(out, base)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_bytes_and_inputs_untouched(name):
+    base, ts = models(n_models(name))
+    before = [t.clone() for t in [base, *ts]]
+    a = call(name, ts, base, seed=7, **ACTIVE[name])
+    b = call(name, ts, base, seed=7, **ACTIVE[name])
+    assert a.dtype == torch.float32
+    assert a.shape == base.shape
+    assert a.numpy().tobytes() == b.numpy().tobytes()
+    for x, y in zip(before, [base, *ts], strict=True):
+        assert torch.equal(x, y)
+    if MERGE_METHODS.get(name).randomized:
+        assert not torch.equal(a, call(name, ts, base, seed=8, **ACTIVE[name]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_low_precision_inputs_compute_in_float32(name):
+    base, ts = models(n_models(name))
+    ref = call(name, ts, base, **ACTIVE[name])
+    half = call(name, [t.bfloat16() for t in ts], base.bfloat16(), **ACTIVE[name])
+    assert half.dtype == torch.float32
+    assert torch.isfinite(half).all()
+    assert half.shape == ref.shape
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - ASYMMETRIC))
+def test_symmetric_methods_are_order_independent(name):
+    base, ts = models(3)
+    params = {**ACTIVE[name], "weight": [0.5, 1.0, 2.0]}
+    if name == "model_stock":
+        params = {}
+    fwd = call(name, ts, base, **params)
+    perm = [2, 0, 1]
+    pparams = {k: ([v[i] for i in perm] if isinstance(v, list) else v) for k, v in params.items()}
+    rev = call(name, [ts[i] for i in perm], base, perm=perm, **pparams)
+    assert torch.allclose(fwd, rev, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ASYMMETRIC))
+def test_asymmetric_methods_do_depend_on_order(name):
+    base, ts = models(2)
+    params = ACTIVE[name]
+    if name == "slerp":
+        fwd = call(name, ts, None, **params)  # type: ignore[arg-type]
+        rev = call(name, ts[::-1], None, **params)  # type: ignore[arg-type]
+    else:
+        fwd, rev = call(name, ts, base, **params), call(name, ts[::-1], base, **params)
+    assert not torch.allclose(fwd, rev)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resolve_params_rejects_unknown_and_wrong_length(name):
+    with pytest.raises(ValueError, match="unknown parameter"):
+        resolve_params(name, {"dnesity": 0.5}, 2)
+    spec = MERGE_METHODS.get(name)
+    if any(p.kind == "per_model" for p in spec.params):
+        per = next(p for p in spec.params if p.kind == "per_model")
+        with pytest.raises(ValueError, match="values"):
+            resolve_params(name, {**ACTIVE[name], per.name: [1.0, 1.0, 1.0]}, 2)
+
+
+@pytest.mark.parametrize(("method", "param"), [("slerp", "t"), ("cabs", "n"), ("cabs", "m")])
+def test_required_params_are_required(method, param):
+    spec = MERGE_METHODS.get(method)
+    assert spec.param(param).default is None
+    with pytest.raises(ValueError, match="required"):
+        resolve_params(method, {}, 2)
+
+
+BAD_GOOD = {
+    "density": ([0.0, -0.1, 1.01, "0.5", math.nan], [1e-6, 0.5, 1.0]),
+    "weight": ([math.inf, math.nan, "1", True], [-1.0, 0.0, 2.5]),
+    "lambda": ([math.nan], [0.0, -0.5, 2.0]),
+    "gamma": ([-0.01, 1.0], [0.0, 0.01, 0.5]),
+    "epsilon": ([-0.01, 0.5], [0.0, 0.15]),
+    "t": ([-0.1, 1.1], [0.0, 0.5, 1.0]),
+    "n": ([0, 1.5, True, "2"], [1, 64]),
+    "m": ([0, 4.0], [1, 256]),
+    "order": ([[0, 0], [-1], "01", [0.5]], [[], [1, 0], (0, 1, 2)]),
+    "normalize": (["yes", 1, None], [True, False]),
+    "rescale": (["true", 0], [True, False]),
+    "int8_mask": ([1], [True, False]),
+    "filter_wise": (["no"], [True, False]),
+    "trim_scope": (["layer", 1], ["tensor", "global"]),
+    "overlap": (["max"], ["sum", "mean"]),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_param_bounds(name):
+    for p in MERGE_METHODS.get(name).params:
+        assert p.name in BAD_GOOD, f"add bounds cases for {name}.{p.name}"
+        bad, good = BAD_GOOD[p.name]
+        for v in bad:
+            assert p.check(v) is not None, f"{name}.{p.name} accepted {v!r}"
+        for v in good:
+            assert p.check(v) is None, f"{name}.{p.name} rejected {v!r}: {p.check(v)}"
+
+
+def test_cross_parameter_validation():
+    della = MERGE_METHODS.get("della").extras["validate"]
+    assert della({"density": [0.1, 0.5], "epsilon": 0.15}, 2)  # 0.1 - 0.15 <= 0
+    assert della({"density": 0.9, "epsilon": [0.1, 0.1]}, 2)  # 0.9 + 0.1 >= 1
+    assert not della({"density": [0.5, 1.0], "epsilon": 0.15}, 2)
+    assert not MERGE_METHODS.get("ties").extras["validate"]({"density": 0.1}, 2)
+    cabs = MERGE_METHODS.get("cabs").extras["validate"]
+    assert cabs({"n": 5, "m": 4}, 2)
+    assert cabs({"n": 1, "m": 4, "order": [0, 2]}, 2)
+    assert not cabs({"n": 1, "m": 4, "order": [1, 0]}, 2)
+    assert not cabs({"n": 1, "m": 4}, 3)
+    needs = MERGE_METHODS.get("ties").extras["needs_thresholds"]
+    assert needs({"trim_scope": "global"})
+    assert not needs({"trim_scope": "tensor"})
