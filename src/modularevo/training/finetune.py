@@ -1,0 +1,401 @@
+"""Fine-tune a classifier on a task: mask-guided (``module``), ``full`` or ``lora``.
+
+Run it from the CLI (``modularevo finetune --config configs/finetune/minilm_lang-id_module.yaml``)
+or from Python::
+
+    from modularevo import finetune
+    from modularevo.config.finetune import FinetuneConfig
+    result = finetune(FinetuneConfig(model="tiny-bert", task="lang-id", strategy="full"))
+
+The output folder holds ``model/`` (a Hugging Face folder of the fine-tuned model with its
+head; LoRA adapters merged into dense weights), ``metrics.json`` (validation and test
+accuracy and macro-F1, training history), ``config.resolved.yaml`` and ``run_info.json``.
+While training, ``checkpoints/`` and ``best.safetensors`` let a killed run resume.
+The best step is chosen on validation accuracy; test is evaluated once, at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from modularevo.config.finetune import FinetuneConfig
+from modularevo.errors import InputError
+from modularevo.evaluation.evaluate import score_split
+from modularevo.training import strategies as st
+from modularevo.training.collate import pad_batch
+from modularevo.training.finetune_data import RunData, label_info, prepare_data
+from modularevo.training.loop import (
+    TrainState,
+    build_accelerator,
+    global_batches,
+    load_checkpoint,
+    local_part,
+    save_checkpoint,
+    train_step,
+)
+from modularevo.training.masked_optim import mask_gradients_
+from modularevo.utils.atomic import atomic_dir, atomic_write_text
+from modularevo.utils.seed import seed_everything
+
+logger = logging.getLogger(__name__)
+
+BEST_FILE = "best.safetensors"
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What :func:`finetune` produced.
+
+    Attributes:
+        output_dir: the run folder.
+        model_dir: Hugging Face folder of the fine-tuned model (head included).
+        metrics: the content of ``metrics.json``.
+    """
+
+    output_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    cfg: FinetuneConfig
+    acc: Accelerator
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    data: RunData
+    plan: st.TrainPlan | None
+    out: Path
+    total_steps: int
+    base_masked: dict[str, Tensor]
+
+
+def finetune(
+    config: FinetuneConfig,
+    *,
+    model: nn.Module | None = None,
+    tokenizer: Any = None,
+    dataset: Any = None,
+    on_step: Callable[[TrainState], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``config.model`` on ``config.task`` with ``config.strategy``.
+
+    Args:
+        config: the run's validated config.
+        model: an in-memory classifier instead of loading ``config.model`` (tests).
+        tokenizer: its tokenizer (required with ``model``).
+        dataset: a DatasetDict with train/validation/test instead of ``config.task``.
+        on_step: called after every step (after any checkpoint) with the train state.
+
+    Returns:
+        The :class:`FinetuneResult`.
+
+    Raises:
+        InputError: finished output folder without ``overwrite``, a module that does not
+            fit the model, or a dataset lacking splits.
+    """
+    out = Path(config.output_dir)
+    _prepare_output(out, config)
+    seed_everything(config.seed)
+    acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    if dataset is None:
+        from modularevo.data import load_dataset
+
+        dataset = load_dataset(config.task)
+    if model is None:
+        from modularevo.models.load import load_model
+
+        model, tokenizer = load_model(config.model, "classifier", num_labels=label_info(dataset)[0])
+    elif tokenizer is None:
+        raise InputError("finetune(model=...) needs the model's `tokenizer` too")
+    run = _build_run(config, acc, model, prepare_data(config, dataset, tokenizer), out)
+    start = time.perf_counter()
+    state = _resume_or_start(run)
+    state = _train(run, state, on_step)
+    train_s = time.perf_counter() - start
+    return _finish(run, state, tokenizer, train_s)
+
+
+def _prepare_output(out: Path, cfg: FinetuneConfig) -> None:
+    finished = (out / "metrics.json").is_file()
+    if finished and not cfg.overwrite:
+        raise InputError(
+            f"output {str(out)!r} already holds a finished run (metrics.json); choose another "
+            "output_dir or set overwrite=true"
+        )
+    if (finished and cfg.overwrite) or not cfg.resume:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / BEST_FILE).unlink(missing_ok=True)
+
+
+def _build_run(
+    cfg: FinetuneConfig, acc: Accelerator, model: nn.Module, data: RunData, out: Path
+) -> _Run:
+    plan: st.TrainPlan | None = None
+    base_masked: dict[str, Tensor] = {}
+    if cfg.strategy == "module":
+        assert cfg.module is not None
+        masks = st.load_plan_masks(cfg.module, model, allow_modified=cfg.allow_modified_base)
+        plan = st.apply_module_plan(model, masks)
+        params = dict(model.named_parameters())
+        base_masked = {n: params[n].detach().clone() for n in plan.masks}
+    elif cfg.strategy == "lora":
+        o = cfg.lora
+        model = st.apply_lora(
+            model, r=o.r, alpha=o.alpha, dropout=o.dropout, target_modules=o.target_modules
+        )
+    else:
+        model.requires_grad_(True)
+    optimizer = st.build_optimizer(
+        model, plan, lr=cfg.lr, weight_decay=cfg.weight_decay, head_lr=cfg.head_lr
+    )
+    steps_per_epoch = len(data.train) // cfg.batch_size
+    total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(cfg, total))
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("strategy %s: %d trainable parameters, %d steps", cfg.strategy, n_train, total)
+    return _Run(cfg, acc, model, optimizer, scheduler, data, plan, out, total, base_masked)
+
+
+def _linear_schedule(cfg: FinetuneConfig, total: int) -> Callable[[int], float]:
+    warm = cfg.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
+def _resume_or_start(run: _Run) -> TrainState:
+    ckpt_root = run.out / "checkpoints"
+    if run.acc.is_main_process:
+        run.out.mkdir(parents=True, exist_ok=True)
+    found = load_checkpoint(run.acc, ckpt_root) if run.cfg.resume else None
+    if found is None:
+        return TrainState()
+    state, folder = found
+    if run.acc.is_main_process:
+        saved_best = folder / BEST_FILE
+        if saved_best.is_file():
+            shutil.copy2(saved_best, run.out / BEST_FILE)
+        else:
+            (run.out / BEST_FILE).unlink(missing_ok=True)
+    run.acc.wait_for_everyone()
+    return state
+
+
+def _grad_hook(run: _Run) -> Callable[[], None] | None:
+    if run.plan is None:
+        return None
+    params = dict(run.acc.unwrap_model(run.model).named_parameters())
+    by_param = {params[n]: m.to(params[n].device) for n, m in run.plan.masks.items()}
+    return lambda: mask_gradients_(by_param)
+
+
+def _train(
+    run: _Run, state: TrainState, on_step: Callable[[TrainState], None] | None
+) -> TrainState:
+    cfg, acc = run.cfg, run.acc
+    steps_per_epoch = len(run.data.train) // cfg.batch_size
+    hook = _grad_hook(run)
+    bar = tqdm(
+        total=run.total_steps,
+        initial=state.step,
+        desc=f"finetune[{cfg.strategy}]",
+        disable=not (cfg.progress and acc.is_main_process),
+    )
+    while state.step < run.total_steps and not state.stopped_early:
+        epoch, offset = divmod(state.step, steps_per_epoch)
+        for idx in global_batches(len(run.data.train), cfg.batch_size, seed=cfg.seed, epoch=epoch)[
+            offset:
+        ]:
+            batch = pad_batch(
+                [run.data.train[i] for i in local_part(idx, acc)], pad_id=run.data.pad_id
+            )
+            loss = train_step(
+                acc,
+                run.model,
+                batch,
+                run.optimizer,
+                scheduler=run.scheduler,
+                max_grad_norm=cfg.max_grad_norm,
+                grad_hook=hook,
+            )
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if state.step % cfg.eval_every == 0 or state.step == run.total_steps:
+                _evaluate_and_select(run, state, loss)
+            if (
+                cfg.checkpoint_every
+                and state.step % cfg.checkpoint_every == 0
+                and state.step < run.total_steps
+                and not state.stopped_early
+            ):
+                save_checkpoint(
+                    acc,
+                    run.out / "checkpoints",
+                    state,
+                    keep=cfg.keep_checkpoints,
+                    extra_files=[run.out / BEST_FILE],
+                )
+            if on_step is not None:
+                on_step(state)
+            if state.step >= run.total_steps or state.stopped_early:
+                break
+    bar.close()
+    return state
+
+
+def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
+    cfg = run.cfg
+    val = score_split(
+        run.model,
+        run.data.validation,
+        pad_id=run.data.pad_id,
+        num_labels=run.data.num_labels,
+        batch_size=cfg.eval_batch_size,
+        accelerator=run.acc,
+    )
+    state.history.append(
+        {"step": state.step, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}}
+    )
+    logger.info(
+        "step %d: train loss %.4f, val accuracy %.4f, val macro-F1 %.4f",
+        state.step,
+        loss,
+        val["accuracy"],
+        val["macro_f1"],
+    )
+    if val["accuracy"] > state.best_metric + cfg.min_delta or state.best_step < 0:
+        state.best_metric, state.best_step, state.evals_since_best = val["accuracy"], state.step, 0
+        _save_best(run)
+    else:
+        state.evals_since_best += 1
+        if cfg.patience is not None and state.evals_since_best >= cfg.patience:
+            state.stopped_early = True
+            logger.info("early stop at step %d (best step %d)", state.step, state.best_step)
+
+
+def _trainable_state(run: _Run) -> dict[str, Tensor]:
+    full = run.acc.get_state_dict(run.model)
+    names = {n for n, p in run.acc.unwrap_model(run.model).named_parameters() if p.requires_grad}
+    return {n: t.detach().cpu().clone().contiguous() for n, t in full.items() if n in names}
+
+
+def _save_best(run: _Run) -> None:
+    tensors = _trainable_state(run)
+    if run.acc.is_main_process:
+        tmp = run.out / f".{BEST_FILE}.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(run.out / BEST_FILE)
+    run.acc.wait_for_everyone()
+
+
+def _restore_best(run: _Run) -> nn.Module:
+    model = run.acc.unwrap_model(run.model)
+    best = run.out / BEST_FILE
+    if best.is_file():
+        missing = set(load_file(str(best))) - set(dict(model.named_parameters()))
+        if missing:
+            raise InputError(f"best weights name unknown parameters, e.g. {sorted(missing)[:2]}")
+        model.load_state_dict(load_file(str(best), device=str(run.acc.device)), strict=False)
+    return model
+
+
+def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> FinetuneResult:
+    cfg, acc = run.cfg, run.acc
+    model = _restore_best(run)
+    if cfg.strategy == "lora":
+        model = st.merge_lora(model)
+    metrics: dict[str, Any] = {
+        "strategy": cfg.strategy,
+        "model": cfg.model,
+        "task": cfg.task,
+        "steps": state.step,
+        "best_step": state.best_step,
+        "stopped_early": state.stopped_early,
+        "train_seconds": round(train_s, 2),
+        "num_processes": acc.num_processes,
+    }
+    for split in ("validation", "test"):
+        metrics[split] = score_split(
+            model,
+            getattr(run.data, split),
+            pad_id=run.data.pad_id,
+            num_labels=run.data.num_labels,
+            batch_size=cfg.eval_batch_size,
+            accelerator=acc,
+        )
+    metrics.update(_mask_report(run, model))
+    metrics["history"] = state.history
+    model_dir = run.out / "model"
+    if acc.is_main_process:
+        with atomic_dir(model_dir, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        _write_run_files(run.out, cfg, metrics)
+        shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
+        (run.out / BEST_FILE).unlink(missing_ok=True)
+    acc.wait_for_everyone()
+    return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics)
+
+
+def _mask_report(run: _Run, model: nn.Module) -> dict[str, Any]:
+    if run.plan is None:
+        return {}
+    params = dict(model.named_parameters())
+    changed = inside = total = 0
+    for name, mask in run.plan.masks.items():
+        diff = bits_differ(params[name].detach().cpu(), run.base_masked[name].cpu())
+        changed += int(diff[~mask.view(-1)].sum())
+        inside += int(mask.sum())
+        total += mask.numel()
+    return {
+        "mask": {
+            "density": inside / max(total, 1),
+            "out_of_mask_changed": changed,
+            "masked_params": len(run.plan.masks),
+        }
+    }
+
+
+def bits_differ(a: Tensor, b: Tensor) -> Tensor:
+    """Flat bool tensor: True where ``a`` and ``b`` differ in any bit (same dtype and shape)."""
+    width = a.element_size()
+    a_bytes = a.contiguous().view(-1).view(torch.uint8).view(-1, width)  # (numel, width)
+    b_bytes = b.contiguous().view(-1).view(torch.uint8).view(-1, width)
+    return (a_bytes != b_bytes).any(dim=1)
+
+
+def _write_run_files(out: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
+    from modularevo.utils.runinfo import run_info
+
+    atomic_write_text(
+        out / "config.resolved.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    )
+    atomic_write_text(out / "run_info.json", json.dumps(run_info(), indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+
+
+__all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]

@@ -1,0 +1,89 @@
+"""Data of one fine-tuning run: the train shard, eval slices, tokenized once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from modularevo.config.finetune import FinetuneConfig, TrainShard
+from modularevo.errors import InputError
+from modularevo.training.collate import Example, pad_id_of, tokenize_split
+from modularevo.utils.seed import derived_generator
+
+
+@dataclass
+class RunData:
+    """Tokenized splits and facts about the label set."""
+
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    num_labels: int
+    label_names: list[str]
+    pad_id: int
+
+
+def shard_indices(n: int, shard: TrainShard) -> list[int]:
+    """Indices of part ``shard.index`` of ``shard.count`` equal parts of a seeded shuffle.
+
+    The parts of one ``(n, count, seed)`` are disjoint and together cover all but
+    the ``n % count`` examples left over at the end.
+    """
+    order = torch.randperm(n, generator=derived_generator(shard.seed, "train-shard")).tolist()
+    size = n // shard.count
+    return sorted(order[shard.index * size : (shard.index + 1) * size])
+
+
+def label_info(dataset: Any) -> tuple[int, list[str]]:
+    """(number of labels, label names) from the train split's ``label`` ClassLabel.
+
+    Raises:
+        InputError: if the label column has no class names and no labels.
+    """
+    train = dataset["train"]
+    feature = getattr(train, "features", {}).get("label")
+    names = list(getattr(feature, "names", None) or [])
+    if names:
+        return len(names), names
+    labels = set(train["label"])
+    if not labels:
+        raise InputError("the train split has no labels; a classification task needs them")
+    k = max(labels) + 1
+    return k, [str(i) for i in range(k)]
+
+
+def prepare_data(config: FinetuneConfig, dataset: Any, tokenizer: Any) -> RunData:
+    """Slice and tokenize the splits as ``config`` asks.
+
+    Raises:
+        InputError: if a split is missing.
+    """
+    missing = [s for s in ("train", "validation", "test") if s not in dataset]
+    if missing:
+        raise InputError(
+            f"dataset lacks split(s) {missing}; found {sorted(dataset)}; selection needs "
+            "'validation' and reporting needs 'test'"
+        )
+    num_labels, names = label_info(dataset)
+    train = dataset["train"]
+    if config.train_shard is not None:
+        train = train.select(shard_indices(len(train), config.train_shard))
+    if config.max_train_examples is not None:
+        train = train.select(range(min(config.max_train_examples, len(train))))
+
+    def evaluation(split: str) -> list[Example]:
+        data = dataset[split]
+        if config.max_eval_examples is not None:
+            data = data.select(range(min(config.max_eval_examples, len(data))))
+        return tokenize_split(data, tokenizer, max_length=config.max_length)
+
+    return RunData(
+        train=tokenize_split(train, tokenizer, max_length=config.max_length),
+        validation=evaluation("validation"),
+        test=evaluation("test"),
+        num_labels=num_labels,
+        label_names=names,
+        pad_id=pad_id_of(tokenizer),
+    )
