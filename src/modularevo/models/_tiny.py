@@ -1,0 +1,79 @@
+"""Tiny random models for tests and examples: hidden 32, 2 layers, 4 heads, vocab 128.
+
+Built in memory from a fixed seed (the global RNG is left untouched), with a
+character tokenizer, so tests need no network and no cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modularevo.models._tokenizers import tiny_char_tokenizer
+
+TINY_SEED = 1234
+_VOCAB = 128
+
+
+def tiny_config(name: str) -> Any:
+    """The HF config of a tiny model (``tiny-gptneo``, ``tiny-bert`` or ``tiny-t5``)."""
+    from transformers import BertConfig, GPTNeoConfig, T5Config
+
+    ids = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+    if name == "tiny-gptneo":
+        return GPTNeoConfig(
+            vocab_size=_VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+            attention_types=[[["global", "local"], 1]], window_size=16,
+            max_position_embeddings=128, **ids,
+        )  # fmt: skip
+    if name == "tiny-bert":
+        return BertConfig(
+            vocab_size=_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
+        )  # fmt: skip
+    if name == "tiny-t5":
+        return T5Config(
+            vocab_size=_VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=3,
+        )  # fmt: skip
+    raise KeyError(name)
+
+
+def tiny_tokenizer(name: str) -> Any:
+    """The character tokenizer matching a tiny model's input convention."""
+    template = {"tiny-bert": "bert", "tiny-t5": "eos"}.get(name, "none")
+    return tiny_char_tokenizer(template=template)
+
+
+def build_tiny_from(config: Any, auto_cls: Any) -> nn.Module:
+    """Instantiate ``auto_cls.from_config(config)`` under the fixed tiny seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(TINY_SEED)
+        model = auto_cls.from_config(config)
+    return model.eval()
+
+
+def _native_auto(name: str) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+
+    return {
+        "tiny-gptneo": AutoModelForCausalLM,
+        "tiny-bert": AutoModelForMaskedLM,
+        "tiny-t5": AutoModelForSeq2SeqLM,
+    }[name]
+
+
+def save_tiny(name: str, out: Path) -> None:
+    """Write a tiny model (its native kind) and tokenizer as an HF folder."""
+    build_tiny_from(tiny_config(name), _native_auto(name)).save_pretrained(out)
+    tiny_tokenizer(name).save_pretrained(out)
+
+
+def tiny_params(name: str) -> int:
+    """Parameter count of a tiny model in its native kind (tied weights once)."""
+    with torch.device("meta"):
+        model = _native_auto(name).from_config(tiny_config(name))
+    return sum(p.numel() for p in model.parameters())
