@@ -1,0 +1,235 @@
+"""Pretrain a small GPT-Neo on the offline domain corpora: the ``gptneo-small`` default.
+
+Run ``modularevo pretrain configs/pretrain/gptneo_small.yaml`` (any key can be
+overridden: ``steps=50``). The result is an HF folder (model, byte-level BPE
+tokenizer, ``pretrain_metrics.json`` with the validation perplexity) written
+atomically to ``cache_dir("models")/<name>``, where ``load_model("gptneo-small")``
+finds it. The run is seeded: the same config gives the same weights on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from modularevo.models._pretrain_data import (
+    load_corpora,
+    pack_blocks,
+    sample_batch,
+    tokenizer_sample,
+)
+from modularevo.models._tokenizers import train_bpe_tokenizer
+from modularevo.models.defaults import models_dir
+from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.runinfo import run_info
+from modularevo.utils.seed import derived_generator, seed_everything
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "pretrain_metrics.json"
+
+
+class GPTNeoArch(BaseModel):
+    """Size of the GPT-Neo decoder (defaults: the shipped ``gptneo-small``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hidden_size: int = Field(256, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(1024, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+    window_size: int = Field(128, gt=0)
+
+
+class PretrainConfig(BaseModel):
+    """Everything that decides a pretraining run; validated once, frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "gptneo-small"
+    corpora: list[str] = Field(default_factory=lambda: ["math", "law", "multilingual", "code"])
+    max_docs_per_corpus: int | None = Field(20000, gt=0)
+    vocab_size: int = Field(8192, ge=300)
+    tokenizer_docs: int = Field(20000, gt=0)
+    model: GPTNeoArch = Field(default_factory=GPTNeoArch)
+    seq_len: int = Field(128, gt=1)
+    batch_size: int = Field(16, gt=0)
+    steps: int = Field(1200, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(200, gt=0)
+    eval_blocks: int = Field(64, gt=0)
+    seed: int = 0
+    threads: int = Field(2, gt=0)
+    out: str | None = None
+    progress: bool = True
+
+
+def gptneo_config(arch: GPTNeoArch, *, vocab_size: int, tokenizer: Any = None) -> Any:
+    """The HF ``GPTNeoConfig`` for ``arch``; global and local attention layers alternate."""
+    from transformers import GPTNeoConfig
+
+    pairs, odd = divmod(arch.num_layers, 2)
+    types: list[Any] = [[["global", "local"], pairs]] if pairs else []
+    if odd:
+        types.append([["global"], 1])
+    ids = {}
+    if tokenizer is not None:
+        ids = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    return GPTNeoConfig(
+        vocab_size=vocab_size, hidden_size=arch.hidden_size, num_layers=arch.num_layers,
+        num_heads=arch.num_heads, intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings, window_size=arch.window_size,
+        attention_types=types, **ids,
+    )  # fmt: skip
+
+
+def output_dir(cfg: PretrainConfig) -> Path:
+    """Where the run writes its model: ``cfg.out`` or the embedded-models cache."""
+    return Path(cfg.out).expanduser() if cfg.out else models_dir() / cfg.name
+
+
+def pretrain(cfg: PretrainConfig, *, overwrite: bool = False) -> dict[str, Any]:
+    """Train the tokenizer and the model, evaluate, and write the HF folder atomically.
+
+    Args:
+        cfg: the validated config.
+        overwrite: replace an existing output folder.
+
+    Returns:
+        The metrics written to ``pretrain_metrics.json`` (val perplexity, time, sizes).
+
+    Raises:
+        InputError: if the output exists and ``overwrite`` is false, or a corpus is unusable.
+    """
+    from transformers import GPTNeoForCausalLM
+
+    target = output_dir(cfg)
+    with atomic_dir(target, overwrite=overwrite) as tmp:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        corpora = load_corpora(cfg.corpora, max_docs=cfg.max_docs_per_corpus, seed=cfg.seed)
+        t0 = time.perf_counter()
+        sample = tokenizer_sample(corpora, n_docs=cfg.tokenizer_docs, seed=cfg.seed)
+        tok = train_bpe_tokenizer(sample, vocab_size=cfg.vocab_size)
+        train = [pack_blocks(c.train, tok, seq_len=cfg.seq_len) for c in corpora]
+        val = [pack_blocks(c.validation, tok, seq_len=cfg.seq_len)[: cfg.eval_blocks] for c in corpora]
+        prep_s = time.perf_counter() - t0
+        model = GPTNeoForCausalLM(gptneo_config(cfg.model, vocab_size=len(tok), tokenizer=tok))
+        t1 = time.perf_counter()
+        history = _train(model, cfg, train, val)
+        train_s = time.perf_counter() - t1
+        per_corpus = _evaluate(model, val, batch_size=cfg.batch_size)
+        metrics = _metrics(cfg, model, per_corpus, corpora, train, history=history,
+                           seconds=(prep_s, train_s))  # fmt: skip
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    log.info("pretrained %s: val ppl %.2f in %.0f s -> %s", cfg.name, metrics["val_ppl"],
+             train_s, target)  # fmt: skip
+    return metrics
+
+
+def _lr_factor(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))  # cosine to 10%
+
+
+def _train(
+    model: torch.nn.Module, cfg: PretrainConfig, train: list[torch.Tensor], val: list[torch.Tensor]
+) -> list[dict[str, float]]:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    gen = derived_generator(cfg.seed, "pretrain-batches")
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", disable=not cfg.progress)
+    model.train()
+    for step in bar:
+        batch = sample_batch(train, batch_size=cfg.batch_size, step=step, generator=gen)
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            ppl = _mean_ppl(_evaluate(model, val, batch_size=cfg.batch_size))
+            history.append({"step": step + 1, "train_loss": loss.item(), "val_ppl": ppl})
+            log.info("step %d: train loss %.3f, val ppl %.2f", step + 1, loss.item(), ppl)
+            model.train()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, val: list[torch.Tensor], *, batch_size: int) -> list[float]:
+    """Mean next-token loss per corpus over its validation blocks."""
+    model.eval()
+    losses = []
+    for blocks in val:
+        total, n = 0.0, 0
+        for start in range(0, len(blocks), batch_size):
+            chunk = blocks[start : start + batch_size]
+            total += float(model(input_ids=chunk, labels=chunk).loss) * len(chunk)
+            n += len(chunk)
+        losses.append(total / n)
+    return losses
+
+
+def _mean_ppl(losses: list[float]) -> float:
+    return math.exp(sum(losses) / len(losses))
+
+
+def _metrics(
+    cfg: PretrainConfig,
+    model: torch.nn.Module,
+    losses: list[float],
+    corpora: list[Any],
+    train: list[torch.Tensor],
+    *,
+    history: list[dict[str, float]],
+    seconds: tuple[float, float],
+) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "val_ppl": _mean_ppl(losses),
+        "val_loss": sum(losses) / len(losses),
+        "val_ppl_per_corpus": {c.name: math.exp(v) for c, v in zip(corpora, losses, strict=True)},
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "train_tokens_available": {c.name: int(t.numel()) for c, t in zip(corpora, train, strict=True)},
+        "prepare_seconds": round(seconds[0], 1),
+        "train_seconds": round(seconds[1], 1),
+        "threads": cfg.threads,
+        "history": history,
+        "config": cfg.model_dump(),
+        "run": run_info(cfg.seed),
+    }
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any] | None:
+    """The ``pretrain_metrics.json`` of a pretrained folder, or None."""
+    path = Path(folder) / METRICS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
