@@ -4,6 +4,7 @@ The public Python API is re-exported here; every CLI command calls one of these.
 """
 
 from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
+from modularevo.merging.apply import merge
 from modularevo.registry import Registry
 
 __version__ = "0.1.0"
@@ -15,4 +16,5 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "__version__",
+    "merge",
 ]

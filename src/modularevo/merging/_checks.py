@@ -1,0 +1,211 @@
+"""Cross-checks of the merge inputs (headers only), used by :mod:`modularevo.merging.plan`.
+
+Each check gathers every problem of its kind and raises one :class:`InputError`
+naming the tensors, what was found, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from modularevo.errors import InputError
+from modularevo.io.hf_files import vocab_size
+from modularevo.io.reader import ModelReader
+
+_MAX_LISTED = 8
+_TIE_HINT = re.compile(r"(embed|wte|shared|lm_head|decoder|word_embeddings)")
+
+
+def _raise(title: str, problems: list[str], fix: str) -> None:
+    shown = problems[:_MAX_LISTED]
+    more = len(problems) - len(shown)
+    lines = "\n".join(f"  - {p}" for p in shown) + (f"\n  - … and {more} more" if more else "")
+    raise InputError(f"{title}:\n{lines}\n{fix}")
+
+
+def _examples(names: set[str]) -> str:
+    ordered = sorted(names)
+    more = f" (+{len(ordered) - 3} more)" if len(ordered) > 3 else ""
+    return ", ".join(repr(n) for n in ordered[:3]) + more
+
+
+def check_names(
+    readers: Sequence[ModelReader], labels: Sequence[str], *, missing: str
+) -> list[str]:
+    """Compare tensor names with the reference (``readers[0]``).
+
+    Args:
+        readers: reference first, then the other inputs.
+        labels: their paths, for messages.
+        missing: ``error`` (any difference is an error) or ``base`` (tolerated).
+
+    Returns:
+        Names some input has but the reference lacks (left out of the output).
+
+    Raises:
+        InputError: if names differ and ``missing`` is ``error``.
+    """
+    ref = set(readers[0].tensors)
+    problems: list[str] = []
+    dropped: set[str] = set()
+    for r, label in zip(readers[1:], labels[1:], strict=False):
+        names = set(r.tensors)
+        lacks, extra = ref - names, names - ref
+        dropped |= extra
+        if lacks:
+            problems.append(
+                f"{label} lacks {len(lacks)} tensor(s) that {labels[0]} has: {_examples(lacks)}"
+            )
+        if extra:
+            problems.append(
+                f"{label} has {len(extra)} tensor(s) that {labels[0]} lacks: {_examples(extra)}"
+            )
+    if problems and missing == "error":
+        _raise(
+            "the models do not hold the same tensors (expected one architecture)",
+            problems,
+            "Merge models of the same architecture, or set `missing_tensors: base` to let a "
+            "model lacking a tensor keep the base's value and leave out tensors the base lacks.",
+        )
+    return sorted(dropped)
+
+
+def check_shapes(
+    readers: Sequence[ModelReader], labels: Sequence[str], configs: Sequence[dict[str, Any]]
+) -> None:
+    """Check that shared tensors have equal shapes and kinds (float or not) everywhere.
+
+    Raises:
+        InputError: listing every mismatch; differing vocabularies get their own message.
+    """
+    ref = readers[0]
+    ref_vocab = vocab_size(configs[0])
+    problems: list[str] = []
+    vocab_problems: list[str] = []
+    for r, label, cfg in zip(readers[1:], labels[1:], configs[1:], strict=False):
+        for name, info in r.tensors.items():
+            want = ref.tensors.get(name)
+            if want is None:
+                continue
+            if want.shape != info.shape:
+                line = (
+                    f"{name!r}: {label} has {list(info.shape)}, {labels[0]} has {list(want.shape)}"
+                )
+                if _is_vocab_mismatch(want.shape, info.shape, ref_vocab, vocab_size(cfg)):
+                    vocab_problems.append(f"{line} (vocab_size {vocab_size(cfg)} vs {ref_vocab})")
+                else:
+                    problems.append(line)
+            elif want.is_float != info.is_float:
+                problems.append(
+                    f"{name!r}: {label} stores {info.dtype}, {labels[0]} stores {want.dtype}"
+                )
+    if vocab_problems:
+        _raise(
+            "the models have different vocabulary sizes",
+            vocab_problems,
+            "Merge models that share one tokenizer, or resize the embeddings of the others to "
+            "the base's vocabulary first (model.resize_token_embeddings(n); save_pretrained).",
+        )
+    if problems:
+        _raise(
+            "tensor shapes or kinds differ between the models",
+            problems,
+            "Merge models of one architecture and size (same config.json).",
+        )
+
+
+def _is_vocab_mismatch(
+    a: tuple[int, ...], b: tuple[int, ...], va: int | None, vb: int | None
+) -> bool:
+    if not a or len(a) != len(b) or a[1:] != b[1:]:
+        return False
+    return (va is not None and a[0] == va) or (vb is not None and b[0] == vb) or va != vb
+
+
+def find_tied_groups(readers: Sequence[ModelReader], config: dict[str, Any]) -> dict[str, str]:
+    """Tensors stored twice with equal values in every input (tied embeddings).
+
+    Candidates are embedding-like names of equal shape; they count as tied when
+    their values are equal in every model (and the config does not say untied).
+
+    Returns:
+        ``{alias name: name it is tied to}``.
+    """
+    if config.get("tie_word_embeddings") is False:
+        return {}
+    ref = readers[0]
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, info in ref.tensors.items():
+        if info.is_float and len(info.shape) == 2 and _TIE_HINT.search(name):
+            groups.setdefault((info.shape, info.dtype), []).append(name)
+    tied: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        names.sort(key=lambda n: ("lm_head" in n or "decoder" in n, n))
+        head = names[0]
+        for other in names[1:]:
+            if all(_equal_in(r, head, other) for r in readers):
+                tied[other] = head
+    return tied
+
+
+def _equal_in(r: ModelReader, a: str, b: str) -> bool:
+    if a not in r or b not in r:
+        return False
+    try:
+        return bool(torch.equal(r.read(a), r.read(b)))
+    finally:
+        r.release(a)
+        r.release(b)
+
+
+def open_masks(paths: Sequence[str | None]) -> list[Any]:
+    """Open each model's module mask file (``None`` stays ``None``)."""
+    return [_open_module(p) if p else None for p in paths]
+
+
+def _open_module(path: str) -> Any:
+    """The single place that reads module mask files (``modularevo.modules.io``)."""
+    try:
+        from modularevo.modules.io import open_module
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
+        raise InputError(
+            f"cannot read module mask {path!r}: modularevo.modules.io is not available "
+            f"in this installation ({exc})"
+        ) from None
+    return open_module(path)
+
+
+def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) -> None:
+    """Check every mask names a tensor of the model and has its shape.
+
+    Raises:
+        InputError: listing each mask whose tensor is missing or whose shape differs.
+    """
+    problems: list[str] = []
+    for reader, entry in zip(masks, entries, strict=False):
+        if reader is None:
+            continue
+        shapes = getattr(reader, "shapes", None) or {
+            n: tuple(reader.mask(n).shape) for n in reader.names()
+        }
+        for name, shape in shapes.items():
+            info = ref.tensors.get(name)
+            if info is None:
+                problems.append(f"{entry.mask}: masks {name!r}, which the models do not have")
+            elif tuple(shape) != info.shape:
+                problems.append(
+                    f"{entry.mask}: mask {name!r} is {list(shape)} but the tensor is "
+                    f"{list(info.shape)}"
+                )
+    if problems:
+        _raise(
+            "module masks do not fit the models",
+            problems,
+            "Use masks learned on this architecture (re-run `modularevo modularize` on the base).",
+        )
