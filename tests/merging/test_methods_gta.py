@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modularevo.errors import InputError
 from modularevo.merging import MERGE_METHODS
@@ -94,3 +96,80 @@ def test_consensus_helpers():
         elect_sign(w, "vote")  # type: ignore[arg-type]
     zero_w = merge_deltas(w, torch.tensor([1.0, -1.0]), consensus=None, normalize=True)
     assert torch.allclose(zero_w, TAU_A + TAU_B)  # divisor ~0 -> 1
+
+
+# ---------------------------------------------------------------- equivalences
+
+SIGNED = st.lists(st.floats(0.01, 3.0), min_size=6, max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(SIGNED, min_size=1, max_size=4),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+    st.lists(st.floats(0.1, 2.0), min_size=4, max_size=4),
+    st.booleans(),
+)
+def test_ties_with_agreeing_signs_and_density_1_equals_task_arithmetic(
+    mags, signs, weights, normalize
+):  # fmt: skip
+    sign = torch.tensor([1.0 if s else -1.0 for s in signs])
+    base = torch.linspace(-1, 1, 6)
+    ts = [base + sign * torch.tensor(m) for m in mags]
+    w = weights[: len(ts)]
+    ties = fn("ties")(ts, base, weight=w, normalize=normalize)
+    ta = fn("task_arithmetic")(ts, base, weight=w, normalize=normalize)
+    assert torch.allclose(ties, ta, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dare_linear", "dare_ties", "della_linear", "della"])
+def test_random_methods_at_density_1_equal_their_deterministic_counterpart(name):
+    ts = [BASE + TAU_A, BASE + TAU_B]
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = fn(name)(ts, BASE, generators=gens, weight=[0.6, 1.2], density=1.0)
+    ref = "ties" if name in ("dare_ties", "della") else "task_arithmetic"
+    normalize = name == "della"
+    expected = fn(ref)(ts, BASE, weight=[0.6, 1.2], normalize=normalize)
+    assert torch.allclose(out, expected)
+
+
+@pytest.mark.parametrize(("name", "extra"), [("dare_linear", {}), ("della_linear",
+                         {"epsilon": 0.2})])  # fmt: skip
+def test_random_drop_keeps_the_task_arithmetic_expectation(name, extra):
+    ts = [BASE + TAU_A, BASE + TAU_B]
+    w = [0.6, 1.2]
+    runs = []
+    for s in range(2000):
+        gens = [torch.Generator().manual_seed(2 * s + i) for i in range(2)]
+        runs.append(fn(name)(ts, BASE, generators=gens, weight=w, density=0.5, **extra))
+    ta = fn("task_arithmetic")(ts, BASE, weight=w)
+    assert torch.allclose(torch.stack(runs).mean(0), ta, atol=0.1)
+
+
+def test_dare_drops_about_one_minus_density_per_model():
+    base = torch.zeros(4000)
+    t = torch.ones(4000)
+    out = fn("dare_linear")([t], base, generators=[torch.Generator().manual_seed(0)],
+                            density=0.25)  # fmt: skip
+    assert abs(float((out != 0).float().mean()) - 0.25) < 0.03
+    assert torch.allclose(out[out != 0], torch.tensor(4.0))
+
+
+def test_breadcrumbs_and_della_density_through_the_method():
+    base = torch.zeros(1000)
+    t = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    bc = fn("breadcrumbs")([t], base, density=0.3, gamma=0.05)
+    assert int((bc != 0).sum()) == 300
+    assert not bc[torch.topk(t.abs(), 50).indices].any()
+    gens = [torch.Generator().manual_seed(1)]
+    de = fn("della_linear")([t], base, generators=gens, density=0.3, epsilon=0.1)
+    assert abs(float((de != 0).float().mean()) - 0.3) < 0.04
+
+
+def test_della_lambda_scales_last():
+    ts = [BASE + TAU_A, BASE + TAU_B]
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    one = fn("della")(ts, BASE, generators=gens(), density=0.5, epsilon=0.1)
+    half = fn("della")(ts, BASE, generators=gens(), density=0.5, epsilon=0.1,
+                       **{"lambda": 0.5})  # fmt: skip
+    assert torch.allclose(half - BASE, 0.5 * (one - BASE))
