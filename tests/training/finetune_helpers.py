@@ -11,6 +11,9 @@ from transformers import BertConfig, BertForSequenceClassification, PreTrainedTo
 
 from modularevo.modules import ModuleMask, fingerprint, save_module
 
+# The test machines are small and shared: one thread avoids OpenMP oversubscription.
+torch.set_num_threads(1)
+
 N_WORDS = 30
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
@@ -28,11 +31,13 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )  # fmt: skip
 
 
-def tiny_classifier(num_labels: int = 3, seed: int = 0) -> BertForSequenceClassification:
+def tiny_classifier(
+    num_labels: int = 3, seed: int = 0, dropout: float = 0.1
+) -> BertForSequenceClassification:
     cfg = BertConfig(
         vocab_size=len(SPECIAL) + N_WORDS, hidden_size=16, num_hidden_layers=2,
         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-        num_labels=num_labels, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0,
+        num_labels=num_labels, hidden_dropout_prob=dropout, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -70,8 +75,9 @@ def tiny_dataset(
     )
 
 
-def random_module(model: torch.nn.Module, path: Path, *, density: float = 0.25,
-                  seed: int = 0) -> ModuleMask:
+def random_module(
+    model: torch.nn.Module, path: Path, *, density: float = 0.25, seed: int = 0
+) -> ModuleMask:
     """A random module over every Linear weight and bias outside the classifier."""
     g = torch.Generator().manual_seed(seed)
     masked = {
