@@ -3,6 +3,8 @@
 The public Python API is re-exported here; every CLI command calls one of these.
 """
 
+from modularevo.cost.meter import measure_cost
+from modularevo.deploy.extract import extract_module
 from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
 from modularevo.merging.apply import merge
 from modularevo.registry import Registry
@@ -16,5 +18,7 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "__version__",
+    "extract_module",
+    "measure_cost",
     "merge",
 ]

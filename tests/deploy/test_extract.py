@@ -248,3 +248,26 @@ def test_unsupported_family_and_gqa() -> None:
     )
     with pytest.raises(InputError, match="grouped-query"):
         extract_module(model, module)
+
+
+def test_wrapped_classifier_backbone_is_pruned() -> None:
+    class Wrapper(nn.Module):
+        def __init__(self, backbone: nn.Module) -> None:
+            super().__init__()
+            self.backbone, self.config = backbone, backbone.config
+            self.classifier = nn.Linear(32, 2)
+
+        def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.classifier(h.mean(1))
+
+    model = Wrapper(tiny_bert().bert).eval()
+    inner = structured_mask(
+        model.backbone, "bert", random_keep(3, 48, 0.4, 3), random_keep(3, 4, 0.5, 4)
+    )
+    module = ModuleMask(masks={f"backbone.{n}": m for n, m in inner.masks.items()})
+    small = extract_module(model, module)
+    assert type(small.backbone).__name__ == "PrunedBertModel"
+    with torch.no_grad():
+        ref = masked_copy(model, module)(**inputs())
+        torch.testing.assert_close(small(**inputs()), ref, atol=1e-5, rtol=1e-5)

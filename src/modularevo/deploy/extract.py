@@ -354,6 +354,9 @@ def extract_module(model: nn.Module, module: ModuleMask, *, strict: bool = True)
     Raises:
         InputError: for an unsupported family or an unstructured mask.
     """
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module) and type(model).__name__ not in _all_pruned_names():
+        return _extract_wrapped(model, backbone, module, strict=strict)
     plan = plan_extraction(model, module, strict=strict)
     _check_gqa(model, plan)
     module = _keep_one(plan, module, model)
@@ -363,6 +366,34 @@ def extract_module(model: nn.Module, module: ModuleMask, *, strict: bool = True)
     new = cls(cfg)
     new.load_state_dict(sd, strict=True)
     log.info("extracted %s: ffn %s heads %s", cls.__name__, plan.ffn_sizes, plan.head_counts)
+    return new.eval()
+
+
+def _all_pruned_names() -> set[str]:
+    return {n for _, classes in hf_pruned.PRUNED_CLASSES.values() for n in classes}
+
+
+def _extract_wrapped(
+    model: nn.Module, backbone: nn.Module, module: ModuleMask, *, strict: bool
+) -> nn.Module:
+    """A wrapper (``model.backbone`` + head, e.g. SequenceClassifier): prune the backbone."""
+    inner = {
+        n.removeprefix("backbone."): m for n, m in module.masks.items() if n.startswith("backbone.")
+    }
+    outer = {n: m for n, m in module.masks.items() if not n.startswith("backbone.")}
+    if strict:
+        for n, m in outer.items():
+            if not bool(m.all()):
+                raise InputError(
+                    f"module mask is not structured: {n!r} has {int((~m).sum())} masked-out "
+                    "entries outside the backbone's FFN neurons and heads; pass strict=False "
+                    "to bake them in"
+                )
+    small = extract_module(backbone, ModuleMask(masks=inner), strict=strict)
+    new = copy.deepcopy(model)
+    new.backbone = small
+    new.config = small.config  # type: ignore[attr-defined]
+    ModuleMask(masks=outer).apply_(dict(new.named_parameters()))
     return new.eval()
 
 
@@ -409,7 +440,7 @@ def save_extracted(
     The folder holds ``modeling_modularevo_pruned.py`` and an ``auto_map``, so it also
     loads with ``trust_remote_code=True`` where modularevo is not installed.
     """
-    cls = type(model).__name__
+    cls = type(getattr(model, "backbone", model)).__name__
     cfg = model.config  # type: ignore[attr-defined]
     mod = REMOTE_CODE_FILE.removesuffix(".py")
     cfg.auto_map = {
