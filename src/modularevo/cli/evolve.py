@@ -1,0 +1,50 @@
+"""``modularevo evolve CONFIG [key=value ...]``: multi-round evolution with every strategy."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_summary(run: Path, seconds: float) -> None:
+    """Print the last round's comparison table and where the report is."""
+    from modularevo.evolution.report import last_round_rows
+
+    data = json.loads((run / "report" / "report.json").read_text("utf-8"))
+    tasks = data["config"]["tasks"]
+    rows = last_round_rows(data["table_test"])
+    title = f"round {rows[0]['round']} (test accuracy %)" if rows else "no rounds"
+    table = Table(title=title)
+    for col in ["strategy", *tasks, "abs avg", "norm avg"]:
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for r in rows:
+        norm = "–" if r["norm_avg"] is None else f"{r['norm_avg']:.2f}"
+        cells = [f"{100 * r[t]:.2f}" for t in tasks]
+        table.add_row(r["strategy"], *cells, f"{r['abs_avg']:.2f}", norm)
+    console.print(table)
+    console.print(f"report: {run / 'report' / 'report.md'}")
+    plots = [run / "report" / p for p in data.get("plots", [])]
+    if plots:
+        console.print("plots: " + ", ".join(str(p) for p in plots))
+    console.print(f"wall time: {seconds / 60:.1f} min")
+
+
+def evolve_cmd(
+    config: Path = typer.Argument(..., help="YAML config, e.g. configs/evolve/paper_minilm.yaml."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. rounds=2."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Fine-tune every task, merge, evaluate; repeat for each round (resumes a killed run)."""
+    from modularevo.evolution.loop import evolve
+
+    extra = ["progress=false"] if no_progress else []
+    t0 = time.perf_counter()
+    run = evolve(config, overrides=[*(overrides or []), *extra])
+    print_summary(run, time.perf_counter() - t0)

@@ -1,0 +1,165 @@
+"""Task data, classifier templates and scoring for an evolution run.
+
+:class:`TaskEvaluator` holds, per task, one classifier in memory (the *template*,
+whose weights are overwritten for each evaluation), the tokenized evaluation slices
+and the linear probe used for the untouched base. Selection (the λ search) only
+sees the ``search`` slice of validation; while an objective runs, the test split is
+locked and reading it raises ``AssertionError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modularevo.evaluation.evaluate import score_split
+from modularevo.training.collate import Example, pad_batch, pad_id_of, tokenize_split
+from modularevo.training.finetune_data import label_info
+from modularevo.utils.seed import derived_generator
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("search", "validation", "test")
+
+
+def subset_indices(n: int, cap: int | None, seed: int, key: str) -> list[int]:
+    """A seeded random subset of ``range(n)`` of size ``min(n, cap)``, sorted."""
+    if cap is None or cap >= n:
+        return list(range(n))
+    order = torch.randperm(n, generator=derived_generator(seed, "eval-subset", key))
+    return sorted(order[:cap].tolist())
+
+
+@dataclass
+class TaskData:
+    """One task's tokenized evaluation slices and label facts."""
+
+    name: str
+    num_labels: int
+    pad_id: int
+    splits: dict[str, list[Example]]
+
+
+def prepare_task(
+    name: str, dataset: Any, tokenizer: Any, *, max_length: int, caps: Mapping[str, int | None]
+) -> TaskData:
+    """Tokenize seeded subsets of validation (``search``, ``validation``) and test."""
+    num_labels, _ = label_info(dataset)
+    splits: dict[str, list[Example]] = {}
+    for split, source in (("search", "validation"), ("validation", "validation"), ("test", "test")):
+        data = dataset[source]
+        idx = subset_indices(len(data), caps.get(split), 0, f"{name}/{source}/{split}")
+        splits[split] = tokenize_split(data.select(idx), tokenizer, max_length=max_length)
+    return TaskData(name, num_labels, pad_id_of(tokenizer), splits)
+
+
+class TaskEvaluator:
+    """Scores state dicts on each task with a per-task classifier template.
+
+    Args:
+        data: task -> :class:`TaskData`.
+        templates: task -> classifier module (its weights get overwritten).
+        batch_size: examples per forward pass.
+    """
+
+    def __init__(
+        self, data: dict[str, TaskData], templates: dict[str, nn.Module], batch_size: int = 64
+    ) -> None:
+        self.data = data
+        self.templates = templates
+        self.batch_size = batch_size
+        self._test_locked = False
+        self.test_reads = 0
+
+    @contextlib.contextmanager
+    def locked_test(self) -> Iterator[None]:
+        """Within the block, any read of the test split raises ``AssertionError``."""
+        before = self._test_locked
+        self._test_locked = True
+        try:
+            yield
+        finally:
+            self._test_locked = before
+
+    def score(self, task: str, state: Mapping[str, Tensor], split: str) -> dict[str, float]:
+        """Load ``state`` into ``task``'s template and score it on ``split``."""
+        if split == "test":
+            assert not self._test_locked, "the test split was read during selection"
+            self.test_reads += 1
+        model = self.templates[task]
+        model.load_state_dict(dict(state), strict=True)
+        d = self.data[task]
+        return score_split(
+            model,
+            d.splits[split],
+            pad_id=d.pad_id,
+            num_labels=d.num_labels,
+            batch_size=self.batch_size,
+        )
+
+    def score_all(
+        self, states: Callable[[str], Mapping[str, Tensor]]
+    ) -> dict[str, dict[str, dict[str, float]]]:
+        """Validation and test scores of every task; ``states(task)`` gives its weights."""
+        return {
+            t: {s: self.score(t, states(t), s) for s in ("validation", "test")} for t in self.data
+        }
+
+    def search_objective(
+        self,
+        merged: Callable[[list[float], float | None], Mapping[str, Tensor]],
+        heads: Mapping[str, Mapping[str, Tensor]],
+    ) -> Callable[[list[float], float | None], float]:
+        """``(lambdas, density) -> mean search-slice accuracy``, test locked while it runs."""
+
+        def objective(lambdas: list[float], density: float | None) -> float:
+            with self.locked_test():
+                shared = merged(lambdas, density)
+                accs = [
+                    self.score(t, {**shared, **heads[t]}, "search")["accuracy"] for t in self.data
+                ]
+            return sum(accs) / len(accs)
+
+        return objective
+
+
+def pooled_features(model: nn.Module, examples: list[Example], pad_id: int, bs: int) -> Tensor:
+    """The inputs of ``model.classifier`` (pooled states) for ``examples``, (n, hidden)."""
+    head = getattr(model, "classifier")
+    grabbed: list[Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inp, _o: grabbed.append(inp[0].detach()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(examples), bs):
+                batch = pad_batch(examples[start : start + bs], pad_id=pad_id)
+                batch.pop("labels", None)
+                model(**batch)
+    finally:
+        hook.remove()
+    return torch.cat(grabbed)
+
+
+def train_probe(
+    features: Tensor, labels: Tensor, num_labels: int, *, steps: int, seed: int
+) -> dict[str, Tensor]:
+    """Fit a linear head (full-batch AdamW) on frozen features; returns weight and bias."""
+    g = derived_generator(seed, "probe")
+    head = nn.Linear(features.shape[1], num_labels)
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.02, generator=g)
+        head.bias.zero_()
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(features), labels)
+        loss.backward()
+        opt.step()
+    logger.debug("probe loss %.4f", float(loss))
+    return {"weight": head.weight.detach().clone(), "bias": head.bias.detach().clone()}

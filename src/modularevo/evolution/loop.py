@@ -1,0 +1,266 @@
+"""Multi-round evolution: fine-tune every task, merge into the current model, evaluate.
+
+For each round r = 1..R and each strategy (see :mod:`modularevo.evolution.strategies`):
+
+1. every task fine-tunes from the strategy's current model on its train shard r
+   (round 1 starts from the base; jobs with the same start, task and kind run once);
+2. the fine-tuned backbones are merged into the current backbone with the strategy's
+   method; heads are excluded and each task keeps its own fine-tuned head; λ (and
+   density) are chosen by :func:`~modularevo.evolution.search.search_merge` on the
+   validation slice only;
+3. every task is scored on validation and test; the merged model is the next
+   round's current model.
+
+Every step writes its outputs atomically, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from modularevo.config import load_config
+from modularevo.config.evolve import EvolveConfig
+from modularevo.errors import InputError
+from modularevo.evolution.evaluate import TaskEvaluator
+from modularevo.evolution.jobs import TUNED_FILE, FinetuneJob, resolve_workers, run_jobs
+from modularevo.evolution.merge_mem import merge_state_dicts
+from modularevo.evolution.prepare import build_evaluator, ensure_base, ensure_modules, split_heads
+from modularevo.evolution.runner import JobRunner, Workspace, load_tuned
+from modularevo.evolution.search import search_merge
+from modularevo.evolution.state import STATE_FILE, ModelState, RoundRecord, RunDir
+from modularevo.evolution.strategies import Strategy, get_strategy
+from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.seed import derived_seed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Ctx:
+    cfg: EvolveConfig
+    ws: Workspace
+    ev: TaskEvaluator
+    run: RunDir
+    modules: dict[str, str]
+    runner: JobRunner
+    bar: Any
+
+
+def as_config(config: EvolveConfig | str | Path, overrides: list[str] | None = None) -> EvolveConfig:
+    """An :class:`EvolveConfig` from a config object or a YAML path plus overrides."""
+    if isinstance(config, EvolveConfig):
+        if overrides:
+            from modularevo.config import apply_overrides, validate
+
+            data = apply_overrides(config.model_dump(mode="json"), overrides)
+            return validate(EvolveConfig, data)
+        return config
+    return load_config(EvolveConfig, config, overrides)
+
+
+def evolve(
+    config: EvolveConfig | str | Path,
+    *,
+    overrides: list[str] | None = None,
+    datasets: Mapping[str, Any] | None = None,
+    texts: Mapping[str, Any] | None = None,
+) -> Path:
+    """Run (or resume) a multi-round evolution and write its report.
+
+    Args:
+        config: an :class:`EvolveConfig` or a YAML file.
+        overrides: ``key=value`` overrides (e.g. ``rounds=2``).
+        datasets: task -> DatasetDict instead of the registered datasets (tests).
+        texts: domain -> ``{"train": [...], "validation": [...]}`` corpora for modularize.
+
+    Returns:
+        The run folder (``report/report.md`` inside).
+
+    Raises:
+        InputError: the folder holds a run with another config, or bad inputs.
+    """
+    cfg = as_config(config, overrides)
+    run = RunDir(cfg.output_dir)
+    _write_config(cfg, run)
+    ws = Workspace(cfg, datasets=datasets)
+    ctx = _Ctx(cfg, ws, build_evaluator(cfg, ws), run, {}, JobRunner(cfg, ws), None)
+    total = 2 + cfg.rounds * len(cfg.strategies)
+    with tqdm(total=total, desc="evolve", disable=not cfg.progress, unit="step") as bar:
+        ctx.bar = bar
+        if "modularevo" in cfg.strategies:
+            bar.set_description("evolve: modules")
+            ctx.modules = ensure_modules(cfg, ws, run, dict(texts or {}))
+        bar.update(1)
+        bar.set_description("evolve: base + probes")
+        ensure_base(cfg, ws, ctx.ev, run)
+        bar.update(1)
+        for rnd in range(1, cfg.rounds + 1):
+            _run_round(ctx, rnd)
+    _save_finals(ctx)
+    from modularevo.evolution.report import write_report
+
+    write_report(run.root, cfg)
+    return run.root
+
+
+def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    path = run.root / "config.resolved.yaml"
+    if path.is_file() and path.read_text("utf-8") != text:
+        raise InputError(
+            f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs); "
+            "choose another output_dir, or delete the folder to start over"
+        )
+    from modularevo.utils.runinfo import run_info
+
+    atomic_write_text(path, text)
+    run.write_json("run_info.json", run_info(cfg.seed))
+
+
+def _start(ctx: _Ctx, strategy: str, rnd: int) -> tuple[str, Path]:
+    if rnd == 1:
+        return "base", ctx.run.round_dir("base", 0) / STATE_FILE
+    return strategy, ctx.run.round_dir(strategy, rnd - 1) / STATE_FILE
+
+
+def plan_jobs(ctx: _Ctx, rnd: int, strategies: list[str]) -> dict[tuple[str, str], FinetuneJob]:
+    """(strategy, task) -> job for round ``rnd``; equal keys share one job."""
+    by_key: dict[str, FinetuneJob] = {}
+    out: dict[tuple[str, str], FinetuneJob] = {}
+    for name in strategies:
+        s = get_strategy(name)
+        if s.train is None:
+            continue
+        start, path = _start(ctx, name, rnd)
+        for task in ctx.cfg.tasks:
+            key = f"{start}-{task}-{s.train}"
+            if key not in by_key:
+                module = ctx.modules.get(task) if s.train == "module" else None
+                out_dir = ctx.run.finetune_dir(rnd, key)
+                by_key[key] = FinetuneJob(key, rnd, task, s.train, str(path), module, str(out_dir))
+            out[(name, task)] = by_key[key]
+    return out
+
+
+def _run_round(ctx: _Ctx, rnd: int) -> None:
+    pending = [s for s in ctx.cfg.strategies if not ctx.run.has_round(s, rnd)]
+    ctx.bar.update(len(ctx.cfg.strategies) - len(pending))
+    if not pending:
+        return
+    jobs = plan_jobs(ctx, rnd, pending)
+    unique = sorted({j.key: j for j in jobs.values()}.values(), key=lambda j: j.key)
+    workers = 1 if ctx.ws.in_memory_data else resolve_workers(ctx.cfg.jobs)
+    ctx.bar.set_description(f"evolve r{rnd}: {len(unique)} fine-tunes")
+    run_jobs(unique, ctx.runner, workers=workers, config_json=ctx.cfg.model_dump(mode="json"))
+    for name in pending:
+        ctx.bar.set_description(f"evolve r{rnd}: {name}")
+        t0 = time.perf_counter()
+        record, state = _step(ctx, get_strategy(name), rnd, jobs)
+        record.seconds = round(time.perf_counter() - t0, 3)
+        ctx.run.write_round(record, state)
+        ctx.bar.update(1)
+    if not ctx.cfg.keep_finetuned:
+        for job in unique:
+            (Path(job.out_dir) / TUNED_FILE).unlink(missing_ok=True)
+
+
+def _step(
+    ctx: _Ctx, s: Strategy, rnd: int, jobs: dict[tuple[str, str], FinetuneJob]
+) -> tuple[RoundRecord, ModelState | None]:
+    if s.train is None:  # the untouched base: round 0's scores, every round
+        base = ctx.run.read_record("base", 0)
+        return RoundRecord(s.name, rnd, scores=base.scores), None
+    tuned, summaries = {}, {}
+    for task in ctx.cfg.tasks:
+        tuned[task], summaries[task] = load_tuned(jobs[(s.name, task)])
+    if not s.merges:  # single_task: each task keeps its own fine-tuned model
+        state = ModelState(tasks=tuned)
+        scores = ctx.ev.score_all(state.for_task)
+        return RoundRecord(s.name, rnd, scores=scores, finetunes=summaries), state
+    state, search = _merge_step(ctx, s, rnd, tuned)
+    scores = ctx.ev.score_all(state.for_task)
+    return RoundRecord(s.name, rnd, scores, search, summaries), state
+
+
+def _merge_step(
+    ctx: _Ctx, s: Strategy, rnd: int, tuned: dict[str, dict[str, torch.Tensor]]
+) -> tuple[ModelState, dict[str, Any]]:
+    cfg, tasks = ctx.cfg, ctx.cfg.tasks
+    _, start_path = _start(ctx, s.name, rnd)
+    current = ModelState.load(start_path)
+    heads = {t: split_heads(tuned[t], ctx.ws.head_prefixes(t))[1] for t in tasks}
+    models = [tuned[t] for t in tasks]
+    masks = _masks(ctx) if s.merge_method == "modularevo" else None
+    seed = derived_seed(cfg.seed, "merge", s.name, rnd)
+    method = s.merge_method
+    assert method is not None
+
+    def merged(lambdas: list[float], density: float | None) -> dict[str, torch.Tensor]:
+        params = s.method_params(lambdas, density, cabs_block=cfg.search.cabs_block)
+        return merge_state_dicts(current.shared, models, method, params, masks=masks, seed=seed)
+
+    o = cfg.search
+    densities: list[float | None] = list(o.densities) if s.density != "none" else [None]
+    result = search_merge(
+        ctx.ev.search_objective(merged, heads),
+        len(tasks),
+        lambdas=o.lambdas,
+        densities=densities,
+        passes=o.refine_passes,
+        step=o.refine_step,
+    )
+    logger.info(
+        "round %d %s: λ=%s density=%s val=%.4f (%d evaluations, %.1fs)",
+        rnd, s.name, result.lambdas, result.density, result.score, result.evaluations,
+        result.seconds,
+    )  # fmt: skip
+    state = ModelState(shared=merged(result.lambdas, result.density), tasks=heads)
+    return state, result.to_json()
+
+
+def _masks(ctx: _Ctx) -> list[dict[str, torch.Tensor]]:
+    from modularevo.training.strategies import load_plan_masks
+
+    return [
+        load_plan_masks(ctx.modules[t], ctx.ws.template(t), allow_modified=True)
+        for t in ctx.cfg.tasks
+    ]
+
+
+def _save_finals(ctx: _Ctx) -> None:
+    """Save each merging strategy's last model: a classifier folder plus every task's head."""
+    from safetensors.torch import save_file
+
+    last = ctx.cfg.rounds
+    for name in ctx.cfg.strategies:
+        target = ctx.run.root / "final" / name
+        merges = get_strategy(name).merges
+        if not merges or not ctx.run.has_round(name, last) or (target / "DONE").is_file():
+            continue
+        state = ctx.run.read_state(name, last)
+        first = ctx.cfg.tasks[0]
+        model = ctx.ws.template(first)
+        model.load_state_dict(state.for_task(first))
+        save = getattr(model, "save_pretrained", None)
+        if save is None:
+            continue
+        save(target / "model")
+        if ctx.ws.tokenizer is not None:
+            ctx.ws.tokenizer.save_pretrained(target / "model")
+        for task in ctx.cfg.tasks:
+            own = state.tasks.get(task, {})
+            head = {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith("classifier.")}
+            (target / "heads").mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in head.items()}, str(target / "heads" / f"{task}.safetensors"))
+        (target / "DONE").write_text(json.dumps({"round": last, "model_task": first}), "utf-8")

@@ -1,0 +1,199 @@
+"""Steps before round 1: each domain's module, the base state (round 0) and the evaluator.
+
+* Modules: one per domain of the run's tasks, learned with
+  :func:`modularevo.training.modularizer.modularize` (or taken from ``modules:``);
+  the file at ``modularize.density`` is used. Their pairwise overlap is saved for the
+  report.
+* Round 0: the untouched backbone with one linear-probe head per task (trained on
+  frozen pooled features of train shard 1). It is the ``base`` strategy's model and
+  every strategy's start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modularevo.config.evolve import EvolveConfig
+from modularevo.errors import InputError
+from modularevo.evolution.evaluate import (
+    TaskEvaluator,
+    pooled_features,
+    prepare_task,
+    train_probe,
+)
+from modularevo.evolution.runner import Workspace
+from modularevo.evolution.state import ModelState, RoundRecord, RunDir
+from modularevo.training.strategies import is_head
+from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.seed import derived_seed
+
+logger = logging.getLogger(__name__)
+
+_PROBE_MAX_TRAIN = 2000
+
+
+def task_domain(cfg: EvolveConfig, task: str) -> str:
+    """The domain (corpus name) of ``task``: ``domains:`` or the dataset registry's."""
+    if task in cfg.domains:
+        return cfg.domains[task]
+    from modularevo.data import DATASETS
+
+    try:
+        return DATASETS.get(task).domain
+    except Exception as exc:
+        raise InputError(
+            f"cannot tell the domain of task {task!r} ({exc}); add `domains: {{{task}: CORPUS}}`"
+        ) from None
+
+
+def build_evaluator(cfg: EvolveConfig, ws: Workspace) -> TaskEvaluator:
+    """Tokenize every task's evaluation slices and set up the templates."""
+    caps = {
+        "search": cfg.max_search_examples,
+        "validation": cfg.max_eval_examples,
+        "test": cfg.max_eval_examples,
+    }
+    data, templates = {}, {}
+    for task in cfg.tasks:
+        templates[task] = ws.template(task)
+        data[task] = prepare_task(
+            task, ws.dataset(task), ws.tokenizer, max_length=cfg.finetune.max_length, caps=caps
+        )
+    return TaskEvaluator(data, templates)
+
+
+def _lm_kind(cfg: EvolveConfig, ws: Workspace) -> str:
+    if cfg.modularize.kind != "auto":
+        return cfg.modularize.kind
+    from modularevo.models.load import allowed_kinds
+
+    return allowed_kinds(ws.template(cfg.tasks[0]).config)[0]
+
+
+def _learn_module(
+    cfg: EvolveConfig, ws: Workspace, domain: str, out: Path, texts: Any
+) -> dict[float, Path]:
+    from modularevo.config.modularize import ModularizeConfig
+    from modularevo.training.modularizer import modularize
+
+    o = cfg.modularize
+    levels = tuple(sorted({0.75, 0.5, 0.25, o.density}, reverse=True))
+    mcfg = ModularizeConfig.model_validate(
+        {
+            "model": cfg.model,
+            "kind": _lm_kind(cfg, ws),
+            "dataset": domain,
+            "steps": o.steps,
+            "batch_size": o.batch_size,
+            "max_length": o.max_length,
+            "lr": o.lr,
+            "alpha": o.alpha,
+            "max_train_texts": o.max_train_texts,
+            "max_val_texts": o.max_val_texts,
+            "snapshot_levels": levels,
+            "seed": derived_seed(cfg.seed, "modularize", domain) % 2**31,
+            "output_dir": str(out),
+            "progress": cfg.progress,
+            **o.extra,
+        }
+    )
+    return modularize(mcfg, texts=texts)
+
+
+def ensure_modules(
+    cfg: EvolveConfig, ws: Workspace, run: RunDir, texts: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Task -> module file, learning each missing domain module once.
+
+    Raises:
+        InputError: a module never reached any snapshot level.
+    """
+    by_domain: dict[str, str] = {}
+    for task in cfg.tasks:
+        domain = task_domain(cfg, task)
+        if domain in by_domain:
+            continue
+        if domain in cfg.modules:
+            by_domain[domain] = cfg.modules[domain]
+            continue
+        marker = run.module_dir(domain) / "module.json"
+        if marker.is_file():
+            by_domain[domain] = json.loads(marker.read_text("utf-8"))["path"]
+            continue
+        paths = _learn_module(cfg, ws, domain, run.module_dir(domain), (texts or {}).get(domain))
+        by_domain[domain] = str(_pick_level(paths, cfg.modularize.density, domain))
+        atomic_write_text(marker, json.dumps({"domain": domain, "path": by_domain[domain]}))
+    _write_overlap(run, by_domain)
+    return {t: by_domain[task_domain(cfg, t)] for t in cfg.tasks}
+
+
+def _pick_level(paths: dict[float, Path], density: float, domain: str) -> Path:
+    if not paths:
+        raise InputError(
+            f"the {domain!r} module never reached a snapshot level; raise modularize.steps, "
+            "modularize.lr or modularize.alpha"
+        )
+    close = [lv for lv in paths if abs(lv - density) < 1e-9]
+    if close:
+        return paths[close[0]]
+    lowest = min(paths)
+    logger.warning("module %s did not reach density %.2f; using %.2f", domain, density, lowest)
+    return paths[lowest]
+
+
+def _write_overlap(run: RunDir, by_domain: dict[str, str]) -> None:
+    from modularevo.modules import load_module
+
+    mods = {d: load_module(p) for d, p in by_domain.items()}
+    info: dict[str, Any] = {"density": {d: m.density() for d, m in mods.items()}, "jaccard": {}}
+    names = sorted(mods)
+    for a in names:
+        info["jaccard"][a] = {b: mods[a].overlap(mods[b])["jaccard"] for b in names}
+    run.write_json("modules/overlap.json", info)
+
+
+def split_heads(
+    state: dict[str, torch.Tensor], prefixes: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(shared, head) parts of a classifier state dict."""
+    shared = {k: v for k, v in state.items() if not is_head(k, prefixes)}
+    head = {k: v for k, v in state.items() if is_head(k, prefixes)}
+    return shared, head
+
+
+def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir) -> None:
+    """Write round 0: the base backbone with linear-probe heads, scored on val and test."""
+    if run.has_round("base", 0):
+        return
+    from modularevo.config.finetune import TrainShard
+    from modularevo.training.finetune_data import shard_indices
+
+    first = ws.template(cfg.tasks[0])
+    shared, _ = split_heads(
+        {k: v.detach().clone() for k, v in first.state_dict().items()}, ws.head_prefixes(cfg.tasks[0])
+    )
+    state = ModelState(shared=shared)
+    for task in cfg.tasks:
+        model = ws.template(task)
+        model.load_state_dict({**model.state_dict(), **shared})
+        _, head = split_heads(dict(model.state_dict()), ws.head_prefixes(task))
+        train = ws.dataset(task)["train"]
+        shard = TrainShard(index=0, count=cfg.rounds, seed=cfg.seed)
+        cap = min(cfg.finetune.max_train_examples or _PROBE_MAX_TRAIN, _PROBE_MAX_TRAIN)
+        idx = shard_indices(len(train), shard)[:cap]
+        from modularevo.training.collate import tokenize_split
+
+        ex = tokenize_split(train.select(idx), ws.tokenizer, max_length=cfg.finetune.max_length)
+        feats = pooled_features(model, ex, ev.data[task].pad_id, 64)
+        labels = torch.tensor([e["labels"] for e in ex])
+        probe = train_probe(feats, labels, ev.data[task].num_labels, steps=cfg.probe_steps, seed=cfg.seed)
+        head = {k: v.detach().clone() for k, v in head.items()}
+        head.update({f"classifier.{k}": v for k, v in probe.items()})
+        state.tasks[task] = head
+    scores = ev.score_all(state.for_task)
+    run.write_round(RoundRecord("base", 0, scores=scores), state)

@@ -1,0 +1,110 @@
+"""The evolution strategies compared in one run, as a registry.
+
+A strategy says how each task is fine-tuned in a round (inside its domain's module,
+in full, or not at all), which registered merge method folds the fine-tuned models
+back into the strategy's current model, and how a density maps onto the method's
+parameters. Every merge uses one λ per task, as ModularEvo does (METHODS.md §1.3):
+
+=====================  ==========  ==================  =======================
+name                   fine-tune   merge method        density parameter
+=====================  ==========  ==================  =======================
+``base``               —           —                   —   (untouched backbone)
+``single_task``        full        — (own lineage)     —   (upper bound per task)
+``modularevo``         module      ``modularevo``      —   (the module's density)
+``ft_task_arithmetic`` full        ``task_arithmetic`` —
+``ft_ties``            full        ``ties``            ``density`` (trim)
+``ft_dare``            full        ``dare_linear``     ``density`` (keep prob.)
+``ft_cabs``            full        ``cabs``            n:m with n = density·m
+=====================  ==========  ==================  =======================
+
+TIES runs with ``normalize: false`` so that λ_t means "scale of task t" in every
+method (θ = θ₀ + Σ_t λ_t τ'_t over sign-agreeing entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from modularevo.registry import Registry
+
+TrainKind = Literal["module", "full"]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One evolution strategy.
+
+    Attributes:
+        name: registry key (also the YAML name).
+        summary: one line for reports and ``--help``.
+        train: how tasks fine-tune each round, or ``None`` (no training).
+        merge_method: name in ``MERGE_METHODS``, or ``None`` (no merge).
+        density: how a density reaches the method: ``none``, ``density`` or ``nm``.
+        fixed: method parameters that never change.
+    """
+
+    name: str
+    summary: str
+    train: TrainKind | None
+    merge_method: str | None
+    density: Literal["none", "density", "nm"] = "none"
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def merges(self) -> bool:
+        """Whether the strategy merges fine-tuned models each round."""
+        return self.merge_method is not None
+
+    def method_params(
+        self, lambdas: Sequence[float], density: float | None, *, cabs_block: int = 8
+    ) -> dict[str, Any]:
+        """The merge method's parameters for per-task ``lambdas`` and a ``density``.
+
+        Raises:
+            ValueError: the strategy does not merge.
+        """
+        if self.merge_method is None:
+            raise ValueError(f"strategy {self.name!r} does not merge")
+        params: dict[str, Any] = {"weight": [float(x) for x in lambdas], **self.fixed}
+        if self.density == "density" and density is not None:
+            params["density"] = float(density)
+        elif self.density == "nm" and density is not None:
+            params["m"] = cabs_block
+            params["n"] = max(1, min(cabs_block, round(density * cabs_block)))
+        elif self.density == "nm":
+            params.update(m=cabs_block, n=max(1, cabs_block // 4))
+        return params
+
+
+STRATEGIES: Registry[Strategy] = Registry("evolution strategy")
+
+for _s in (
+    Strategy("base", "the untouched pretrained backbone (linear-probe heads)", None, None),
+    Strategy("single_task", "each task fine-tunes its own copy in full (upper bound)", "full", None),
+    Strategy(
+        "modularevo",
+        "fine-tune inside the domain module, module-aware task arithmetic",
+        "module",
+        "modularevo",
+        fixed={"overlap": "sum"},
+    ),
+    Strategy("ft_task_arithmetic", "full fine-tuning + task arithmetic", "full", "task_arithmetic"),
+    Strategy(
+        "ft_ties",
+        "full fine-tuning + TIES",
+        "full",
+        "ties",
+        "density",
+        {"normalize": False},
+    ),
+    Strategy("ft_dare", "full fine-tuning + DARE (drop, rescale, sum)", "full", "dare_linear", "density"),
+    Strategy("ft_cabs", "full fine-tuning + CABS (n:m, disjoint)", "full", "cabs", "nm"),
+):
+    STRATEGIES.add(_s.name, _s)
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy called ``name`` (did-you-mean error when unknown)."""
+    return STRATEGIES.get(name)
