@@ -6,6 +6,8 @@ The public Python API is re-exported here; every CLI command calls one of these.
 from modularevo.cost.meter import measure_cost
 from modularevo.deploy.extract import extract_module
 from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
+from modularevo.evolution.loop import evolve
+from modularevo.evolution.quickstart import quickstart
 from modularevo.merging.apply import merge
 from modularevo.registry import Registry
 
@@ -18,7 +20,9 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "__version__",
+    "evolve",
     "extract_module",
     "measure_cost",
     "merge",
+    "quickstart",
 ]
