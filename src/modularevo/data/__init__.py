@@ -10,7 +10,10 @@ Example:
     25
 """
 
-from modularevo.data import math as _math  # noqa: F401  (registers datasets)
+from modularevo.data import code as _code  # noqa: F401  (registers datasets)
+from modularevo.data import law as _law  # noqa: F401
+from modularevo.data import math as _math  # noqa: F401
+from modularevo.data import multilingual as _multilingual  # noqa: F401
 from modularevo.data.card import DataCard
 from modularevo.data.load import (
     UnknownDatasetError,

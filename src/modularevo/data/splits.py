@@ -51,10 +51,14 @@ def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def assign_splits(
     rows: Iterable[dict[str, Any]], *, salt: str, fractions: Sequence[float]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Group rows into splits by their ``group`` key, each split sorted by hash of its text."""
+    """Group rows into splits by their ``group`` key, each split sorted by hash of its text.
+
+    A row may carry its own ``split`` (a builder that already split its source units, e.g.
+    by :func:`split_of` on a sentence id, before joining them into longer texts).
+    """
     out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for row in rows:
-        out[split_of(salt, str(row["group"]), fractions)].append(row)
+        out[row.get("split") or split_of(salt, str(row["group"]), fractions)].append(row)
     for name in SPLITS:
         out[name].sort(key=lambda r: unit_hash(salt + name, r["text"]))
     return out
