@@ -315,10 +315,11 @@ def _restore_best(run: _Run) -> nn.Module:
     model = run.acc.unwrap_model(run.model)
     best = run.out / BEST_FILE
     if best.is_file():
-        missing = set(load_file(str(best))) - set(dict(model.named_parameters()))
+        tensors = load_file(str(best))  # on CPU; load_state_dict copies to each param's device
+        missing = set(tensors) - set(dict(model.named_parameters()))
         if missing:
             raise InputError(f"best weights name unknown parameters, e.g. {sorted(missing)[:2]}")
-        model.load_state_dict(load_file(str(best), device=str(run.acc.device)), strict=False)
+        model.load_state_dict(tensors, strict=False)
     return model
 
 
