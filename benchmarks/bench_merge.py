@@ -72,8 +72,7 @@ def recipe(cache: Path, method: str) -> str:
     params = "weight: 0.3, density: 0.2" if method == "ties" else "weight: 0.3"
     models = "\n".join(f"  - model: {cache / m}\n    parameters: {{{params}}}" for m in MODELS[1:])
     return (
-        f"merge_method: {method}\nbase_model: {cache / 'base'}\nmodels:\n{models}\n"
-        "dtype: float32\n"
+        f"merge_method: {method}\nbase_model: {cache / 'base'}\nmodels:\n{models}\ndtype: float32\n"
     )
 
 

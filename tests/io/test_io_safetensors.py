@@ -69,7 +69,9 @@ def test_truncated_file_is_reported(tmp_path: Path):
 
 
 def test_garbage_file_is_reported(tmp_path: Path):
-    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    (tmp_path / "model.safetensors").write_bytes(
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!"
+    )
     with pytest.raises(InputError, match="not valid JSON"):
         open_model(tmp_path)
 
