@@ -42,7 +42,8 @@ def test_writer_roundtrip_through_safetensors_and_reader(tmp_path: Path, shard_b
     assert set(reader.names()) == set(tensors)
     for n, t in tensors.items():
         got = reader.read(n)
-        assert got.dtype == t.dtype and torch.equal(got, t)
+        assert got.dtype == t.dtype
+        assert torch.equal(got, t)
         reader.release(n)
         assert torch.equal(reader.read(n), t)  # pages re-read after release
     reader.close()
@@ -64,7 +65,7 @@ def test_truncated_file_is_reported(tmp_path: Path):
     save_file({"w": torch.ones(100)}, str(tmp_path / "model.safetensors"))
     data = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "model.safetensors").write_bytes(data[:-50])
-    with pytest.raises(InputError, match="corrupted or truncated.*'w'"):
+    with pytest.raises(InputError, match=r"corrupted or truncated.*'w'"):
         open_model(tmp_path)
 
 

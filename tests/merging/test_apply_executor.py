@@ -97,7 +97,7 @@ def test_per_tensor_rules_and_out_dtype(tmp_path: Path, three):
 
 
 def test_mergekit_recipe_with_base_listed_among_models(tmp_path: Path, three):
-    base, a, _ = three
+    _base, a, _ = three
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"merge_method: ties\nbase_model: {tmp_path / 'base'}\nmodels:\n"
@@ -133,7 +133,7 @@ def test_global_thresholds_are_exact():
 
 
 def test_ties_global_scope_runs_prepass(tmp_path: Path, three):
-    base, a, b = three
+    _base, _a, _b = three
     cfg = _ta_recipe(tmp_path, merge_method="ties", parameters={"trim_scope": "global",
                                                                 "density": 0.3})  # fmt: skip
     plan = make_plan(cfg)
@@ -149,7 +149,8 @@ def test_same_seed_same_bytes_for_random_method(tmp_path: Path, three):
         merge(cfg, tmp_path / name, seed=seed, progress=False)
     shard = "model-00001-of-00001.safetensors"
     one, two, three_ = ((tmp_path / o / shard).read_bytes() for o in ("o1", "o2", "o3"))
-    assert one == two and one != three_
+    assert one == two
+    assert one != three_
 
 
 # ---- bad input: one clear error each, nothing written -------------------------------------
@@ -168,7 +169,7 @@ def test_nan_in_last_tensor_leaves_no_output(tmp_path: Path, three):
 
 def test_differing_names(tmp_path: Path, three):
     _model(tmp_path / "b", 5, extra_head=torch.zeros(2))
-    with pytest.raises(InputError, match="(?s)has 1 tensor.*'extra_head'.*missing_tensors: base"):
+    with pytest.raises(InputError, match=r"(?s)has 1 tensor.*'extra_head'.*missing_tensors: base"):
         make_plan(_ta_recipe(tmp_path))
     plan = make_plan(_ta_recipe(tmp_path, missing_tensors="base"))
     assert "extra_head" not in [t.name for t in plan.tasks]
@@ -193,7 +194,8 @@ def test_corrupted_input_and_missing_model(tmp_path: Path, three):
     cfg["models"].append({"model": str(tmp_path / "nope")})
     with pytest.raises(InputError) as exc:
         make_plan(cfg)
-    assert "corrupted" in str(exc.value) and "nope" in str(exc.value)
+    assert "corrupted" in str(exc.value)
+    assert "nope" in str(exc.value)
 
 
 def test_config_errors_listed_at_once(tmp_path: Path, three):
@@ -204,7 +206,9 @@ def test_config_errors_listed_at_once(tmp_path: Path, three):
         make_plan(cfg)
     text = str(exc.value)
     assert len(exc.value.problems) == 3
-    assert "Did you mean 'weight'" in text and "global parameter" in text and "finite" in text
+    assert "Did you mean 'weight'" in text
+    assert "global parameter" in text
+    assert "finite" in text
 
 
 def test_unknown_method_and_density_out_of_range(tmp_path: Path, three):
