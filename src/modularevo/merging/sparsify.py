@@ -12,6 +12,8 @@ deterministic on every machine.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,7 @@ __all__ = [
     "della_magprune",
     "global_threshold",
     "keep_count",
+    "kth_largest",
     "l1_rescale",
     "magnitude",
     "magnitude_outliers",
@@ -34,11 +37,41 @@ def keep_count(density: float, numel: int) -> int:
     return max(0, min(numel, int(density * numel)))
 
 
+def kth_largest(flat: Tensor, k: int) -> Tensor:
+    """The ``k``-th largest value of a 1-D tensor (``1 <= k <= numel``), exactly.
+
+    Large inputs first bracket the answer with the quantiles of a strided sample, then
+    select exactly inside the (small) bracket; if the bracket misses, it falls back to
+    a full ``kthvalue``. Several times faster than ``kthvalue``/``topk`` on big tensors.
+    """
+    n = flat.numel()
+    if n <= _SAMPLE * 4:
+        return torch.kthvalue(flat, n - k + 1).values
+    sample = flat[:: n // _SAMPLE]
+    m = sample.numel()
+    q = k / n
+    margin = 0.002 + 4.0 * math.sqrt(q * (1 - q) / m)
+    r_hi = max(1, int((q - margin) * m))  # rank (largest first) of the upper bound
+    r_lo = min(m, int((q + margin) * m) + 1)  # rank of the lower bound
+    hi = torch.kthvalue(sample, m - r_hi + 1).values
+    lo = torch.kthvalue(sample, m - r_lo + 1).values
+    above = int(torch.count_nonzero(flat > hi))
+    need = k - above
+    if need >= 1:
+        band = flat[(flat >= lo) & (flat <= hi)]
+        if need <= band.numel():
+            return torch.kthvalue(band, band.numel() - need + 1).values
+    return torch.kthvalue(flat, n - k + 1).values
+
+
+_SAMPLE = 1 << 14
+
+
 def topk_mask(scores: Tensor, k: int) -> Tensor:
     """Bool mask (same shape) of exactly the ``k`` largest ``scores``.
 
     Ties at the cut are resolved in favour of the lower flat index. Runs in linear
-    time (``kthvalue``) rather than sorting, which matters on embedding matrices.
+    time (:func:`kth_largest`) rather than sorting, which matters on embeddings.
     """
     flat = scores.reshape(-1)
     n = flat.numel()
@@ -46,11 +79,11 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
         return torch.ones_like(scores, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(scores, dtype=torch.bool)
-    thr = torch.kthvalue(flat, n - k + 1).values
-    mask = flat > thr
-    need = k - int(mask.sum())
-    if need > 0:
-        ties = torch.nonzero(flat == thr).reshape(-1)[:need]
+    thr = kth_largest(flat, k)
+    mask = flat >= thr
+    if int(torch.count_nonzero(mask)) > k:  # ties at the threshold: keep the first ones
+        mask = flat > thr
+        ties = torch.nonzero(flat == thr).reshape(-1)[: k - int(torch.count_nonzero(mask))]
         mask[ties] = True
     return mask.reshape(scores.shape)
 
@@ -242,4 +275,4 @@ def global_threshold(magnitudes: Tensor, density: float) -> float:
         return 0.0
     if k <= 0:
         return float("inf")
-    return float(torch.kthvalue(flat, flat.numel() - k + 1).values)
+    return float(kth_largest(flat, k))

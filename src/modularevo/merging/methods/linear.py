@@ -26,6 +26,7 @@ from modularevo.merging.spec import register_method
         flag_param("int8_mask", False, "accepted for mergekit recipes; no effect here"),
     ),
     needs_base=False,
+    extras={"elementwise": True},
 )
 def linear(
     tensors: Sequence[Tensor],

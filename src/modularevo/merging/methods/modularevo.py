@@ -53,6 +53,7 @@ def _bool_mask(mask: Tensor, shape: torch.Size, i: int) -> Tensor:
         ),
     ),
     uses_masks=True,
+    extras={"elementwise": True},
 )
 def modularevo(
     tensors: Sequence[Tensor],

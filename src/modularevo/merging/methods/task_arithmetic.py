@@ -143,16 +143,42 @@ def generalized_task_arithmetic(
     """
     p = resolve_params(v.name, params, len(tensors))
     base32 = base.float()
-    deltas = [t.float() - base32 for t in tensors]
-    if v.sparsifier is not None:
-        deltas = [_sparsify(v, d, i, p, generators, thresholds) for i, d in enumerate(deltas)]
-    weights = torch.tensor(p["weight"], dtype=torch.float32, device=base32.device)
-    stacked = torch.stack(deltas)
-    stacked *= weights.reshape(-1, *([1] * base32.dim()))
-    mixed = merge_deltas(stacked, weights, consensus=v.consensus, normalize=p["normalize"])
+    weights: list[float] = p["weight"]
+    if v.consensus is None:
+        mixed = torch.zeros_like(base32)
+        for i, t in enumerate(tensors):
+            delta = _delta(v, t, base32, i, p, generators, thresholds)
+            mixed.add_(delta, alpha=weights[i])
+        if p["normalize"]:
+            total = sum(weights)
+            mixed /= 1.0 if abs(total) < 1e-8 else total
+    else:
+        stacked = torch.empty(
+            (len(tensors), *base32.shape), dtype=torch.float32, device=base32.device
+        )
+        for i, t in enumerate(tensors):
+            delta = _delta(v, t, base32, i, p, generators, thresholds)
+            torch.mul(delta, weights[i], out=stacked[i])
+        w = torch.tensor(weights, dtype=torch.float32, device=base32.device)
+        mixed = merge_deltas(stacked, w, consensus=v.consensus, normalize=p["normalize"])
     if p["lambda"] != 1:
-        mixed = mixed * p["lambda"]
-    return base32 + mixed
+        mixed *= p["lambda"]
+    return mixed.add_(base32)
+
+
+def _delta(
+    v: GTAVariant,
+    t: Tensor,
+    base32: Tensor,
+    i: int,
+    p: Mapping[str, Any],
+    generators: Sequence[torch.Generator] | None,
+    thresholds: Sequence[float] | None,
+) -> Tensor:
+    delta = t.float() - base32
+    if v.sparsifier is None:
+        return delta
+    return _sparsify(v, delta, i, p, generators, thresholds)
 
 
 def _validate(v: GTAVariant) -> Any:
@@ -171,6 +197,11 @@ def _validate(v: GTAVariant) -> Any:
         return problems
 
     return check
+
+
+def _global_trim_is_elementwise(params: Mapping[str, Any]) -> bool:
+    """TIES with fixed thresholds and no L1 rescale acts entry by entry."""
+    return params.get("trim_scope") == "global" and not params.get("rescale", False)
 
 
 def _as_list(value: Any, k: int) -> list[float]:
@@ -194,8 +225,11 @@ def _register(v: GTAVariant) -> MergeFn:
     fn.__doc__ = f"{v.summary}\n\nPaper: {v.paper}\n\nSee :mod:`{__name__}`."
     is_random = v.sparsifier in ("random", "della")
     extras: dict[str, Any] = {"validate": _validate(v)}
+    if v.sparsifier is None:
+        extras["elementwise"] = True
     if v.sparsifier == "magnitude":
         extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
+        extras["elementwise"] = _global_trim_is_elementwise
     flags = dict(randomized=is_random, global_stats=v.sparsifier == "magnitude", extras=extras)
     return register_method(v.name, paper=v.paper, summary=v.summary, params=_params(v), **flags)(fn)
 
