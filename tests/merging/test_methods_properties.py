@@ -9,7 +9,8 @@ from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params
 from modularevo.utils.seed import derived_generator
 
-NAMES = MERGE_METHODS.names()
+# Names starting with '_' are test-only methods other test modules register.
+NAMES = [n for n in MERGE_METHODS.names() if not n.startswith("_")]
 
 # Parameters that make each method do real work (sparsify, interpolate, prune).
 ACTIVE = {
