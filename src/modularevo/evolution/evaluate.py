@@ -161,5 +161,5 @@ def train_probe(
         loss = nn.functional.cross_entropy(head(features), labels)
         loss.backward()
         opt.step()
-    logger.debug("probe loss %.4f", float(loss))
+    logger.debug("probe loss %.4f", float(loss.detach()))
     return {"weight": head.weight.detach().clone(), "bias": head.bias.detach().clone()}
