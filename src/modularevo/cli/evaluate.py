@@ -1,0 +1,34 @@
+"""``modularevo evaluate MODEL TASK``: accuracy and macro-F1 of a classifier on one split."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def evaluate_cmd(
+    model: str = typer.Argument(..., help="Fine-tuned model folder (RUN/model) or model name."),
+    task: str = typer.Argument(..., help="Dataset name, e.g. lang-id."),
+    split: str = typer.Option("validation", "--split", help="validation (select) or test."),
+    max_length: int = typer.Option(128, "--max-length", help="Truncation length in tokens."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples per forward pass."),
+    max_examples: int | None = typer.Option(None, "--max-examples", help="First N only."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Evaluate a classifier on one split of a task."""
+    from modularevo.evaluation.evaluate import evaluate_model
+
+    res = evaluate_model(model, task=task, split=split, max_length=max_length,
+                         batch_size=batch_size, max_examples=max_examples)  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(res))
+        return
+    console.print(
+        f"{task} [{split}]: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "
+        f"loss {res['loss']:.4f} ({res['n']} examples)",
+        markup=False,
+    )

@@ -1,0 +1,33 @@
+"""``modularevo finetune CONFIG [key=value ...]``: a thin shell over :func:`modularevo.finetune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from modularevo.config import load_config
+from modularevo.config.finetune import FinetuneConfig
+
+console = Console()
+
+
+def finetune_cmd(
+    config: Path = typer.Argument(..., help="Fine-tuning config (configs/finetune/*.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. lr=1e-4."),
+) -> None:
+    """Fine-tune a classifier inside a module (strategy module), in full, or with LoRA.
+
+    Under several processes launch it with ``accelerate launch -m modularevo.cli.main finetune``.
+    """
+    from modularevo.training.finetune import finetune
+
+    cfg = load_config(FinetuneConfig, config, overrides or [])
+    res = finetune(cfg)
+    m = res.metrics
+    console.print(
+        f"[green]done[/] ({cfg.strategy}, {m['steps']} steps, best step {m['best_step']}): "
+        f"val acc {m['validation']['accuracy']:.4f} F1 {m['validation']['macro_f1']:.4f}, "
+        f"test acc {m['test']['accuracy']:.4f} F1 {m['test']['macro_f1']:.4f} -> {res.model_dir}"
+    )
