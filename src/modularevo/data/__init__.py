@@ -11,6 +11,7 @@ Example:
 """
 
 from modularevo.data import code as _code  # noqa: F401  (registers datasets)
+from modularevo.data import images as _images  # noqa: F401
 from modularevo.data import law as _law  # noqa: F401
 from modularevo.data import math as _math  # noqa: F401
 from modularevo.data import multilingual as _multilingual  # noqa: F401

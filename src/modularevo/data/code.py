@@ -98,8 +98,9 @@ def package_functions(
     """
     root = package_root(name)
     files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-    rels = [(f, Path(name) / f.relative_to(root)) if root.is_dir() else (f, Path(f.name))
-            for f in files]
+    rels = [
+        (f, Path(name) / f.relative_to(root)) if root.is_dir() else (f, Path(f.name)) for f in files
+    ]
     rels = [(f, rel) for f, rel in rels if not _is_test_path(rel)]
     rels.sort(key=lambda fr: unit_hash("code-files", fr[1].as_posix()))
     out = []
@@ -130,7 +131,9 @@ def build_code_corpus(*, seed: int, per_package: int, max_files: int) -> list[di
     return rows
 
 
-def build_code_package(*, seed: int, per_package: int, max_files: int, max_chars: int) -> list[dict]:
+def build_code_package(
+    *, seed: int, per_package: int, max_files: int, max_chars: int
+) -> list[dict]:
     """Rows of ``code-package``: function source (cut at ``max_chars``) -> top-level package."""
     rows: list[dict[str, Any]] = []
     for name in CODE_PACKAGES:

@@ -108,8 +108,9 @@ def build_legal_category(
     """
     del seed
     known = licences()
-    texts: dict[str, list[str]] = {key: chunk_paragraphs(text)[:chunks_per_licence]
-                                   for key, (_, text) in known.items()}
+    texts: dict[str, list[str]] = {
+        key: chunk_paragraphs(text)[:chunks_per_licence] for key, (_, text) in known.items()
+    }
     for key, text in rules():
         texts[key].append(" ".join(text.split()))
     return [

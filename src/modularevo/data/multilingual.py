@@ -39,7 +39,8 @@ def _django_root() -> Path:
     if spec is None or spec.origin is None:
         raise InputError(
             "the multilingual datasets need the PyPI package django (only its translation "
-            "catalogs are read); run `pip install django` (part of `pip install 'modularevo[data]'`)"
+            "catalogs are read); run `pip install django` (part of "
+            "`pip install 'modularevo[data]'`)"
         )
     return Path(spec.origin).parent
 
