@@ -139,11 +139,11 @@ def test_random_drop_keeps_the_task_arithmetic_expectation(name, extra):
     ts = [BASE + TAU_A, BASE + TAU_B]
     w = [0.6, 1.2]
     runs = []
-    for s in range(2000):
+    for s in range(1000):
         gens = [torch.Generator().manual_seed(2 * s + i) for i in range(2)]
         runs.append(fn(name)(ts, BASE, generators=gens, weight=w, density=0.5, **extra))
     ta = fn("task_arithmetic")(ts, BASE, weight=w)
-    assert torch.allclose(torch.stack(runs).mean(0), ta, atol=0.1)
+    assert torch.allclose(torch.stack(runs).mean(0), ta, atol=0.15)
 
 
 def test_dare_drops_about_one_minus_density_per_model():

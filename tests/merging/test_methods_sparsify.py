@@ -107,7 +107,7 @@ def test_breadcrumbs_density(n, density, gamma, seed):
 
 def test_della_probabilities_and_rescale():
     row = torch.arange(1, 11, dtype=torch.float32).reshape(1, 10)  # ranks 0..9
-    draws = torch.stack([sp.della_magprune(row, 0.5, 0.2, gen(s)) for s in range(4000)])
+    draws = torch.stack([sp.della_magprune(row, 0.5, 0.2, gen(s)) for s in range(2000)])
     keep_rate = (draws != 0).float().mean(0).reshape(-1)
     expected = 0.3 + 0.4 * torch.arange(10) / 9  # density - eps ... density + eps
     assert torch.allclose(keep_rate, expected, atol=0.03)
@@ -161,9 +161,9 @@ def test_nm_mask_obeys_n_of_m_everywhere(n, m, numel, seed):
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "sorted", "constant"])
-@pytest.mark.parametrize("density", [0.001, 0.2, 0.5, 0.97])
+@pytest.mark.parametrize("density", [0.001, 0.2, 0.97])
 def test_kth_largest_is_exact_on_large_tensors(kind, density):
-    n = 200_003
+    n = 70_001  # above the size where kth_largest switches to sampling
     x = torch.randn(n, generator=gen(5)).abs()
     if kind == "ties":
         x = (x * 4).round()
