@@ -238,3 +238,9 @@ def test_mask_shape_mismatch(tmp_path: Path, three):
 def test_output_must_not_be_an_input(tmp_path: Path, three):
     with pytest.raises(ConfigError, match="would overwrite the input"):
         merge(_ta_recipe(tmp_path), tmp_path / "a", overwrite=True, progress=False)
+
+
+def test_method_cross_parameter_check(tmp_path: Path, three):
+    cfg = _ta_recipe(tmp_path, merge_method="della", parameters={"density": 0.9})
+    with pytest.raises(ConfigError, match="density \\+ epsilon < 1"):
+        make_plan(cfg)

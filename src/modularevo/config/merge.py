@@ -241,7 +241,31 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
             if entry.mask is None:
                 problems.append(f"models: {entry.model!r} needs `mask: <module file>`")
     problems += _check_required(cfg, method)
+    if not problems and callable(method.extras.get("validate")):
+        problems += method.extras["validate"](_plain_params(cfg, method), n)
     return problems
+
+
+def _plain_params(cfg: MergeConfig, method: MergeMethod) -> dict[str, Any]:
+    """Parameters with per-tensor rules reduced to their defaults, for cross-checks."""
+
+    def value(scopes: list[dict[str, Any]], p: Param) -> Any:
+        for scope in scopes:
+            if p.name in scope:
+                v = resolve_value(scope[p.name], None)
+                if is_resolved(v):
+                    return v
+        return p.default
+
+    out: dict[str, Any] = {}
+    for p in method.params:
+        if p.kind == "per_model":
+            out[p.name] = [
+                value([e.parameters, cfg.parameters], p) for e in effective_models(cfg, method)
+            ]
+        else:
+            out[p.name] = value([cfg.parameters], p)
+    return out
 
 
 def _check_params(
