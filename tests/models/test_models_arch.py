@@ -89,12 +89,15 @@ def test_describe_family(family: str) -> None:
     assert all(f.act_dim == act_dim for f in info.ffn)
     modules = dict(model.named_modules())
     for name in info.maskable:
-        assert is_linear(modules[name]) and not info.is_head(name)
+        assert is_linear(modules[name])
+        assert not info.is_head(name)
     for f in info.ffn:
-        assert f.up in info.maskable and f.down in info.maskable
+        assert f.up in info.maskable
+        assert f.down in info.maskable
     for a in info.attention:
         assert {a.q, a.k, a.v, a.o} <= set(info.maskable)
-        assert a.num_heads == 4 and a.head_dim == 8
+        assert a.num_heads == 4
+        assert a.head_dim == 8
     # every Linear is either maskable or inside a head
     linears = {n for n, m in modules.items() if is_linear(m)}
     assert linears == set(info.maskable) | {n for n in linears if info.is_head(n)}
@@ -118,7 +121,8 @@ def test_gpt2_conv1d_is_transposed() -> None:
     c_fc = dict(model.named_modules())["transformer.h.0.mlp.c_fc"]
     assert info.is_transposed("transformer.h.0.mlp.c_fc")
     assert tuple(c_fc.weight.shape) == (32, 128)  # (in, out): transposed vs nn.Linear
-    assert info.attention[0].fused and info.attention[0].q == "transformer.h.0.attn.c_attn"
+    assert info.attention[0].fused
+    assert info.attention[0].q == "transformer.h.0.attn.c_attn"
     assert describe(_build("gpt_neo")).conv1d == ()
 
 
@@ -130,7 +134,8 @@ def test_llama_gated_ffn_and_gqa() -> None:
     )  # fmt: skip
     assert info.attention[0].num_kv_heads == 1
     gated_t5 = describe(_build("t5_gated")).ffn[0]
-    assert gated_t5.gate is not None and gated_t5.gate.endswith("wi_0")
+    assert gated_t5.gate is not None
+    assert gated_t5.gate.endswith("wi_0")
     assert gated_t5.up.endswith("wi_1")
 
 
@@ -158,7 +163,8 @@ def test_unknown_family_is_inferred_with_warning(caplog: pytest.LogCaptureFixtur
     a = info.attention[0]
     assert (a.q, a.o) == ("model.decoder.layers.0.self_attn.q_proj",
                           "model.decoder.layers.0.self_attn.out_proj")  # fmt: skip
-    assert info.heads == ("lm_head",) and len(info.maskable) == 12
+    assert info.heads == ("lm_head",)
+    assert len(info.maskable) == 12
 
 
 def test_plain_torch_module_inferred() -> None:

@@ -43,10 +43,14 @@ def _decoder(name: str) -> torch.nn.Module:
                               window_size=4, bos_token_id=0, eos_token_id=0)  # fmt: skip
         return tf.GPTNeoModel(cfg)
     if name == "llama":
-        cfg = tf.LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, intermediate_size=48)  # fmt: skip
+        cfg = tf.LlamaConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=48,
+        )  # fmt: skip
         return tf.LlamaModel(cfg)
-    cfg = tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    cfg = tf.GPT2Config(
+        vocab_size=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
     return tf.GPT2Model(cfg)
 
 
@@ -75,7 +79,8 @@ def test_encoder_classifier_mean_pooling_padding_invariant_and_loss() -> None:
     torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-4)
     out = clf(input_ids=seq, labels=torch.tensor([2]))
     expected = torch.nn.functional.cross_entropy(out.logits, torch.tensor([2]))
-    assert out.loss is not None and torch.isclose(out.loss, expected)
+    assert out.loss is not None
+    assert torch.isclose(out.loss, expected)
 
 
 def test_bad_pooling_rejected() -> None:

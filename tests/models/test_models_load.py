@@ -101,7 +101,9 @@ def test_minilm_encoder_and_masked_lm_head_reported() -> None:
     mlm, _ = load_model("minilm", "masked_lm")
     assert "cls.predictions.transform.dense.weight" in mlm.modularevo_fresh_keys
     info = describe(mlm)
-    assert info.family == "bert" and len(info.ffn) == 6 and info.heads == ("cls",)
+    assert info.family == "bert"
+    assert len(info.ffn) == 6
+    assert info.heads == ("cls",)
 
 
 @pytest.mark.slow

@@ -30,7 +30,24 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     rng = random.Random(0)
-    words = "the court shall grant def return value licence x = 1 if else la loi der".split()
+    words = [
+        "the",
+        "court",
+        "shall",
+        "grant",
+        "def",
+        "return",
+        "value",
+        "licence",
+        "x",
+        "=",
+        "1",
+        "if",
+        "else",
+        "la",
+        "loi",
+        "der",
+    ]
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) for _ in range(400)]
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -46,7 +63,8 @@ def test_pretrain_20_steps_writes_a_loadable_model(corpus: Path, tmp_path: Path)
     metrics = pretrain(_tiny_cfg(corpus, tmp_path / "lm"))
     saved = json.loads((tmp_path / "lm" / METRICS_FILE).read_text())
     assert saved["val_ppl"] == pytest.approx(metrics["val_ppl"])
-    assert math.isfinite(metrics["val_ppl"]) and 1 < metrics["val_ppl"] < 400  # < vocab size
+    assert math.isfinite(metrics["val_ppl"])
+    assert 1 < metrics["val_ppl"] < 400
     assert metrics["train_tokens_seen"] == 20 * 4 * 32
     # the loss went down from the uniform guess log(400) = 5.99
     assert metrics["val_loss"] < math.log(400) - 0.5
@@ -68,7 +86,8 @@ def test_pretrain_is_deterministic(corpus: Path, tmp_path: Path) -> None:
 
     a = load_file(str(tmp_path / "a" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_existing_output_needs_overwrite(corpus: Path, tmp_path: Path) -> None:
@@ -119,7 +138,9 @@ def test_real_gptneo_small_if_built(monkeypatch: pytest.MonkeyPatch) -> None:
     from modularevo.models import MODELS
 
     if not MODELS.get("gptneo-small").built():
-        pytest.skip("gptneo-small not built; run: modularevo pretrain configs/pretrain/gptneo_small.yaml")
+        pytest.skip(
+            "gptneo-small not built; run: modularevo pretrain configs/pretrain/gptneo_small.yaml"
+        )
     model, tok = load_model("gptneo-small", "causal_lm")
     ids = tok(["def add(a, b):\n    return a + b"], return_tensors="pt").input_ids
     with torch.no_grad():

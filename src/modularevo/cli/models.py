@@ -18,10 +18,7 @@ def ls_cmd() -> None:
     for col in ("name", "kind", "params", "from", "built?"):
         table.add_column(col, justify="right" if col == "params" else "left", no_wrap=col != "from")
     for name, spec in MODELS.items():
-        if spec.tiny:
-            built = "in memory"
-        else:
-            built = "[green]yes[/]" if spec.built() else "[yellow]no[/]"
+        built = "in memory" if spec.tiny else "[green]yes[/]" if spec.built() else "[yellow]no[/]"
         table.add_row(name, spec.kind, f"{spec.params():,}", spec.source, built)
     console = Console()
     console.print(table)

@@ -103,7 +103,7 @@ def build(
     if kind != "classifier":
         return model, tok, fresh
     saved = source is not None and is_saved_classifier(source)
-    if saved:
+    if saved and source is not None:
         import json
         from pathlib import Path
 

@@ -28,7 +28,7 @@ _ATTN_PATH = re.compile(r"attn|attention", re.IGNORECASE)
 
 def _shape(module: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) of a Linear or Conv1D."""
-    w = module.weight  # type: ignore[union-attr]
+    w: Any = module.weight
     if is_conv1d(module):
         return int(w.shape[0]), int(w.shape[1])
     return int(w.shape[1]), int(w.shape[0])

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from modularevo.models._tokenizers import tiny_char_tokenizer
 
@@ -22,12 +21,11 @@ def tiny_config(name: str) -> Any:
     """The HF config of a tiny model (``tiny-gptneo``, ``tiny-bert`` or ``tiny-t5``)."""
     from transformers import BertConfig, GPTNeoConfig, T5Config
 
-    ids = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     if name == "tiny-gptneo":
         return GPTNeoConfig(
             vocab_size=_VOCAB, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
             attention_types=[[["global", "local"], 1]], window_size=16,
-            max_position_embeddings=128, **ids,
+            max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=3,
         )  # fmt: skip
     if name == "tiny-bert":
         return BertConfig(
@@ -35,10 +33,12 @@ def tiny_config(name: str) -> Any:
             intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
         )  # fmt: skip
     if name == "tiny-t5":
-        return T5Config(
+        config = T5Config(
             vocab_size=_VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=3,
+            pad_token_id=0, eos_token_id=3,
         )  # fmt: skip
+        config.decoder_start_token_id = 0
+        return config
     raise KeyError(name)
 
 
@@ -48,7 +48,7 @@ def tiny_tokenizer(name: str) -> Any:
     return tiny_char_tokenizer(template=template)
 
 
-def build_tiny_from(config: Any, auto_cls: Any) -> nn.Module:
+def build_tiny_from(config: Any, auto_cls: Any) -> Any:
     """Instantiate ``auto_cls.from_config(config)`` under the fixed tiny seed."""
     with torch.random.fork_rng():
         torch.manual_seed(TINY_SEED)

@@ -172,7 +172,8 @@ def _gptneo_small_params() -> int:
     if (target / "config.json").is_file():
         config = AutoConfig.from_pretrained(target)
     else:
-        config = gptneo_config(PretrainConfig().model, vocab_size=PretrainConfig().vocab_size)
+        default = PretrainConfig.model_validate({})
+        config = gptneo_config(default.model, vocab_size=default.vocab_size)
     with torch.device("meta"):
         return count_params(AutoModelForCausalLM.from_config(config))
 

@@ -80,7 +80,8 @@ class SequenceClassifier(nn.Module):
         self.config = backbone.config
         self.pooling = pooling
         self.num_labels = num_labels
-        hidden = int(self.config.get_text_config().hidden_size)
+        config: Any = backbone.config
+        hidden = int(config.get_text_config().hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
         params = inspect.signature(backbone.forward).parameters

@@ -169,7 +169,7 @@ def load_model(
             "%s has no weights for %d tensor(s) of its %s form; they were initialised fresh: %s",
             name_or_path, len(fresh), kind, shown,
         )  # fmt: skip
-    model.modularevo_fresh_keys = tuple(fresh)
+    object.__setattr__(model, "modularevo_fresh_keys", tuple(fresh))
     return model.eval(), tok
 
 

@@ -58,7 +58,7 @@ class PretrainConfig(BaseModel):
     max_docs_per_corpus: int | None = Field(20000, gt=0)
     vocab_size: int = Field(8192, ge=300)
     tokenizer_docs: int = Field(20000, gt=0)
-    model: GPTNeoArch = Field(default_factory=GPTNeoArch)
+    model: GPTNeoArch = Field(default_factory=lambda: GPTNeoArch.model_validate({}))
     seq_len: int = Field(128, gt=1)
     batch_size: int = Field(16, gt=0)
     steps: int = Field(1200, gt=0)
@@ -70,6 +70,7 @@ class PretrainConfig(BaseModel):
     eval_blocks: int = Field(64, gt=0)
     seed: int = 0
     threads: int = Field(2, gt=0)
+    max_minutes: float | None = Field(None, gt=0)
     out: str | None = None
     progress: bool = True
 
@@ -82,7 +83,7 @@ def gptneo_config(arch: GPTNeoArch, *, vocab_size: int, tokenizer: Any = None) -
     types: list[Any] = [[["global", "local"], pairs]] if pairs else []
     if odd:
         types.append([["global"], 1])
-    ids = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}  # BPE_SPECIALS order
+    ids: dict[str, Any] = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}  # specials
     if tokenizer is not None:
         ids = {
             "bos_token_id": tokenizer.bos_token_id,
@@ -127,15 +128,18 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False) -> dict[str, Any]:
         sample = tokenizer_sample(corpora, n_docs=cfg.tokenizer_docs, seed=cfg.seed)
         tok = train_bpe_tokenizer(sample, vocab_size=cfg.vocab_size)
         train = [pack_blocks(c.train, tok, seq_len=cfg.seq_len) for c in corpora]
-        val = [pack_blocks(c.validation, tok, seq_len=cfg.seq_len)[: cfg.eval_blocks] for c in corpora]
+        val = [
+            pack_blocks(c.validation, tok, seq_len=cfg.seq_len)[: cfg.eval_blocks] for c in corpora
+        ]
         prep_s = time.perf_counter() - t0
         model = GPTNeoForCausalLM(gptneo_config(cfg.model, vocab_size=len(tok), tokenizer=tok))
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         history = _train(model, cfg, train, val)
         train_s = time.perf_counter() - t1
+        cpu_s = time.process_time() - cpu1
         per_corpus = _evaluate(model, val, batch_size=cfg.batch_size)
         metrics = _metrics(cfg, model, per_corpus, corpora, train, history=history,
-                           seconds=(prep_s, train_s))  # fmt: skip
+                           seconds=(prep_s, train_s, cpu_s))  # fmt: skip
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -154,18 +158,22 @@ def _lr_factor(step: int, cfg: PretrainConfig) -> float:
 def _train(
     model: torch.nn.Module, cfg: PretrainConfig, train: list[torch.Tensor], val: list[torch.Tensor]
 ) -> list[dict[str, float]]:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )  # fmt: skip
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # no decay on biases and norms
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     gen = derived_generator(cfg.seed, "pretrain-batches")
     history: list[dict[str, float]] = []
     bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", disable=not cfg.progress)
+    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     model.train()
     for step in bar:
+        if time.monotonic() > deadline:
+            log.warning("max_minutes=%s reached: stopping after %d of %d steps",
+                        cfg.max_minutes, step, cfg.steps)  # fmt: skip
+            history.append({"step": step, "stopped_early": 1.0})
+            break
         batch = sample_batch(train, batch_size=cfg.batch_size, step=step, generator=gen)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
@@ -210,18 +218,23 @@ def _metrics(
     train: list[torch.Tensor],
     *,
     history: list[dict[str, float]],
-    seconds: tuple[float, float],
+    seconds: tuple[float, float, float],
 ) -> dict[str, Any]:
+    steps_done = next((int(h["step"]) for h in history if "stopped_early" in h), cfg.steps)
     return {
         "name": cfg.name,
         "val_ppl": _mean_ppl(losses),
         "val_loss": sum(losses) / len(losses),
         "val_ppl_per_corpus": {c.name: math.exp(v) for c, v in zip(corpora, losses, strict=True)},
         "params": sum(p.numel() for p in model.parameters()),
-        "train_tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
-        "train_tokens_available": {c.name: int(t.numel()) for c, t in zip(corpora, train, strict=True)},
+        "steps_done": steps_done,
+        "train_tokens_seen": steps_done * cfg.batch_size * cfg.seq_len,
+        "train_tokens_available": {
+            c.name: int(t.numel()) for c, t in zip(corpora, train, strict=True)
+        },
         "prepare_seconds": round(seconds[0], 1),
         "train_seconds": round(seconds[1], 1),
+        "train_cpu_seconds": round(seconds[2], 1),
         "threads": cfg.threads,
         "history": history,
         "config": cfg.model_dump(),
