@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -186,8 +187,8 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
     layers, covered = [], set()
     for i, block in enumerate(blocks):
         pre = f"{blocks_name}.{i}"
-        n_ffn = block.get_submodule(spec.down).in_features
-        n_heads = block.get_submodule(spec.o).in_features // hd
+        n_ffn = hf_pruned.sub(block, spec.down).in_features
+        n_heads = hf_pruned.sub(block, spec.o).in_features // hd
         masks = _unit_view(module.masks, pre, spec, hd, names)
         try:
             ffn = _ffn_plan(masks, pre, spec, n_ffn)
@@ -441,7 +442,7 @@ def save_extracted(
     loads with ``trust_remote_code=True`` where modularevo is not installed.
     """
     cls = type(getattr(model, "backbone", model)).__name__
-    cfg = model.config  # type: ignore[attr-defined]
+    cfg: Any = model.config
     mod = REMOTE_CODE_FILE.removesuffix(".py")
     cfg.auto_map = {
         "AutoConfig": f"{mod}.{type(cfg).__name__}",

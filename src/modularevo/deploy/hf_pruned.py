@@ -118,6 +118,11 @@ def find_blocks(model: nn.Module, family: str) -> tuple[str, nn.ModuleList]:
     raise ValueError(f"no block list ending in {suffix!r} found in {type(model).__name__}")
 
 
+def sub(block: nn.Module, path: str) -> Any:
+    """``block.get_submodule(path)``, typed loosely for attribute access."""
+    return block.get_submodule(path)
+
+
 def _new_linear(old: nn.Linear, out_f: int, in_f: int) -> nn.Linear:
     lin = nn.Linear(in_f, out_f, bias=old.bias is not None)
     return lin.to(device=old.weight.device, dtype=old.weight.dtype)
@@ -126,16 +131,16 @@ def _new_linear(old: nn.Linear, out_f: int, in_f: int) -> nn.Linear:
 def resize_block(block: nn.Module, spec: LayerSpec, ffn: int, heads: int, head_dim: int) -> None:
     """Replace a block's Linear layers by empty ones of the pruned shapes, in place."""
     for path in (spec.q, spec.k, spec.v):
-        old = block.get_submodule(path)
+        old = sub(block, path)
         block.set_submodule(path, _new_linear(old, heads * head_dim, old.in_features))
-    old = block.get_submodule(spec.o)
+    old = sub(block, spec.o)
     block.set_submodule(spec.o, _new_linear(old, old.out_features, heads * head_dim))
     for path in spec.up:
-        old = block.get_submodule(path)
+        old = sub(block, path)
         block.set_submodule(path, _new_linear(old, ffn, old.in_features))
-    old = block.get_submodule(spec.down)
+    old = sub(block, spec.down)
     block.set_submodule(spec.down, _new_linear(old, old.out_features, ffn))
-    attn = block.get_submodule(spec.attn)
+    attn = sub(block, spec.attn)
     for a in spec.head_attrs:
         setattr(attn, a, heads)
     for a in spec.width_attrs:
@@ -153,7 +158,7 @@ def head_dim_of(config: Any) -> int:
 
 def shrink_to_config(model: nn.Module, family: str) -> None:
     """Resize every block of a freshly built ``model`` to its config's pruned shape."""
-    cfg = model.config  # type: ignore[attr-defined]
+    cfg: Any = model.config
     _, blocks = find_blocks(model, family)
     spec = FAMILY_SPECS[family][1]
     hd = head_dim_of(cfg)

@@ -155,7 +155,8 @@ class SparseLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        nnz = self.sparse_weight.values().numel()
+        sw: Tensor = self.sparse_weight  # type: ignore[assignment]
+        nnz = sw.values().numel()
         return f"{self.in_features}, {self.out_features}, layout={self.layout}, nnz={nnz}"
 
 
