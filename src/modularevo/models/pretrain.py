@@ -61,7 +61,7 @@ class PretrainConfig(BaseModel):
     model: GPTNeoArch = Field(default_factory=lambda: GPTNeoArch.model_validate({}))
     seq_len: int = Field(128, gt=1)
     batch_size: int = Field(16, gt=0)
-    steps: int = Field(1200, gt=0)
+    steps: int = Field(1000, gt=0)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.01, ge=0)
