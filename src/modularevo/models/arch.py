@@ -11,8 +11,8 @@ Weight layout: ``nn.Linear`` stores ``(out_features, in_features)``; GPT-2's
 :attr:`ArchInfo.conv1d` names those layers; :meth:`ArchInfo.is_transposed` asks.
 
 Example:
-    >>> from modularevo.models.defaults import build_tiny
-    >>> info = describe(build_tiny("tiny-gptneo", "causal_lm"))
+    >>> from modularevo.models import load_model
+    >>> info = describe(load_model("tiny-gptneo", "causal_lm")[0])
     >>> info.family, info.ffn[0].up
     ('gpt_neo', 'transformer.h.0.mlp.c_fc')
 """

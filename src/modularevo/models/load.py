@@ -60,7 +60,7 @@ def resolve_model(name_or_path: str) -> str:
     if name in MODELS:
         return str(MODELS.get(name).locate())
     path = Path(name).expanduser()
-    if path.exists() or name.startswith(("/", "./", "../", "~")) or os.sep + os.sep in name:
+    if path.exists() or name.startswith(("/", "./", "../", "~")):
         return _local_folder(path)
     if not _HUB_ID.match(name):
         raise UnknownModelError(_unknown(name))
