@@ -1,19 +1,49 @@
 """modularevo: modular deep learning that keeps one pretrained model evolving.
 
 The public Python API is re-exported here; every CLI command calls one of these.
+Heavy submodules (torch, transformers) are imported lazily on first attribute
+access, so ``import modularevo`` and the CLI start fast.
 """
 
-from modularevo.cost.meter import measure_cost
-from modularevo.deploy.extract import extract_module
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
-from modularevo.evaluation.evaluate import evaluate_model
-from modularevo.evolution.loop import evolve
-from modularevo.evolution.quickstart import quickstart
-from modularevo.merging.apply import merge
 from modularevo.registry import Registry
-from modularevo.training.finetune import FinetuneResult, finetune
+
+if TYPE_CHECKING:
+    from modularevo.cost.meter import measure_cost
+    from modularevo.deploy.extract import extract_module
+    from modularevo.evaluation.evaluate import evaluate_model
+    from modularevo.evolution.loop import evolve
+    from modularevo.evolution.quickstart import quickstart
+    from modularevo.merging.apply import merge
+    from modularevo.training.finetune import FinetuneResult, finetune
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_LAZY: dict[str, str] = {
+    "FinetuneResult": "modularevo.training.finetune",
+    "evaluate_model": "modularevo.evaluation.evaluate",
+    "evolve": "modularevo.evolution.loop",
+    "extract_module": "modularevo.deploy.extract",
+    "finetune": "modularevo.training.finetune",
+    "measure_cost": "modularevo.cost.meter",
+    "merge": "modularevo.merging.apply",
+    "quickstart": "modularevo.evolution.quickstart",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'modularevo' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

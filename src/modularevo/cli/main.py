@@ -16,13 +16,6 @@ from rich.console import Console
 from modularevo.errors import ModularEvoError
 from modularevo.utils.logging import setup_logging
 
-app = typer.Typer(
-    name="modularevo",
-    help="Modular deep learning: modularize, fine-tune inside modules, merge, evolve.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 err_console = Console(stderr=True)
 
 # (module under modularevo.cli, attribute, name): a typer command function or sub-app.
@@ -44,15 +37,31 @@ _COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-@app.callback()
 def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
     setup_logging(verbose)
 
 
-def _install_commands() -> None:
+def build_app(only: str | None = None) -> typer.Typer:
+    """The typer app with every subcommand, or with ``only`` the one being run (fast start)."""
+    app = typer.Typer(
+        name="modularevo",
+        help="Modular deep learning: modularize, fine-tune inside modules, merge, evolve.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    _install_commands(app, only)
+    return app
+
+
+def _install_commands(app: typer.Typer, only: str | None) -> None:
+    """Register the subcommands; with ``only``, just the one being run (fast start-up)."""
     for module, attr, name in _COMMANDS:
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(f"modularevo.cli.{module}")
         except ModuleNotFoundError as exc:
@@ -66,11 +75,18 @@ def _install_commands() -> None:
             app.command(name)(obj)
 
 
-_install_commands()
+def _requested_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if it is a known one."""
+    names = {name for _, _, name in _COMMANDS}
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in names else None
+    return None
 
 
 def main() -> None:
     """Run the CLI; user errors become one red message and exit status 2."""
+    app = build_app(only=_requested_command(sys.argv[1:]))
     try:
         app(standalone_mode=False)
     except ModularEvoError as exc:
@@ -88,6 +104,13 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `from modularevo.cli.main import app` (tests, docs tools) gets the full app.
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":
