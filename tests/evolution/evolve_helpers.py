@@ -15,7 +15,9 @@ torch.set_num_threads(1)
 _GROUPS = {"ta": ["ab", "cd", "ef"], "tb": ["gh", "ij"]}
 
 
-def tiny_task(name: str, *, n_train: int = 64, n_eval: int = 24, seed: int = 0) -> datasets.DatasetDict:
+def tiny_task(
+    name: str, *, n_train: int = 64, n_eval: int = 24, seed: int = 0
+) -> datasets.DatasetDict:
     """Texts of 4-8 two-letter words; the label is the letter pair that dominates."""
     groups = _GROUPS[name]
     g = torch.Generator().manual_seed(seed)
@@ -26,8 +28,10 @@ def tiny_task(name: str, *, n_train: int = 64, n_eval: int = 24, seed: int = 0) 
             label = int(torch.randint(len(groups), (1,), generator=g))
             words = []
             for _ in range(int(torch.randint(4, 9, (1,), generator=g))):
-                pick = label if float(torch.rand(1, generator=g)) < 0.75 else int(
-                    torch.randint(len(groups), (1,), generator=g)
+                pick = (
+                    label
+                    if float(torch.rand(1, generator=g)) < 0.75
+                    else int(torch.randint(len(groups), (1,), generator=g))
                 )
                 words.append(groups[pick])
             texts.append(" ".join(words))
@@ -37,7 +41,9 @@ def tiny_task(name: str, *, n_train: int = 64, n_eval: int = 24, seed: int = 0) 
         )
         return datasets.Dataset.from_dict({"text": texts, "label": labels}, features=feats)
 
-    return datasets.DatasetDict(train=split(n_train), validation=split(n_eval), test=split(n_eval))
+    return datasets.DatasetDict(
+        {"train": split(n_train), "validation": split(n_eval), "test": split(n_eval)}
+    )
 
 
 def tiny_corpus(letters: str, n: int = 40, seed: int = 0) -> dict[str, list[str]]:
@@ -66,9 +72,21 @@ def fake_config(out: Path, **over: Any) -> EvolveConfig:
         "domains": {"ta": "da", "tb": "db"},
         "rounds": 2,
         "strategies": ["base", "single_task", "modularevo", "ft_task_arithmetic", "ft_ties"],
-        "modularize": {"steps": 40, "lr": 0.1, "batch_size": 4, "max_length": 32, "max_val_texts": 4,
-                       "extra": {"eval_every": 20, "eval_batches": 1}},
-        "finetune": {"max_steps": 4, "batch_size": 8, "max_length": 32, "eval_every": 2, "lr": 1e-3},
+        "modularize": {
+            "steps": 40,
+            "lr": 0.1,
+            "batch_size": 4,
+            "max_length": 32,
+            "max_val_texts": 4,
+            "extra": {"eval_every": 20, "eval_batches": 1},
+        },
+        "finetune": {
+            "max_steps": 4,
+            "batch_size": 8,
+            "max_length": 32,
+            "eval_every": 2,
+            "lr": 1e-3,
+        },
         "search": {"lambdas": [0.5, 1.0], "densities": [0.5], "refine_passes": 1},
         "max_eval_examples": 24,
         "max_search_examples": 12,

@@ -15,7 +15,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "evolve"
 
 def test_defaults_and_errors() -> None:
     cfg = EvolveConfig(tasks=["math-type"])
-    assert cfg.rounds == 3 and cfg.search.densities == (0.25, 0.5)
+    assert cfg.rounds == 3
+    assert cfg.search.densities == (0.25, 0.5)
     for bad in (
         {"tasks": ["a"], "strategies": ["modular_evo"]},
         {"tasks": ["a", "a"]},
@@ -38,3 +39,11 @@ def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
     p.write_text("tasks: [a]\nroundz: 2\n")
     with pytest.raises(ConfigError, match="roundz"):
         load_config(EvolveConfig, p)
+
+
+def test_quickstart_yaml_mirrors_the_builtin_settings() -> None:
+    from modularevo.evolution.quickstart import quickstart_config
+
+    from_yaml = load_config(EvolveConfig, CONFIGS / "quickstart.yaml")
+    builtin = quickstart_config(tasks=list(from_yaml.tasks))
+    assert from_yaml == builtin

@@ -33,7 +33,9 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp.setattr(TaskEvaluator, "score", spy)
     try:
         data, texts = tiny_inputs()
-        root = evolve(fake_config(tmp_path_factory.mktemp("run") / "evo"), datasets=data, texts=texts)
+        root = evolve(
+            fake_config(tmp_path_factory.mktemp("run") / "evo"), datasets=data, texts=texts
+        )
     finally:
         mp.undo()
     return {"root": root, "reads": reads}
@@ -50,7 +52,8 @@ def test_report_files_and_table_shape(straight_run: dict[str, Any]) -> None:
         (r, s) for r in (1, 2) for s in STRATEGIES
     }
     for r in rows:
-        assert 0 <= r["ta"] <= 1 and 0 <= r["tb"] <= 1
+        assert 0 <= r["ta"] <= 1
+        assert 0 <= r["tb"] <= 1
         assert r["abs_avg"] == pytest.approx(50 * (r["ta"] + r["tb"]))
         if r["strategy"] == "single_task":
             assert r["norm_avg"] == pytest.approx(100.0)

@@ -48,6 +48,7 @@ def test_lambda_never_goes_negative() -> None:
 
 def test_grid_only_and_bad_arguments() -> None:
     res = search_merge(lambda lam, d: lam[0], 1, lambdas=(0.2, 0.9), densities=(None,), passes=0)
-    assert res.lambdas == [0.9] and res.evaluations == 2
+    assert res.lambdas == [0.9]
+    assert res.evaluations == 2
     with pytest.raises(ValueError):
         search_merge(lambda lam, d: 0.0, 0, lambdas=(1.0,), densities=(None,))

@@ -31,16 +31,19 @@ class ModularizeOptions(_Frozen):
     """How each domain's module is learned (see :class:`~modularevo.config.modularize`)."""
 
     kind: Literal["auto", "causal_lm", "masked_lm", "seq2seq"] = Field(
-        "auto", description="LM objective; auto: masked_lm for encoders, causal_lm for decoders"
+        default="auto",
+        description="LM objective; auto: masked_lm for encoders, causal_lm for decoders",
     )
-    density: float = Field(0.25, gt=0, lt=1, description="module density used (a snapshot level)")
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(128, ge=8)
-    lr: float = Field(0.01, gt=0)
-    alpha: float = Field(100.0, ge=0)
-    max_train_texts: int | None = Field(None, ge=1)
-    max_val_texts: int = Field(256, ge=1)
+    density: float = Field(
+        default=0.25, gt=0, lt=1, description="module density used (a snapshot level)"
+    )
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=128, ge=8)
+    lr: float = Field(default=0.01, gt=0)
+    alpha: float = Field(default=100.0, ge=0)
+    max_train_texts: int | None = Field(default=None, ge=1)
+    max_val_texts: int = Field(default=256, ge=1)
     extra: dict[str, Any] = Field(
         default_factory=dict, description="further ModularizeConfig keys, passed through"
     )
@@ -49,18 +52,20 @@ class ModularizeOptions(_Frozen):
 class FinetuneOptions(_Frozen):
     """Per-round fine-tuning of every task (one FinetuneConfig per task and strategy)."""
 
-    lr: float = Field(5e-5, gt=0, description="lr of full fine-tuning")
-    module_lr: float | None = Field(None, gt=0, description="lr inside modules; default lr")
-    head_lr: float | None = Field(None, gt=0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(128, ge=8)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    eval_every: int = Field(50, ge=1, description="validation checks for best-step selection")
-    patience: int | None = Field(None, ge=1)
-    max_train_examples: int | None = Field(None, ge=1, description="cap per round's shard")
+    lr: float = Field(default=5e-5, gt=0, description="lr of full fine-tuning")
+    module_lr: float | None = Field(default=None, gt=0, description="lr inside modules; default lr")
+    head_lr: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    max_length: int = Field(default=128, ge=8)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    eval_every: int = Field(
+        default=50, ge=1, description="validation checks for best-step selection"
+    )
+    patience: int | None = Field(default=None, ge=1)
+    max_train_examples: int | None = Field(default=None, ge=1, description="cap per round's shard")
     extra: dict[str, Any] = Field(
         default_factory=dict, description="further FinetuneConfig keys, passed through"
     )
@@ -73,11 +78,11 @@ class SearchOptions(_Frozen):
     coordinate search moving one task's λ by ±``refine_step`` at a time.
     """
 
-    lambdas: tuple[float, ...] = Field((0.3, 0.5, 0.7, 1.0), min_length=1)
-    densities: tuple[float, ...] = Field((0.25, 0.5), min_length=1)
-    refine_passes: int = Field(1, ge=0)
-    refine_step: float = Field(0.1, gt=0)
-    cabs_block: int = Field(8, ge=2, description="m of CABS n:m; n = round(density*m)")
+    lambdas: tuple[float, ...] = Field(default=(0.3, 0.5, 0.7, 1.0), min_length=1)
+    densities: tuple[float, ...] = Field(default=(0.25, 0.5), min_length=1)
+    refine_passes: int = Field(default=1, ge=0)
+    refine_step: float = Field(default=0.1, gt=0)
+    cabs_block: int = Field(default=8, ge=2, description="m of CABS n:m; n = round(density*m)")
 
     @field_validator("densities")
     @classmethod
@@ -97,7 +102,7 @@ class EvolveConfig(_Frozen):
     validation; test is only reported.
     """
 
-    model: str = Field("minilm", description="embedded name, folder or Hub name")
+    model: str = Field(default="minilm", description="embedded name, folder or Hub name")
     tasks: list[str] = Field(min_length=1, description="classification datasets")
     domains: dict[str, str] = Field(
         default_factory=dict, description="task -> domain corpus; default: the data card's"
@@ -105,22 +110,24 @@ class EvolveConfig(_Frozen):
     modules: dict[str, str] = Field(
         default_factory=dict, description="domain -> existing module file (skips modularize)"
     )
-    rounds: int = Field(3, ge=1)
+    rounds: int = Field(default=3, ge=1)
     strategies: list[str] = Field(default_factory=lambda: list(ALL_STRATEGIES), min_length=1)
-    modularize: ModularizeOptions = ModularizeOptions()
-    finetune: FinetuneOptions = FinetuneOptions()
-    search: SearchOptions = SearchOptions()
-    max_eval_examples: int | None = Field(500, ge=1, description="val/test examples per task")
-    max_search_examples: int | None = Field(
-        200, ge=1, description="validation examples per task scored by the λ search"
+    modularize: ModularizeOptions = Field(default_factory=ModularizeOptions)
+    finetune: FinetuneOptions = Field(default_factory=FinetuneOptions)
+    search: SearchOptions = Field(default_factory=SearchOptions)
+    max_eval_examples: int | None = Field(
+        default=500, ge=1, description="val/test examples per task"
     )
-    probe_steps: int = Field(150, ge=1, description="linear-probe steps for the base heads")
+    max_search_examples: int | None = Field(
+        default=200, ge=1, description="validation examples per task scored by the λ search"
+    )
+    probe_steps: int = Field(default=150, ge=1, description="linear-probe steps for the base heads")
     jobs: int | Literal["auto"] = Field(
-        "auto", description="parallel fine-tunes per round; auto: one per GPU, else 1"
+        default="auto", description="parallel fine-tunes per round; auto: one per GPU, else 1"
     )
     seed: int = 42
     output_dir: str = "runs/evolve"
-    keep_finetuned: bool = Field(False, description="keep every fine-tuned model folder")
+    keep_finetuned: bool = Field(default=False, description="keep every fine-tuned model folder")
     plots: bool = True
     progress: bool = True
     cpu: bool = False

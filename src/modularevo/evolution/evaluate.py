@@ -131,7 +131,7 @@ class TaskEvaluator:
 
 def pooled_features(model: nn.Module, examples: list[Example], pad_id: int, bs: int) -> Tensor:
     """The inputs of ``model.classifier`` (pooled states) for ``examples``, (n, hidden)."""
-    head = getattr(model, "classifier")
+    head = model.get_submodule("classifier")
     grabbed: list[Tensor] = []
     hook = head.register_forward_hook(lambda _m, inp, _o: grabbed.append(inp[0].detach()))
     try:

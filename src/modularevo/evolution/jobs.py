@@ -124,7 +124,9 @@ def run_jobs(
         raise RuntimeError(f"fine-tune workers failed: {', '.join(failed)}; see their logs")
 
 
-def _worker(config_json: dict[str, Any], jobs: list[dict[str, Any]], device: str, threads: int) -> None:
+def _worker(
+    config_json: dict[str, Any], jobs: list[dict[str, Any]], device: str, threads: int
+) -> None:
     if device:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     torch.set_num_threads(threads)

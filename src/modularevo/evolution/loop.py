@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,7 +56,9 @@ class _Ctx:
     bar: Any
 
 
-def as_config(config: EvolveConfig | str | Path, overrides: list[str] | None = None) -> EvolveConfig:
+def as_config(
+    config: EvolveConfig | str | Path, overrides: list[str] | None = None
+) -> EvolveConfig:
     """An :class:`EvolveConfig` from a config object or a YAML path plus overrides."""
     if isinstance(config, EvolveConfig):
         if overrides:
@@ -262,5 +263,8 @@ def _save_finals(ctx: _Ctx) -> None:
             own = state.tasks.get(task, {})
             head = {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith("classifier.")}
             (target / "heads").mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in head.items()}, str(target / "heads" / f"{task}.safetensors"))
+            save_file(
+                {k: v.contiguous() for k, v in head.items()},
+                str(target / "heads" / f"{task}.safetensors"),
+            )
         (target / "DONE").write_text(json.dumps({"round": last, "model_task": first}), "utf-8")

@@ -65,7 +65,9 @@ def merge_state_dicts(
             gens = [derived_generator(seed, name, i) for i in range(len(models))]
         kw: dict[str, Any] = {}
         if spec.uses_masks:
-            kw["masks"] = [None if m is None else m.get(name) for m in (masks or [None] * len(models))]
+            kw["masks"] = [
+                None if m is None else m.get(name) for m in (masks or [None] * len(models))
+            ]
         merged = spec.fn(tensors, b, generators=gens, thresholds=None, **kw, **params)
         out[name] = merged.to(b.dtype)
     return out

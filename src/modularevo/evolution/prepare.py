@@ -175,7 +175,8 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
 
     first = ws.template(cfg.tasks[0])
     shared, _ = split_heads(
-        {k: v.detach().clone() for k, v in first.state_dict().items()}, ws.head_prefixes(cfg.tasks[0])
+        {k: v.detach().clone() for k, v in first.state_dict().items()},
+        ws.head_prefixes(cfg.tasks[0]),
     )
     state = ModelState(shared=shared)
     for task in cfg.tasks:
@@ -191,7 +192,9 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
         ex = tokenize_split(train.select(idx), ws.tokenizer, max_length=cfg.finetune.max_length)
         feats = pooled_features(model, ex, ev.data[task].pad_id, 64)
         labels = torch.tensor([e["labels"] for e in ex])
-        probe = train_probe(feats, labels, ev.data[task].num_labels, steps=cfg.probe_steps, seed=cfg.seed)
+        probe = train_probe(
+            feats, labels, ev.data[task].num_labels, steps=cfg.probe_steps, seed=cfg.seed
+        )
         head = {k: v.detach().clone() for k, v in head.items()}
         head.update({f"classifier.{k}": v for k, v in probe.items()})
         state.tasks[task] = head

@@ -23,7 +23,7 @@ QUICKSTART: dict[str, Any] = {
     "modularize": {"steps": 60, "lr": 0.02, "batch_size": 8, "max_length": 64,
                    "max_train_texts": 2000, "max_val_texts": 64,
                    "extra": {"eval_every": 30, "eval_batches": 2}},
-    "finetune": {"lr": 5e-5, "module_lr": 2e-4, "head_lr": 2e-3, "batch_size": 16,
+    "finetune": {"lr": 1e-4, "head_lr": 2e-3, "batch_size": 16,
                  "max_length": 64, "max_steps": 60, "eval_every": 30,
                  "max_train_examples": 960},
     "search": {"lambdas": [0.5, 0.8, 1.0], "densities": [0.5], "refine_passes": 1,

@@ -24,7 +24,9 @@ from modularevo.utils.atomic import atomic_write_text
 logger = logging.getLogger(__name__)
 
 
-def table_rows(records: list[RoundRecord], tasks: list[str], split: str = "test") -> list[dict[str, Any]]:
+def table_rows(
+    records: list[RoundRecord], tasks: list[str], split: str = "test"
+) -> list[dict[str, Any]]:
     """One row per (round, strategy): per-task accuracy, absolute and normalized averages."""
     ref = {r.round: r for r in records if r.strategy == "single_task"}
     rows = []
@@ -74,7 +76,9 @@ def markdown_table(rows: list[dict[str, Any]], tasks: list[str]) -> str:
 def _cost(records: list[RoundRecord]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for rec in records:
-        c = out.setdefault(rec.strategy, {"search_evals": 0, "search_seconds": 0.0, "step_seconds": 0.0})
+        c = out.setdefault(
+            rec.strategy, {"search_evals": 0, "search_seconds": 0.0, "step_seconds": 0.0}
+        )
         c["search_evals"] += (rec.search or {}).get("evaluations", 0)
         c["search_seconds"] += (rec.search or {}).get("seconds", 0.0)
         c["step_seconds"] += rec.seconds
@@ -117,10 +121,14 @@ def last_round_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     last = max(r["round"] for r in rows)
     chosen = [r for r in rows if r["round"] == last]
-    return sorted(chosen, key=lambda r: -(r["norm_avg"] if r["norm_avg"] is not None else r["abs_avg"]))
+    return sorted(
+        chosen, key=lambda r: -(r["norm_avg"] if r["norm_avg"] is not None else r["abs_avg"])
+    )
 
 
-def _markdown(cfg: EvolveConfig, rows: list[dict[str, Any]], data: dict[str, Any], plots: list[Path]) -> str:
+def _markdown(
+    cfg: EvolveConfig, rows: list[dict[str, Any]], data: dict[str, Any], plots: list[Path]
+) -> str:
     parts = [
         f"# Evolution report: {cfg.model} on {', '.join(cfg.tasks)}",
         "",
@@ -141,12 +149,16 @@ def _markdown(cfg: EvolveConfig, rows: list[dict[str, Any]], data: dict[str, Any
         "|---|---|---|---|",
     ]
     for name, c in data["cost"].items():
-        parts.append(
-            f"| {name} | {int(c['search_evals'])} | {c['search_seconds']:.1f} | {c['step_seconds']:.1f} |"
-        )
+        evals, secs = int(c["search_evals"]), c["search_seconds"]
+        parts.append(f"| {name} | {evals} | {secs:.1f} | {c['step_seconds']:.1f} |")
     overlap = data["module_overlap"]
     if overlap:
-        parts += ["", "## Modules", "", "| domain | density | " + " | ".join(overlap["jaccard"]) + " |"]
+        parts += [
+            "",
+            "## Modules",
+            "",
+            "| domain | density | " + " | ".join(overlap["jaccard"]) + " |",
+        ]
         parts.append("|" + "---|" * (2 + len(overlap["jaccard"])))
         for a, row in overlap["jaccard"].items():
             cells = " | ".join(f"{v:.3f}" for v in row.values())
@@ -171,7 +183,9 @@ def _plots(out: Path, rows: list[dict[str, Any]], overlap: dict[str, Any] | None
     key = "norm_avg" if use_norm else "abs_avg"
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in sorted({r["strategy"] for r in rows}):
-        pts = sorted((r["round"], r[key]) for r in rows if r["strategy"] == name and r[key] is not None)
+        pts = sorted(
+            (r["round"], r[key]) for r in rows if r["strategy"] == name and r[key] is not None
+        )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax.set_xlabel("round")

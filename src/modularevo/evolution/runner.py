@@ -83,7 +83,9 @@ class Workspace:
             else:
                 from modularevo.models.load import load_model
 
-                model, tok = load_model(self.cfg.model, "classifier", num_labels=self.num_labels(task))
+                model, tok = load_model(
+                    self.cfg.model, "classifier", num_labels=self.num_labels(task)
+                )
             self._templates[task] = model.eval()
             self.tokenizer = self.tokenizer or tok
         return self._templates[task]
@@ -103,11 +105,11 @@ class Workspace:
             len(d["validation"]), self.cfg.max_search_examples, 0, f"{task}/validation/search"
         )
         test_idx = subset_indices(len(d["test"]), _FT_TEST_EXAMPLES, 0, f"{task}/test/ft")
-        return hfd.DatasetDict(
-            train=d["train"],
-            validation=d["validation"].select(val_idx),
-            test=d["test"].select(test_idx),
-        )
+        out = hfd.DatasetDict()
+        out["train"] = d["train"]
+        out["validation"] = d["validation"].select(val_idx)
+        out["test"] = d["test"].select(test_idx)
+        return out
 
 
 class JobRunner:
@@ -140,7 +142,9 @@ class JobRunner:
             "checkpoint_every": None,
             "seed": derived_seed(self.cfg.seed, "finetune", job.key, job.round) % 2**31,
             "output_dir": job.out_dir,
-            "train_shard": TrainShard(index=job.round - 1, count=self.cfg.rounds, seed=self.cfg.seed),
+            "train_shard": TrainShard(
+                index=job.round - 1, count=self.cfg.rounds, seed=self.cfg.seed
+            ),
             "max_train_examples": o.max_train_examples,
             "cpu": self.cfg.cpu,
             "progress": False,
@@ -161,7 +165,12 @@ class JobRunner:
         if (out / "metrics.json").is_file():  # killed after finetune() finished
             cfg = cfg.model_copy(update={"overwrite": True})
         logger.info("round %d: fine-tune %s (%s)", job.round, job.task, job.key)
-        res = finetune(cfg, model=model, tokenizer=self.ws.tokenizer, dataset=self.ws.finetune_dataset(job.task))
+        res = finetune(
+            cfg,
+            model=model,
+            tokenizer=self.ws.tokenizer,
+            dataset=self.ws.finetune_dataset(job.task),
+        )
         tuned = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         tmp = out / f".{TUNED_FILE}.tmp"
         save_file(tuned, str(tmp))

@@ -82,7 +82,9 @@ STRATEGIES: Registry[Strategy] = Registry("evolution strategy")
 
 for _s in (
     Strategy("base", "the untouched pretrained backbone (linear-probe heads)", None, None),
-    Strategy("single_task", "each task fine-tunes its own copy in full (upper bound)", "full", None),
+    Strategy(
+        "single_task", "each task fine-tunes its own copy in full (upper bound)", "full", None
+    ),
     Strategy(
         "modularevo",
         "fine-tune inside the domain module, module-aware task arithmetic",
@@ -99,7 +101,9 @@ for _s in (
         "density",
         {"normalize": False},
     ),
-    Strategy("ft_dare", "full fine-tuning + DARE (drop, rescale, sum)", "full", "dare_linear", "density"),
+    Strategy(
+        "ft_dare", "full fine-tuning + DARE (drop, rescale, sum)", "full", "dare_linear", "density"
+    ),
     Strategy("ft_cabs", "full fine-tuning + CABS (n:m, disjoint)", "full", "cabs", "nm"),
 ):
     STRATEGIES.add(_s.name, _s)
