@@ -40,6 +40,10 @@ def _run(tmp_path, strategy, **kw):
         dataset=tiny_dataset(),
     )
     after = dict(BertForSequenceClassification.from_pretrained(res.model_dir).named_parameters())
+    in_place = dict(base.named_parameters())  # the passed-in model ends with the saved weights
+    assert set(in_place) == set(after)
+    for name, p in after.items():
+        assert torch.equal(in_place[name].detach(), p.detach()), name
     return res, before, {n: p.detach() for n, p in after.items()}
 
 
@@ -83,7 +87,7 @@ def test_full_strategy_trains_every_matrix_and_writes_outputs(tmp_path):
 
 
 def test_lora_is_merged_back_into_a_dense_model(tmp_path):
-    _res, before, after = _run(tmp_path, "lora", lora={"r": 2, "alpha": 4.0})
+    _res, before, after = _run(tmp_path, "lora", lora={"r": 2, "alpha": 4})
     assert set(after) == set(before)  # no adapter tensors left
     q = "bert.encoder.layer.0.attention.self.query.weight"
     delta = after[q] - before[q]

@@ -65,6 +65,16 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert whole.metrics["best_step"] == resumed.metrics["best_step"]
 
 
+def test_resume_with_other_settings_is_refused(tmp_path):
+    with pytest.raises(_Killed):
+        _go(_cfg(tmp_path / "r"), on_step=lambda s: (_ for _ in ()).throw(_Killed) if s.step == 5
+            else None)  # fmt: skip
+    with pytest.raises(InputError, match="lr differ"):
+        _go(_cfg(tmp_path / "r").model_copy(update={"lr": 1e-3}))
+    res = _go(_cfg(tmp_path / "r").model_copy(update={"lr": 1e-3, "resume": False}))
+    assert res.metrics["steps"] == 14
+
+
 def test_global_batches_are_seeded_and_cover_the_epoch():
     a = global_batches(10, 3, seed=1, epoch=0)
     assert a == global_batches(10, 3, seed=1, epoch=0)

@@ -41,7 +41,7 @@ class LoraOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     r: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
+    alpha: int = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(
         None, description="module name suffixes; default: every Linear outside the task head"
@@ -92,7 +92,7 @@ class FinetuneConfig(BaseModel):
     max_eval_examples: int | None = Field(None, ge=1)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = Field(False, description="force CPU even when a GPU is present")
-    lora: LoraOptions = LoraOptions()
+    lora: LoraOptions = Field(default_factory=lambda: LoraOptions.model_validate({}))
     progress: bool = True
 
     @model_validator(mode="after")

@@ -16,7 +16,6 @@ The best step is chosen on validation accuracy; test is evaluated once, at the e
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -38,6 +36,12 @@ from modularevo.evaluation.evaluate import score_split
 from modularevo.training import strategies as st
 from modularevo.training.collate import pad_batch
 from modularevo.training.finetune_data import RunData, label_info, prepare_data
+from modularevo.training.finetune_io import (
+    bits_differ,
+    check_resumable,
+    mask_report,
+    write_run_files,
+)
 from modularevo.training.loop import (
     TrainState,
     build_accelerator,
@@ -48,7 +52,7 @@ from modularevo.training.loop import (
     train_step,
 )
 from modularevo.training.masked_optim import mask_gradients_
-from modularevo.utils.atomic import atomic_dir, atomic_write_text
+from modularevo.utils.atomic import atomic_dir
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -110,9 +114,9 @@ def finetune(
             fit the model, or a dataset lacking splits.
     """
     out = Path(config.output_dir)
-    _prepare_output(out, config)
     seed_everything(config.seed)
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    _prepare_output(out, config, acc)
     if dataset is None:
         from modularevo.data import load_dataset
 
@@ -131,16 +135,17 @@ def finetune(
     return _finish(run, state, tokenizer, train_s)
 
 
-def _prepare_output(out: Path, cfg: FinetuneConfig) -> None:
+def _prepare_output(out: Path, cfg: FinetuneConfig, acc: Accelerator) -> None:
     finished = (out / "metrics.json").is_file()
     if finished and not cfg.overwrite:
         raise InputError(
             f"output {str(out)!r} already holds a finished run (metrics.json); choose another "
             "output_dir or set overwrite=true"
         )
-    if (finished and cfg.overwrite) or not cfg.resume:
+    if acc.is_main_process and ((finished and cfg.overwrite) or not cfg.resume):
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / BEST_FILE).unlink(missing_ok=True)
+    acc.wait_for_everyone()
 
 
 def _build_run(
@@ -189,6 +194,7 @@ def _resume_or_start(run: _Run) -> TrainState:
     ckpt_root = run.out / "checkpoints"
     if run.acc.is_main_process:
         run.out.mkdir(parents=True, exist_ok=True)
+    check_resumable(run.cfg, ckpt_root, run.acc.is_main_process)
     found = load_checkpoint(run.acc, ckpt_root) if run.cfg.resume else None
     if found is None:
         return TrainState()
@@ -297,7 +303,7 @@ def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
 
 
 def _trainable_state(run: _Run) -> dict[str, Tensor]:
-    full = run.acc.get_state_dict(run.model)
+    full: dict[str, Any] = run.acc.get_state_dict(run.model)
     names = {n for n, p in run.acc.unwrap_model(run.model).named_parameters() if p.requires_grad}
     return {n: t.detach().cpu().clone().contiguous() for n, t in full.items() if n in names}
 
@@ -347,56 +353,20 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
             batch_size=cfg.eval_batch_size,
             accelerator=acc,
         )
-    metrics.update(_mask_report(run, model))
+    if run.plan is not None:
+        metrics.update(mask_report(model, run.plan.masks, run.base_masked))
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
         with atomic_dir(model_dir, overwrite=True) as tmp:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp)  # pyright: ignore[reportCallIssue]
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-        _write_run_files(run.out, cfg, metrics)
+        write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
     acc.wait_for_everyone()
     return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics)
-
-
-def _mask_report(run: _Run, model: nn.Module) -> dict[str, Any]:
-    if run.plan is None:
-        return {}
-    params = dict(model.named_parameters())
-    changed = inside = total = 0
-    for name, mask in run.plan.masks.items():
-        diff = bits_differ(params[name].detach().cpu(), run.base_masked[name].cpu())
-        changed += int(diff[~mask.view(-1)].sum())
-        inside += int(mask.sum())
-        total += mask.numel()
-    return {
-        "mask": {
-            "density": inside / max(total, 1),
-            "out_of_mask_changed": changed,
-            "masked_params": len(run.plan.masks),
-        }
-    }
-
-
-def bits_differ(a: Tensor, b: Tensor) -> Tensor:
-    """Flat bool tensor: True where ``a`` and ``b`` differ in any bit (same dtype and shape)."""
-    width = a.element_size()
-    a_bytes = a.contiguous().view(-1).view(torch.uint8).view(-1, width)  # (numel, width)
-    b_bytes = b.contiguous().view(-1).view(torch.uint8).view(-1, width)
-    return (a_bytes != b_bytes).any(dim=1)
-
-
-def _write_run_files(out: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
-    from modularevo.utils.runinfo import run_info
-
-    atomic_write_text(
-        out / "config.resolved.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    )
-    atomic_write_text(out / "run_info.json", json.dumps(run_info(), indent=2, default=str))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
 
 
 __all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]

@@ -129,7 +129,8 @@ def train_step(
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(accelerator.reduce(loss.detach(), reduction="mean"))
+    reduced: Any = accelerator.reduce(loss.detach(), reduction="mean")
+    return float(reduced)
 
 
 @torch.no_grad()

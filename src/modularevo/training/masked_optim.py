@@ -96,7 +96,9 @@ class MaskedAdamW(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         mask = self.masks.get(p)
-        grad = p.grad if mask is None else p.grad.masked_fill(~mask, 0.0)
+        grad: Tensor = p.grad  # pyright: ignore[reportAssignmentType]  (step() skips None)
+        if mask is not None:
+            grad = grad.masked_fill(~mask, 0.0)
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)

@@ -152,7 +152,7 @@ def apply_lora(
     model: nn.Module,
     *,
     r: int,
-    alpha: float,
+    alpha: int,
     dropout: float,
     target_modules: list[str] | None = None,
 ) -> nn.Module:

@@ -1,0 +1,73 @@
+"""Files of a fine-tuning run: resolved config, metrics, resume guard, mask check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from modularevo.config.finetune import FinetuneConfig
+from modularevo.errors import InputError
+from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.runinfo import run_info
+
+
+def bits_differ(a: Tensor, b: Tensor) -> Tensor:
+    """Flat bool tensor: True where ``a`` and ``b`` differ in any bit (same dtype and shape)."""
+    width = a.element_size()
+    a_bytes = a.contiguous().view(-1).view(torch.uint8).view(-1, width)  # (numel, width)
+    b_bytes = b.contiguous().view(-1).view(torch.uint8).view(-1, width)
+    return (a_bytes != b_bytes).any(dim=1)
+
+
+def mask_report(
+    model: nn.Module, masks: dict[str, Tensor], base: dict[str, Tensor]
+) -> dict[str, Any]:
+    """Mask density and the count of out-of-mask entries of ``model`` that differ from ``base``."""
+    params = dict(model.named_parameters())
+    changed = inside = total = 0
+    for name, mask in masks.items():
+        diff = bits_differ(params[name].detach().cpu(), base[name].cpu())
+        changed += int(diff[~mask.view(-1)].sum())
+        inside += int(mask.sum())
+        total += mask.numel()
+    return {
+        "mask": {
+            "density": inside / max(total, 1),
+            "out_of_mask_changed": changed,
+            "masked_params": len(masks),
+        }
+    }
+
+
+NOT_TRAINING_KEYS = {"progress", "overwrite", "resume", "output_dir", "keep_checkpoints"}
+
+
+def check_resumable(cfg: FinetuneConfig, ckpt_root: Path, is_main: bool) -> None:
+    """Refuse to resume checkpoints written under a config that trains differently."""
+    saved = ckpt_root / "config.json"
+    current = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_TRAINING_KEYS}
+    if saved.is_file():
+        before = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+        if changed:
+            raise InputError(
+                f"checkpoints in {str(ckpt_root)!r} come from a run with other settings "
+                f"({', '.join(changed)} differ); set resume=false to start over, or restore them"
+            )
+    elif is_main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, json.dumps(current, indent=1))
+
+
+def write_run_files(out: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
+    """Write the resolved config, run info and metrics (atomically, metrics last)."""
+    atomic_write_text(
+        out / "config.resolved.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    )
+    atomic_write_text(out / "run_info.json", json.dumps(run_info(), indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
