@@ -116,7 +116,7 @@ def test_chunked_elementwise_equals_whole(tmp_path: Path, monkeypatch):
         _model(tmp_path / n, i, **{k: v + i for k, v in big.items()})
     cfg = {"merge_method": "_test_mean_chunked", "models": [{"model": str(tmp_path / n)}
                                                             for n in ("a", "b")]}  # fmt: skip
-    monkeypatch.setattr("modularevo.merging.apply.CHUNK", 64)
+    monkeypatch.setattr("modularevo.merging.stream.CHUNK", 64)
     merge(cfg, tmp_path / "out", progress=False)
     torch.testing.assert_close(_out(tmp_path / "out")["big"], big["big"] + 0.5)
 

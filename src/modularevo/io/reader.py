@@ -1,26 +1,30 @@
-"""Memory-mapped, tensor-by-tensor reading of safetensors models.
+"""Tensor-by-tensor reading of safetensors models with positioned reads.
 
 Inputs may be a Hugging Face model folder, a single ``.safetensors`` file, or a
 ``model.safetensors.index.json`` with its shards. Headers are parsed and checked
 up front (dtype, shape, byte ranges against the file size), so a truncated or
-corrupted file is reported before any weight is read. A tensor is returned as a
-zero-copy view of the mapped file; :meth:`ModelReader.release` drops its pages
-from the process's resident set once the caller is done with it, which keeps the
-peak memory of a streaming merge bounded by a few tensors.
+corrupted file is reported before any weight is read.
+
+A tensor (or a flat slice of one) is read with ``os.preadv`` straight into a
+fresh torch buffer, using the byte offsets of the header. Unlike a memory map,
+this never makes file pages part of the process's resident set: the memory a
+merge holds is exactly the tensors it is working on, so its peak RSS is bounded
+by a few tensors (the OS page cache still speeds up repeated reads). Positioned
+reads release the GIL and share no file position, so several threads may read
+from one reader at once.
 
 Example:
-    >>> reader = open_model("path/to/model")          # doctest: +SKIP
-    >>> w = reader.read("transformer.wte.weight")     # doctest: +SKIP
-    >>> reader.release("transformer.wte.weight")      # doctest: +SKIP
+    >>> reader = open_model("path/to/model")                   # doctest: +SKIP
+    >>> w = reader.read("transformer.wte.weight")              # doctest: +SKIP
+    >>> part = reader.read_flat("transformer.wte.weight", 0, 1024)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +180,7 @@ def _files_from_index(index: Path) -> list[Path]:
 
 
 class ModelReader:
-    """All tensors of one model, readable one at a time through memory maps.
+    """All tensors of one model, readable one at a time (or in flat slices).
 
     Args:
         path: model folder, ``.safetensors`` file or index file.
@@ -197,7 +201,8 @@ class ModelReader:
                         f"({self.tensors[name].file.name} and {f.name}); fix the checkpoint"
                     )
                 self.tensors[name] = info
-        self._maps: dict[Path, mmap.mmap] = {}
+        self._fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
 
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
@@ -208,50 +213,58 @@ class ModelReader:
             self.tensors, key=lambda n: (str(self.tensors[n].file), self.tensors[n].start)
         )
 
-    def _map(self, file: Path) -> mmap.mmap:
-        mm = self._maps.get(file)
-        if mm is None:
-            with file.open("rb") as fh:
-                # A private mapping is writable (no torch warning) yet never copies unless written.
-                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-            self._maps[file] = mm
-        return mm
+    def _fd(self, file: Path) -> int:
+        fd = self._fds.get(file)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(file)
+                if fd is None:
+                    fd = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    self._fds[file] = fd
+        return fd
 
     def read(self, name: str) -> Tensor:
-        """The tensor ``name`` in its stored dtype, as a view of the mapped file.
+        """The tensor ``name`` in its stored dtype, in a fresh buffer the caller owns."""
+        info = self.tensors[name]
+        return self.read_flat(name, 0, info.numel).reshape(info.shape)
 
-        The view must not be written to (a merge method never modifies inputs).
+    def read_flat(self, name: str, start: int, stop: int) -> Tensor:
+        """Elements ``[start, stop)`` of the flattened tensor ``name``, in a fresh 1-D buffer.
+
+        Raises:
+            InputError: if the file is shorter than its header says (changed on disk).
         """
         info = self.tensors[name]
-        if info.numel == 0:
-            return torch.empty(info.shape, dtype=info.dtype)
-        mm = self._map(info.file)
-        if info.start % info.dtype.itemsize:
-            raw = torch.frombuffer(
-                mm, dtype=torch.uint8, count=info.end - info.start, offset=info.start
-            )
-            return raw.clone().view(info.dtype).reshape(info.shape)
-        flat = torch.frombuffer(mm, dtype=info.dtype, count=info.numel, offset=info.start)
-        return flat.reshape(info.shape)
+        stop = min(stop, info.numel)
+        out = torch.empty(max(0, stop - start), dtype=info.dtype)
+        if out.numel() == 0:
+            return out
+        size = info.dtype.itemsize
+        self._pread(info.file, out, info.start + start * size)
+        return out
+
+    def _pread(self, file: Path, out: Tensor, offset: int) -> None:
+        fd = self._fd(file)
+        view = memoryview(out.view(torch.uint8).numpy())  # pyright: ignore[reportArgumentType]
+        done, total = 0, len(view)
+        while done < total:  # Linux returns at most ~2 GiB per call
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise InputError(
+                    f"safetensors file {str(file)!r} ended early at byte {offset + done}; it "
+                    "changed or was truncated during the merge. Re-save it and run again."
+                )
+            done += n
 
     def release(self, name: str) -> None:
-        """Drop the pages of ``name`` from this process's memory (they stay in the OS cache)."""
-        info = self.tensors[name]
-        mm = self._maps.get(info.file)
-        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        page = mmap.PAGESIZE
-        start = info.start - info.start % page
-        length = info.end - start
-        if length > 0:
-            mm.madvise(mmap.MADV_DONTNEED, start, length)
+        """Kept for compatibility: reads hold no file pages, so there is nothing to drop."""
 
     def close(self) -> None:
-        """Close every memory map (views read earlier must not be used afterwards)."""
-        for mm in self._maps.values():
-            with contextlib.suppress(BufferError):  # a view is alive; the GC unmaps it later
-                mm.close()
-        self._maps.clear()
+        """Close the open files (tensors read earlier stay valid)."""
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def __enter__(self) -> ModelReader:
         return self

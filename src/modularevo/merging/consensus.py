@@ -1,7 +1,8 @@
 """Sign consensus (TIES "elect") and disjoint merging of stacked task vectors.
 
 All functions take task vectors stacked on dim 0 (shape ``(K, *shape)``), already
-multiplied by their per-model weights, and return new tensors.
+multiplied by their per-model weights, and return new tensors (``merge_deltas`` may
+reuse its input's memory when asked, which the executor does for lean chunks).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def elect_sign(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Ten
         score = torch.sign(weighted).sum(dim=0)
     else:
         raise ValueError(f"unknown consensus method {method!r}; expected 'sum' or 'count'")
-    return torch.where(score >= 0, 1.0, -1.0).to(weighted.dtype)
+    return score.ge_(0).mul_(2).sub_(1)  # in place: 1.0 where score >= 0, else -1.0
 
 
 def agreement_mask(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Tensor:
@@ -41,6 +42,7 @@ def merge_deltas(
     *,
     consensus: Literal["sum", "count"] | None,
     normalize: bool,
+    inplace: bool = False,
 ) -> Tensor:
     """Combine weighted task vectors into one delta (mergekit's generalized task arithmetic).
 
@@ -66,10 +68,11 @@ def merge_deltas(
     # Float arithmetic instead of bool masks (about 2x faster on CPU): entries that
     # agree with the elected sign are exactly those with (weighted * sign) > 0.
     sign = elect_sign(weighted, consensus)
-    kept = (weighted * sign).clamp_(min=0)  # |agreeing entries|, 0 elsewhere
+    kept = weighted.mul_(sign) if inplace else weighted * sign
+    kept.clamp_(min=0)  # |agreeing entries|, 0 elsewhere
     mixed = kept.sum(dim=0).mul_(sign)
     if not normalize:
         return mixed
-    divisor = torch.tensordot(weights.to(weighted.dtype), torch.sign(kept), dims=1)
-    divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
-    return mixed / divisor
+    divisor = torch.tensordot(weights.to(weighted.dtype), kept.sign_(), dims=1)
+    divisor.masked_fill_(divisor == 0, 1.0)
+    return mixed.div_(divisor)

@@ -113,6 +113,20 @@ class MergePlan:
             flag = flag(params)
         return bool(flag) and not self.method.randomized
 
+    def chunk_mode(self, params: dict[str, Any]) -> str | None:
+        """How the executor may split a tensor for the method, given its parameters.
+
+        ``"elementwise"``: any flat chunks (``extras["elementwise"]``); ``"cuts"``: flat
+        chunks after exact per-tensor top-k cuts of ``|τ|`` (``extras["topk_cuts"]``,
+        per-tensor TIES); ``None``: whole tensors.
+        """
+        if self.method.randomized:
+            return None
+        cuts = self.method.extras.get("topk_cuts")
+        if callable(cuts) and cuts(params) and self.base is not None:
+            return "cuts"
+        return "elementwise" if self.elementwise(params) else None
+
     def params_for(self, name: str | None, idx: list[int] | None = None) -> dict[str, Any]:
         """The method's parameters for tensor ``name``: per-model ones as lists.
 
@@ -276,11 +290,12 @@ def _aliases_after_targets(tasks: list[TensorTask]) -> list[TensorTask]:
 def memory_estimate(plan: MergePlan) -> int:
     """A rough upper bound of the merge's working memory in bytes (excluding Python/torch).
 
-    Non-elementwise methods hold the K+1 inputs of the largest tensor plus about
-    2K+3 float32 temporaries; elementwise ones hold only a few chunks. The writer
-    queue holds up to two output tensors.
+    The K+1 inputs of the largest tensor are held (read into fresh buffers);
+    whole-tensor methods add about 2K+3 float32 temporaries of it, chunked ones
+    (elementwise methods, per-tensor TIES) a few chunks. The writer queue holds up
+    to two output tensors, one more is being written.
     """
-    from modularevo.merging.thresholds import CHUNK
+    from modularevo.merging.stream import CHUNK
 
     merged = plan.merge_tasks()
     if not plan.tasks:
@@ -292,11 +307,12 @@ def memory_estimate(plan: MergePlan) -> int:
         return out_bytes
     big = max(merged, key=lambda t: t.numel).numel
     try:
-        chunked = plan.elementwise(plan.params_for(None))
+        chunked = plan.chunk_mode(plan.params_for(None)) is not None
     except ConfigError:
         chunked = False
-    work = (k + 1) * min(big, CHUNK) * 4 * 4 if chunked else big * 4 * (3 * k + 4)
-    return work + out_bytes
+    inputs = (k + 1) * big * 4
+    work = (2 * k + 4) * min(big, CHUNK) * 4 if chunked else big * 4 * (2 * k + 3)
+    return inputs + work + out_bytes
 
 
 def summary(plan: MergePlan) -> dict[str, Any]:

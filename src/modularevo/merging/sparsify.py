@@ -13,11 +13,14 @@ deterministic on every machine.
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "Cut",
     "della_magprune",
     "global_threshold",
     "keep_count",
@@ -115,13 +118,47 @@ def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor
     return l1_rescale(delta, kept) if rescale else kept
 
 
-def threshold_prune(delta: Tensor, threshold: float, *, rescale: bool = False) -> Tensor:
-    """Keep entries with ``|delta| >= threshold`` (TIES' global per-model trim).
+@dataclass(frozen=True)
+class Cut:
+    """Which entries a magnitude trim keeps: ``|τ| > value``, and ``|τ| == value`` at flat
+    positions ``<= last_tie``.
 
-    The executor computes ``threshold`` once per model over all merged tensors.
+    ``last_tie`` makes an exact top-k reproducible on pieces of a tensor: ties at the
+    cut are kept in flat order (lower index first, as :func:`topk_mask` does), so a
+    chunk starting at flat offset ``a`` uses :meth:`shifted` ``(a)``. The default keeps
+    every tie (TIES' global trim: ``|τ| >= threshold``).
+    """
+
+    value: float
+    last_tie: int = sys.maxsize
+
+    def shifted(self, offset: int) -> Cut:
+        """The same cut for a piece of the tensor that starts at flat ``offset``."""
+        if self.last_tie == sys.maxsize:
+            return self
+        return Cut(self.value, self.last_tie - offset)
+
+
+def cut_mask(magnitudes: Tensor, cut: Cut | float) -> Tensor:
+    """Bool mask of the entries ``cut`` keeps (``magnitudes`` = ``|τ|``, any shape)."""
+    c = cut if isinstance(cut, Cut) else Cut(float(cut))
+    mask = magnitudes > c.value if c.last_tie < sys.maxsize else magnitudes >= c.value
+    if 0 <= c.last_tie < sys.maxsize:
+        flat = mask.reshape(-1)
+        ties = torch.nonzero(magnitudes.reshape(-1)[: c.last_tie + 1] == c.value).reshape(-1)
+        flat[ties] = True
+    return mask
+
+
+def threshold_prune(delta: Tensor, threshold: float | Cut, *, rescale: bool = False) -> Tensor:
+    """Keep the entries of ``delta`` that ``threshold`` keeps (a float: ``|delta| >= it``).
+
+    TIES' global per-model trim passes one float per model (computed by the executor
+    over all merged tensors); the executor's chunked per-tensor trim passes exact
+    :class:`Cut` s, which give the same entries as :func:`magnitude`.
     """
     delta = delta.float()
-    kept = torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta))
+    kept = delta * cut_mask(delta.abs(), threshold)
     return l1_rescale(delta, kept) if rescale else kept
 
 

@@ -13,14 +13,20 @@ here two streaming passes find the exact same k-th value with two histograms of
    then known exactly.
 
 Entries with ``|τ| >= threshold`` are kept (ties at the threshold are all kept).
+
+:func:`topk_cut` does the per-tensor trim's exact top-k in chunks, so the executor
+can run per-tensor TIES chunk by chunk with the same result as on the whole tensor.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
+
+from modularevo.merging.sparsify import Cut
 
 _BINS = 1 << 16
 CHUNK = 1 << 22
@@ -84,3 +90,83 @@ def _bucket_of_kth(hist: Tensor, k: int) -> tuple[int, int]:
 def keep_counts(densities: Sequence[float], totals: Sequence[int]) -> list[int]:
     """``int(density · N)`` per model, as the per-tensor trim counts."""
     return [max(0, min(n, int(d * n))) for d, n in zip(densities, totals, strict=False)]
+
+
+def topk_cut(model: Tensor, base: Tensor, k: int, chunk: int = CHUNK) -> Cut:
+    """The exact :class:`Cut` keeping the ``k`` largest ``|model - base|`` (float32) entries.
+
+    Equals :func:`~modularevo.merging.sparsify.topk_mask` on the whole task vector (ties at
+    the cut kept in flat order) but never materializes ``|τ|`` for more than one chunk:
+    the k-th value is bracketed by the quantiles of a strided sample, one chunked pass
+    counts the entries above the bracket and collects the few inside it, and only when
+    several entries equal the k-th value does a second pass find the last tie kept.
+
+    Args:
+        model, base: flat tensors of one tensor name (any float dtype).
+        k: entries to keep.
+        chunk: elements per chunk.
+    """
+    n = model.numel()
+    if k >= n:
+        return Cut(float("-inf"))
+    if k <= 0:
+        return Cut(float("inf"), -1)
+
+    def absdelta(a: int, b: int) -> Tensor:
+        return torch.sub(model[a:b].float(), base[a:b].float()).abs_()
+
+    if n <= 4 * _SAMPLE:
+        return _cut_of(absdelta(0, n), k)
+    step = n // _SAMPLE
+    sample = torch.sub(model[::step].float(), base[::step].float()).abs_()
+    lo, hi = _bracket(sample, k / n)
+    above, bands = 0, []
+    for a in range(0, n, chunk):
+        part = absdelta(a, a + chunk)
+        above += int(torch.count_nonzero(part > hi))
+        bands.append(part[(part >= lo) & (part <= hi)])
+    band = torch.cat(bands)
+    need = k - above
+    if not 1 <= need <= band.numel():  # the sample missed: exact fallback on the whole |τ|
+        return _cut_of(absdelta(0, n), k)
+    value = torch.kthvalue(band, band.numel() - need + 1).values
+    ties_kept = need - int(torch.count_nonzero(band > value))
+    if ties_kept == int(torch.count_nonzero(band == value)):
+        return Cut(float(value))  # every tie is kept
+    return Cut(float(value), _last_tie(absdelta, n, chunk, float(value), ties_kept))
+
+
+_SAMPLE = 1 << 14
+
+
+def _bracket(sample: Tensor, q: float) -> tuple[float, float]:
+    """Values that bracket the q-quantile from the top of the population, from a sample."""
+    m = sample.numel()
+    margin = 0.002 + 4.0 * math.sqrt(q * (1 - q) / m)
+    r_hi = max(1, int((q - margin) * m))
+    r_lo = min(m, int((q + margin) * m) + 1)
+    hi = float(torch.kthvalue(sample, m - r_hi + 1).values)
+    lo = float(torch.kthvalue(sample, m - r_lo + 1).values)
+    return lo, hi
+
+
+def _cut_of(flat: Tensor, k: int) -> Cut:
+    value = torch.kthvalue(flat, flat.numel() - k + 1).values
+    ties_kept = k - int(torch.count_nonzero(flat > value))
+    ties = torch.nonzero(flat == value).reshape(-1)
+    if ties_kept == ties.numel():
+        return Cut(float(value))
+    return Cut(float(value), int(ties[ties_kept - 1]))
+
+
+def _last_tie(
+    absdelta: Callable[[int, int], Tensor], n: int, chunk: int, value: float, count: int
+) -> int:
+    """Flat index of the ``count``-th entry equal to ``value``."""
+    seen = 0
+    for a in range(0, n, chunk):
+        eq = torch.nonzero(absdelta(a, a + chunk) == value).reshape(-1)
+        if seen + eq.numel() >= count:
+            return a + int(eq[count - seen - 1])
+        seen += eq.numel()
+    raise AssertionError("fewer ties than counted")  # pragma: no cover

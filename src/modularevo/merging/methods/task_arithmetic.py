@@ -107,15 +107,13 @@ def _sparsify(
     i: int,
     p: Mapping[str, Any],
     generators: Sequence[torch.Generator] | None,
-    thresholds: Sequence[float] | None,
+    thresholds: Sequence[float | sp.Cut] | None,
 ) -> Tensor:
     gen = generators[i] if generators is not None else None
     d, rescale = p["density"][i], p["rescale"]
     if v.sparsifier == "magnitude":
         if p["trim_scope"] == "global":
-            if thresholds is None:
-                raise ValueError(f"{v.name} with trim_scope 'global' needs thresholds")
-            return sp.threshold_prune(delta, thresholds[i], rescale=rescale)
+            raise ValueError(f"{v.name} with trim_scope 'global' needs thresholds")
         return sp.magnitude(delta, d, rescale=rescale)
     if v.sparsifier == "random":
         return sp.random_drop(delta, d, gen, rescale=rescale)
@@ -130,25 +128,33 @@ def generalized_task_arithmetic(
     base: Tensor,
     params: Mapping[str, Any],
     generators: Sequence[torch.Generator] | None = None,
-    thresholds: Sequence[float] | None = None,
+    thresholds: Sequence[float | sp.Cut] | None = None,
 ) -> Tensor:
     """Merge one tensor with variant ``v`` (see the module docstring for the formula).
+
+    Works in place on its own float32 temporaries: one delta buffer for the plain sum,
+    one ``(K, *shape)`` stack for sign consensus.
 
     Args:
         v: the configured variant.
         tensors: K fine-tuned tensors; base: the base tensor.
         params: the method's parameters (missing ones take their defaults).
-        generators: K generators (random sparsifiers); thresholds: K global |τ|
-            thresholds (``trim_scope: global``).
+        generators: K generators (random sparsifiers).
+        thresholds: K magnitude cuts (magnitude sparsifier only): floats for
+            ``trim_scope: global`` (keep ``|τ| >= t``), or exact per-tensor
+            :class:`~modularevo.merging.sparsify.Cut` s from the executor's chunked
+            top-k; without them the trim is computed on the whole tensor.
     """
     p = resolve_params(v.name, params, len(tensors))
     base32 = base.float()
     weights: list[float] = p["weight"]
     if v.consensus is None:
         mixed = torch.zeros_like(base32)
+        buf = torch.empty_like(base32)
         for i, t in enumerate(tensors):
-            delta = _delta(v, t, base32, i, p, generators, thresholds)
+            delta = _delta(v, t, base32, i, p, generators, thresholds, buf)
             mixed.add_(delta, alpha=weights[i])
+        del buf
         if p["normalize"]:
             total = sum(weights)
             mixed /= 1.0 if abs(total) < 1e-8 else total
@@ -157,10 +163,14 @@ def generalized_task_arithmetic(
             (len(tensors), *base32.shape), dtype=torch.float32, device=base32.device
         )
         for i, t in enumerate(tensors):
-            delta = _delta(v, t, base32, i, p, generators, thresholds)
-            torch.mul(delta, weights[i], out=stacked[i])
+            delta = _delta(v, t, base32, i, p, generators, thresholds, stacked[i])
+            if delta.data_ptr() != stacked[i].data_ptr():
+                stacked[i].copy_(delta)
+            stacked[i].mul_(weights[i])
         w = torch.tensor(weights, dtype=torch.float32, device=base32.device)
-        mixed = merge_deltas(stacked, w, consensus=v.consensus, normalize=p["normalize"])
+        mixed = merge_deltas(
+            stacked, w, consensus=v.consensus, normalize=p["normalize"], inplace=True
+        )
     if p["lambda"] != 1:
         mixed *= p["lambda"]
     return mixed.add_(base32)
@@ -173,11 +183,21 @@ def _delta(
     i: int,
     p: Mapping[str, Any],
     generators: Sequence[torch.Generator] | None,
-    thresholds: Sequence[float] | None,
+    thresholds: Sequence[float | sp.Cut] | None,
+    out: Tensor,
 ) -> Tensor:
-    delta = t.float() - base32
+    """``sparsify(t - base)`` for model ``i``; written into ``out`` when possible."""
+    delta = torch.sub(t.float(), base32, out=out)
     if v.sparsifier is None:
         return delta
+    if v.sparsifier == "magnitude" and (
+        thresholds is not None or (p["trim_scope"] == "tensor" and p["density"][i] >= 1)
+    ):
+        if thresholds is None:
+            return delta  # density 1 keeps everything
+        if p["rescale"]:
+            return sp.threshold_prune(delta, thresholds[i], rescale=True)
+        return delta.mul_(sp.cut_mask(delta.abs(), thresholds[i]))
     return _sparsify(v, delta, i, p, generators, thresholds)
 
 
@@ -204,6 +224,11 @@ def _global_trim_is_elementwise(params: Mapping[str, Any]) -> bool:
     return params.get("trim_scope") == "global" and not params.get("rescale", False)
 
 
+def _per_tensor_trim_is_chunkable(params: Mapping[str, Any]) -> bool:
+    """Per-tensor TIES without L1 rescale acts entry by entry once its cuts are known."""
+    return params.get("trim_scope", "tensor") == "tensor" and not params.get("rescale", False)
+
+
 def _as_list(value: Any, k: int) -> list[float]:
     return list(value) if isinstance(value, (list, tuple)) else [value] * k
 
@@ -215,7 +240,7 @@ def _register(v: GTAVariant) -> MergeFn:
         *,
         generators: Sequence[torch.Generator] | None = None,
         masks: Any = None,
-        thresholds: Sequence[float] | None = None,
+        thresholds: Sequence[float | sp.Cut] | None = None,
         **params: Any,
     ) -> Tensor:
         return generalized_task_arithmetic(v, tensors, base, params, generators, thresholds)
@@ -230,6 +255,7 @@ def _register(v: GTAVariant) -> MergeFn:
     if v.sparsifier == "magnitude":
         extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
         extras["elementwise"] = _global_trim_is_elementwise
+        extras["topk_cuts"] = _per_tensor_trim_is_chunkable
     flags = dict(randomized=is_random, global_stats=v.sparsifier == "magnitude", extras=extras)
     return register_method(v.name, paper=v.paper, summary=v.summary, params=_params(v), **flags)(fn)
 

@@ -1,0 +1,222 @@
+"""Tensor-level work of the streaming executor: prefetched reads and (chunked) merges.
+
+:class:`Prefetcher` reads the inputs of the next tensors in a small thread pool
+(positioned file reads and the NaN/Inf check release the GIL) while the main
+thread merges the current one, so reading and computing use both cores. It keeps
+at most ``ahead_bytes`` of inputs in flight besides the tensor being merged.
+
+:func:`merge_tensor` merges one tensor from its inputs. A method that declares
+``extras["elementwise"]`` runs on flat chunks of :data:`CHUNK` elements (its
+temporaries stay a few megabytes even for an embedding matrix). A method that
+declares ``extras["topk_densities"]`` (per-tensor TIES) first gets each model's
+exact top-k :class:`~modularevo.merging.sparsify.Cut` of ``|θ_t - θ_0|`` for the
+whole tensor (:func:`~modularevo.merging.thresholds.topk_cut`), then runs on
+chunks with those cuts: the result equals the unchunked trim entry for entry,
+ties at the cut included (kept in flat order, lower index first).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from modularevo.errors import InputError
+from modularevo.io.reader import ModelReader
+from modularevo.merging.plan import MergePlan, TensorTask
+from modularevo.merging.sparsify import keep_count
+from modularevo.merging.thresholds import topk_cut
+from modularevo.utils.seed import derived_generator
+
+CHUNK = 1 << 20
+"""Elements per chunk of an elementwise merge (4 MiB of float32)."""
+
+# (task, [(tensor or None, label)]) with the base first when the method takes one.
+Inputs = list[tuple[Tensor | None, str]]
+
+
+def check_finite(t: Tensor, name: str, where: str) -> None:
+    """Raise if ``t`` holds NaN or Inf (one fast reduction; details only on failure).
+
+    Raises:
+        InputError: naming the tensor, the model and how many bad values it holds.
+    """
+    if not t.is_floating_point() or t.numel() == 0:
+        return
+    if torch.isfinite(t.sum(dtype=torch.float32)):
+        return
+    n_nan = int(torch.isnan(t).sum())
+    n_inf = int(torch.isinf(t).sum())
+    if n_nan == 0 and n_inf == 0:  # the sum overflowed; values are finite
+        return
+    raise InputError(
+        f"tensor {name!r} of {where} holds {n_nan} NaN and {n_inf} Inf value(s); expected "
+        "finite weights. The checkpoint is broken: re-save or re-train it, or leave it out."
+    )
+
+
+def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str]]:
+    """What to read for ``task``: (reader or ``None`` for "use the base", label) pairs.
+
+    For ``merge`` the base comes first (when the method takes one), then each input
+    model; a model lacking the tensor (``missing_tensors: base``) gets ``None``.
+    ``copy`` reads the reference model; ``alias`` reads nothing.
+    """
+    if task.action == "copy":
+        return [(plan.reference, str(plan.reference.path))]
+    if task.action != "merge":
+        return []
+    out: list[tuple[ModelReader | None, str]] = []
+    if plan.base is not None:
+        out.append((plan.base, plan.config.base_model or ""))
+    for i, entry in enumerate(plan.entries):
+        if task.present[i]:
+            out.append((plan.models[i], entry.model))
+        elif plan.base is not None:
+            out.append((None, entry.model))
+    return out
+
+
+class Prefetcher:
+    """Reads (and NaN-checks) the inputs of upcoming tasks in a thread pool.
+
+    Args:
+        plan: the merge plan.
+        tasks: the tasks in execution order.
+        threads: reader threads.
+        ahead_bytes: input bytes that may be read ahead of the task being merged.
+    """
+
+    def __init__(
+        self, plan: MergePlan, tasks: Sequence[TensorTask], *, threads: int = 2,
+        ahead_bytes: int = 256 << 20,
+    ) -> None:  # fmt: skip
+        self.plan = plan
+        self.tasks = list(tasks)
+        self.ahead_bytes = ahead_bytes
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="merge-read")
+        self._queue: deque[tuple[TensorTask, list[Future[Tensor] | None], int]] = deque()
+        self._next = 0
+        self._held = 0
+
+    def _bytes(self, task: TensorTask) -> int:
+        return sum(r.tensors[task.name].end - r.tensors[task.name].start
+                   for r, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
+
+    def _read(self, reader: ModelReader, name: str, label: str) -> Tensor:
+        t = reader.read(name)
+        if self.plan.config.check_finite:
+            check_finite(t, name, label)
+        return t
+
+    def _top_up(self) -> None:
+        while self._next < len(self.tasks):
+            task = self.tasks[self._next]
+            size = self._bytes(task)
+            if self._held and self._held + size > self.ahead_bytes:
+                return
+            futs = [
+                self._pool.submit(self._read, r, task.name, label) if r is not None else None
+                for r, label in task_readers(self.plan, task)
+            ]
+            self._queue.append((task, futs, size))
+            self._held += size
+            self._next += 1
+
+    def __iter__(self) -> Iterator[tuple[TensorTask, Inputs]]:
+        """Yield each task with its inputs, in order; later reads run meanwhile."""
+        for _ in range(len(self.tasks)):
+            self._top_up()
+            task, futs, size = self._queue.popleft()
+            self._top_up()
+            labels = [label for _, label in task_readers(self.plan, task)]
+            inputs = [(f.result() if f is not None else None, lb)
+                      for f, lb in zip(futs, labels, strict=True)]  # fmt: skip
+            yield task, inputs
+            del inputs
+            self._held -= size
+
+    def close(self) -> None:
+        """Stop the reader threads (pending reads are cancelled)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def merge_tensor(
+    plan: MergePlan, task: TensorTask, inputs: Inputs, thresholds: list[float] | None
+) -> Tensor:
+    """Merge one tensor from its read ``inputs``; returns it in the task's output dtype."""
+    has_base = plan.base is not None
+    base = inputs[0][0] if has_base else None
+    idx = [i for i in range(len(plan.entries)) if has_base or task.present[i]]
+    models = [t if t is not None else base for t, _ in inputs[1 if has_base else 0 :]]
+    params = plan.params_for(task.name, idx)
+    extra = _extra(plan, task, idx, params, thresholds)
+    mode = plan.chunk_mode(params) if task.numel > CHUNK else None
+    if mode is not None:
+        tensors = [t for t in models if t is not None]
+        return _merge_chunked(plan, task, tensors, base, extra, mode)
+    base32 = base.float() if base is not None else None
+    out = plan.method.fn([t.float() for t in models if t is not None], base32, **extra)
+    if tuple(out.shape) != task.shape:
+        raise RuntimeError(
+            f"merge method returned shape {list(out.shape)} for {task.name!r} "
+            f"(expected {list(task.shape)}); this is a bug in the method"
+        )
+    return out.to(task.out_dtype)
+
+
+def _extra(
+    plan: MergePlan,
+    task: TensorTask,
+    idx: list[int],
+    params: dict[str, Any],
+    thresholds: list[float] | None,
+) -> dict[str, Any]:
+    method = plan.method
+    extra: dict[str, Any] = dict(params)
+    extra["generators"] = (
+        [derived_generator(plan.config.seed, task.name, i) for i in idx]
+        if method.randomized
+        else None
+    )
+    extra["masks"] = (
+        [plan.masks[i].mask(task.name) if plan.masks[i] else None for i in idx]
+        if method.uses_masks
+        else None
+    )
+    extra["thresholds"] = [thresholds[i] for i in idx] if thresholds else None
+    return extra
+
+
+def _merge_chunked(
+    plan: MergePlan,
+    task: TensorTask,
+    tensors: list[Tensor],
+    base: Tensor | None,
+    extra: dict[str, Any],
+    mode: str,
+) -> Tensor:
+    flats = [t.reshape(-1) for t in tensors]
+    flat_base = base.reshape(-1) if base is not None else None
+    cuts = None
+    if mode == "cuts":
+        assert flat_base is not None
+        dens = extra[plan.method.extras.get("threshold_param", "density")]
+        cuts = [topk_cut(f, flat_base, keep_count(d, task.numel), CHUNK)
+                for f, d in zip(flats, dens, strict=True)]  # fmt: skip
+    masks = extra.get("masks")
+    out = torch.empty(task.shape, dtype=task.out_dtype)
+    flat_out = out.view(-1)
+    for a in range(0, task.numel, CHUNK):
+        b = min(a + CHUNK, task.numel)
+        if masks is not None:
+            extra["masks"] = [m.reshape(-1)[a:b] if m is not None else None for m in masks]
+        if cuts is not None:
+            extra["thresholds"] = [c.shifted(a) for c in cuts]
+        part = None if flat_base is None else flat_base[a:b]
+        flat_out[a:b] = plan.method.fn([f[a:b] for f in flats], part, **extra)
+    return out
