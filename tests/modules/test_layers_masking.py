@@ -61,7 +61,8 @@ def test_kept_fraction_value_and_constant_gradient() -> None:
     k = kept_fraction([a, b])
     assert float(k) == pytest.approx(3 / 5)
     (2.5 * k).backward()
-    assert a.grad is not None and b.grad is not None
+    assert a.grad is not None
+    assert b.grad is not None
     assert torch.allclose(a.grad, torch.full((3,), 0.5))
     assert torch.allclose(b.grad, torch.full((1, 2), 0.5))
 
@@ -101,7 +102,8 @@ def test_ste_gradient_reaches_every_score_tensor() -> None:
         if not params[n].any():  # BERT inits biases to 0: d(w*m)/dm = w = 0
             continue
         g = scores.score(n).grad
-        assert g is not None and g.abs().sum() > 0, n
+        assert g is not None, n
+        assert g.abs().sum() > 0, n
 
 
 def test_zero_mask_changes_output_and_masks_cover_biases() -> None:
@@ -153,3 +155,24 @@ def test_trainable_head_is_the_only_model_parameter_with_grad() -> None:
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == head
     assert wrapped is not None
+
+
+def test_sparse_mlm_head_gives_the_same_loss_and_gradients() -> None:
+    model = _tiny_bert().eval()
+    names = maskable_params(model, describe(model).maskable)
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(0)
+    shapes = {n: params[n].shape for n in names}
+    scores = MaskScores(shapes, generator=gen, init_range=(-0.3, 1.0))
+    wrapped = MaskedModel(model, scores)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(6))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[1, 6] = 7, 9, 11
+    full = wrapped(input_ids=ids, labels=labels).loss
+    full.backward()
+    g_full = scores.score(names[0]).grad.clone()  # type: ignore[union-attr]
+    scores.zero_grad()
+    sparse = wrapped(input_ids=ids, labels=labels, sparse_head="cls").loss
+    sparse.backward()
+    assert float(sparse) == pytest.approx(float(full), rel=1e-5)
+    assert torch.allclose(scores.score(names[0]).grad, g_full, atol=1e-6)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import torch
@@ -185,11 +186,35 @@ class MaskedModel(nn.Module):
     def _scores(self) -> MaskParametrization:
         return self.masks  # type: ignore[return-value]
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the wrapped model with masked parameters."""
+    def forward(self, *args: Any, sparse_head: str | None = None, **kwargs: Any) -> Any:
+        """Call the wrapped model with masked parameters.
+
+        Args:
+            *args: positional model inputs.
+            sparse_head: for masked LMs, the head module name (e.g. ``"cls"``): the body
+                runs masked, and the head only on positions with a label, so the
+                vocabulary projection is not paid for the ~85% unscored tokens.
+                The loss is the same; only ``loss`` is returned.
+            **kwargs: keyword model inputs (``labels`` included).
+        """
         params = dict(self.model.named_parameters())
         masked = self._scores().masked_params(params)
+        if sparse_head is not None and "labels" in kwargs:
+            return self._sparse_mlm(masked, sparse_head, args, kwargs)
         return functional_call(self.model, masked, args, kwargs, tie_weights=True, strict=False)
+
+    def _sparse_mlm(
+        self, masked: dict[str, Tensor], head: str, args: tuple, kwargs: dict[str, Any]
+    ) -> Any:
+        prefix = str(getattr(self.model, "base_model_prefix", ""))
+        body = getattr(self.model, prefix)
+        own = {n[len(prefix) + 1 :]: t for n, t in masked.items() if n.startswith(prefix + ".")}
+        labels = kwargs.pop("labels")
+        hidden = functional_call(body, own, args, kwargs, strict=False)[0]  # (B, T, H)
+        scored = labels != -100
+        logits = self.model.get_submodule(head)(hidden[scored])  # (n_scored, vocab)
+        loss = nn.functional.cross_entropy(logits.float(), labels[scored])
+        return SimpleNamespace(loss=loss)
 
 
 def tied_parameter_names(model: nn.Module) -> set[str]:
@@ -226,6 +251,6 @@ def maskable_params(model: nn.Module, layers: Iterable[str], *, bias: bool = Tru
 
 
 def masked_state(model: nn.Module, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """``{name: param ⊙ mask}`` for a hard mask, to pass to ``functional_call`` (no copy of others)."""
+    """``{name: param ⊙ mask}`` for a hard mask, ready for ``functional_call``."""
     params = dict(model.named_parameters())
     return {n: params[n].detach() * m.to(params[n].device) for n, m in masks.items()}

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from modularevo.config.modularize import ModularizeConfig
 from modularevo.errors import InputError
-from modularevo.modules.layers import MaskScores, maskable_params, tied_parameter_names
+from modularevo.modules.layers import MaskScores, maskable_params
 from modularevo.modules.mask import ModuleMask, fingerprint
 from modularevo.modules.structured import StructuredScores
 
@@ -57,8 +57,12 @@ def head_parameter_names(model: nn.Module, arch: Any, train_head: bool | None) -
     """
     if train_head is False:
         return []
-    tied = tied_parameter_names(model)
-    names = [n for n, _ in model.named_parameters() if n not in tied]
+    groups: dict[tuple[int, int], list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault((p.data_ptr(), p.numel()), []).append(n)
+    # a tie inside the head (output bias <-> decoder bias) is fine; a tie to the body is not
+    free = {g[0] for g in groups.values() if all(arch.is_head(a) for a in g) or len(g) == 1}
+    names = [n for n, _ in model.named_parameters() if n in free]
     if train_head is None:
         fresh = set(getattr(model, "modularevo_fresh_keys", ()) or ())
         return [n for n in names if n in fresh]

@@ -132,8 +132,8 @@ def lm_batch(
     if kind == "seq2seq":
         half = blocks.shape[1] // 2
         return {
-            "input_ids": blocks[:, :half],
+            "input_ids": blocks[:, :half].contiguous(),
             "attention_mask": torch.ones_like(blocks[:, :half]),
-            "labels": blocks[:, half:],
+            "labels": blocks[:, half:].contiguous(),
         }
     raise InputError(f"unknown LM kind {kind!r}; expected causal_lm, masked_lm or seq2seq")

@@ -57,6 +57,7 @@ class _Run:
     val: Tensor
     ids: TokenIds
     out: Path
+    sparse_head: str | None = None
     step: int = 0
     crossed: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -108,7 +109,11 @@ def _setup(cfg: ModularizeConfig, model: Any, tokenizer: Any, texts: Any) -> _Ru
     out.mkdir(parents=True, exist_ok=True)
     n_masked = len(scores.names())  # type: ignore[operator]
     log.info("masking %d tensors, training %d head tensors", n_masked, len(head))
-    return _Run(cfg, acc, model, wrapped, scores, head, opt_scores, opt_head, train, val, ids, out)
+    run = _Run(cfg, acc, model, wrapped, scores, head, opt_scores, opt_head, train, val, ids, out)
+    prefix = getattr(model, "base_model_prefix", "")
+    if cfg.kind == "masked_lm" and len(arch.heads) == 1 and prefix and hasattr(model, prefix):
+        run.sparse_head = arch.heads[0]  # vocabulary projection only on scored tokens
+    return run
 
 
 def _train_batch(run: _Run, step: int) -> dict[str, Tensor]:
@@ -134,7 +139,8 @@ def _evaluate(run: _Run) -> float:
         gen = derived_generator(cfg.seed, "val", i)
         batch = lm_batch(blocks, cfg.kind, ids=run.ids, generator=gen,
                          mlm_probability=cfg.mlm_probability)  # fmt: skip
-        out = run.wrapped(**{k: v.to(run.acc.device) for k, v in batch.items()})
+        batch = {k: v.to(run.acc.device) for k, v in batch.items()}
+        out = run.wrapped(**batch, sparse_head=run.sparse_head)
         losses.append(float(out.loss))
     run.wrapped.train()
     return sum(losses) / max(len(losses), 1)
@@ -142,7 +148,7 @@ def _evaluate(run: _Run) -> float:
 
 def _step(run: _Run, step: int, warmup: bool) -> tuple[float, float]:
     batch = _train_batch(run, step)
-    out = run.wrapped(**batch)
+    out = run.wrapped(**batch, sparse_head=run.sparse_head)
     kept = run.scores.kept_fraction()
     loss = out.loss if warmup else out.loss + run.cfg.alpha * kept
     run.acc.backward(loss)
