@@ -147,7 +147,7 @@ class JobRunner:
             ),
             "max_train_examples": o.max_train_examples,
             "cpu": self.cfg.cpu,
-            "progress": False,
+            "progress": self.cfg.progress,
             **o.extra,
         }
         return FinetuneConfig.model_validate(data)
