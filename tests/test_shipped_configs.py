@@ -1,0 +1,38 @@
+"""Every YAML under configs/ validates against the schema of its stage (no weights read)."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from modularevo.config import load_config
+from modularevo.config.cost import CostConfig
+from modularevo.config.evolve import EvolveConfig
+from modularevo.config.finetune import FinetuneConfig
+from modularevo.config.merge import MergeConfig
+from modularevo.config.modularize import ModularizeConfig
+from modularevo.models.pretrain import PretrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "cost": CostConfig,
+    "evolve": EvolveConfig,
+    "finetune": FinetuneConfig,
+    "merge": MergeConfig,
+    "modularize": ModularizeConfig,
+    "pretrain": PretrainConfig,
+}
+FILES = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def test_every_config_folder_has_a_schema():
+    assert FILES, "no shipped configs found"
+    unknown = {p.relative_to(CONFIGS).parts[0] for p in FILES} - set(SCHEMAS)
+    assert not unknown, f"config folders without a schema in this test: {unknown}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_config_validates(path: Path):
+    schema = SCHEMAS[path.relative_to(CONFIGS).parts[0]]
+    cfg = load_config(schema, path)
+    assert isinstance(cfg, schema)
