@@ -1,0 +1,39 @@
+"""``modularevo modularize CONFIG [key=value ...]``: thin shell over ``modularize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from modularevo.config import load_config
+from modularevo.config.modularize import ModularizeConfig
+
+console = Console()
+
+
+def modularize_cmd(
+    config: Path = typer.Argument(..., help="Modularize config (configs/modularize/*.yaml)."),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. alpha=50."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the config only."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the config's seed."),
+) -> None:
+    """Learn a domain module (a binary mask over the frozen model) and write module files.
+
+    Under several processes launch it with ``accelerate launch -m modularevo.cli.main modularize``.
+    """
+    extra = [*(overrides or []), *([f"seed={seed}"] if seed is not None else [])]
+    cfg = load_config(ModularizeConfig, config, extra)
+    if dry_run:
+        console.print_json(cfg.model_dump_json())
+        return
+    from modularevo.training.modularizer import modularize
+
+    paths = modularize(cfg)
+    if not paths:
+        console.print(
+            f"[yellow]no snapshot level reached[/] in {cfg.steps} steps; raise alpha or lr"
+        )
+    for level, path in sorted(paths.items(), reverse=True):
+        console.print(f"[green]module[/] kept <= {level:.2f}: {path}")
