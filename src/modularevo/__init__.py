@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     from modularevo.evolution.loop import evolve
     from modularevo.evolution.quickstart import quickstart
     from modularevo.merging.apply import merge
+    from modularevo.modules.analysis import analyze_modules
     from modularevo.training.finetune import FinetuneResult, finetune
+    from modularevo.training.modularizer import modularize
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
 _LAZY: dict[str, str] = {
+    "analyze_modules": "modularevo.modules.analysis",
+    "modularize": "modularevo.training.modularizer",
     "FinetuneResult": "modularevo.training.finetune",
     "evaluate_model": "modularevo.evaluation.evaluate",
     "evolve": "modularevo.evolution.loop",
@@ -53,11 +57,13 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "__version__",
+    "analyze_modules",
     "evaluate_model",
     "evolve",
     "extract_module",
     "finetune",
     "measure_cost",
     "merge",
+    "modularize",
     "quickstart",
 ]
