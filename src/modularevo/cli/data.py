@@ -72,7 +72,8 @@ def show_cmd(
         ("source", ", ".join(card.source)), ("licence", card.licence),
         ("train / val / test", _sizes(card)),
         ("characters", " / ".join(f"{card.chars.get(str(s), 0):,}" for s in dsd)),
-        ("labels", ", ".join(card.label_names) or "—"), ("build time", f"{card.build_seconds} s"),
+        ("labels", ", ".join(card.label_names) or "—"),
+        ("build time", f"{card.build_seconds} s wall, {card.build_cpu_seconds} s CPU"),
         ("options", str(card.options)), ("notes", card.notes),
     ):  # fmt: skip
         table.add_row(field, value)
@@ -101,5 +102,5 @@ def build_cmd(
         start = time.perf_counter()
         _, card = build_dataset(name, rebuild=rebuild)
         took = time.perf_counter() - start
-        console.print(f"{name:15s} {_sizes(card):28s} build {card.build_seconds:7.1f} s "
-                      f"(this call {took:.1f} s)")  # fmt: skip
+        console.print(f"{name:15s} {_sizes(card):28s} build {card.build_seconds:6.1f} s wall, "
+                      f"{card.build_cpu_seconds:6.1f} s CPU (this call {took:.1f} s)")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 from collections import Counter
 from importlib import metadata
 from typing import Any
@@ -68,6 +69,9 @@ def package_versions(packages: tuple[str, ...]) -> list[str]:
     """``"name version"`` for each installed distribution (``"name"`` when unknown)."""
     found = []
     for pkg in packages:
+        if pkg == "python-stdlib":
+            found.append(f"python-stdlib {platform.python_version()}")
+            continue
         try:
             found.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:

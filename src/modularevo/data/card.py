@@ -29,6 +29,8 @@ class DataCard:
         label_counts: per split, count per label name.
         samples: a few rows per split (text truncated, images summarised).
         build_seconds: wall time of the build, measured.
+        build_cpu_seconds: CPU time of the build (this process and its children), which is
+            a fairer figure than wall time on a shared machine.
         options: build options used (part of the cache key).
         notes: how splits were made, leakage handling, caveats.
     """
@@ -45,6 +47,7 @@ class DataCard:
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     build_seconds: float = 0.0
+    build_cpu_seconds: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 

