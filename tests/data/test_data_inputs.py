@@ -128,3 +128,23 @@ def test_cli_user_error_exits_2_without_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Did you mean" in err
     assert "Traceback" not in err
+
+
+def test_build_options_rejected_for_files(tmp_path: Path):
+    path = _write_jsonl(tmp_path / "d.jsonl", _rows(30))
+    with pytest.raises(InputError, match="only apply to registered datasets"):
+        load_dataset(path, text_column="sentence", per_topic=3)
+
+
+def test_cli_show_local_file_prints_card_and_samples(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from modularevo.cli.data import app
+
+    path = _write_jsonl(tmp_path / "d.jsonl", _rows(40))
+    args = ["show", str(path), "--text-column", "sentence", "--label-column", "y", "-n", "2"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "data card" in result.output
+    assert "neg, pos" in result.output
+    assert "train[1]" in result.output

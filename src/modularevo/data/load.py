@@ -169,31 +169,33 @@ def load_dataset(
         InputError: unknown name (with suggestions), missing column, empty split, label outside
             the label set, or a Hub id while offline.
     """
-    name = str(name_or_path)
-    if name in DATASETS:
-        if text_column or label_column or label_names:
-            raise InputError(
-                f"{name!r} is a registered dataset with fixed columns; text_column/label_column/"
-                "label_names only apply to local files or Hub datasets"
-            )
-        dsd, _ = build_dataset(name, **options)
-    elif Path(name).exists() or looks_like_path(name):
-        dsd = load_local(
-            Path(name),
-            text_column=text_column,
-            label_column=label_column,
-            label_names=label_names,
-            seed=int(options.pop("seed", 0)),
-        )
-    elif "/" in name:
-        dsd = load_hub(
-            name, text_column=text_column, label_column=label_column, label_names=label_names
-        )
-    else:
-        resolve_spec(name)  # raises with did-you-mean
-        raise AssertionError("unreachable")
+    columns = {"text_column": text_column, "label_column": label_column,
+               "label_names": label_names}  # fmt: skip
+    dsd = _load_any(str(name_or_path), columns, options)
     if max_examples_per_split is not None:
         dsd = datasets.DatasetDict(
             {k: v.select(range(min(max_examples_per_split, len(v)))) for k, v in dsd.items()}
         )
     return dsd
+
+
+def _load_any(name: str, columns: dict[str, Any], options: dict[str, Any]) -> datasets.DatasetDict:
+    if name in DATASETS:
+        if any(v is not None for v in columns.values()):
+            raise InputError(
+                f"{name!r} is a registered dataset with fixed columns; text_column/label_column/"
+                "label_names only apply to local files or Hub datasets"
+            )
+        return build_dataset(name, **options)[0]
+    seed = int(options.pop("seed", 0))
+    if options:
+        raise InputError(
+            f"build options {sorted(options)} only apply to registered datasets, not to "
+            f"{name!r}; drop them (files and Hub data take text_column/label_column/label_names)"
+        )
+    if Path(name).exists() or looks_like_path(name):
+        return load_local(Path(name), seed=seed, **columns)
+    if "/" in name:
+        return load_hub(name, **columns)
+    resolve_spec(name)  # raises with did-you-mean
+    raise AssertionError("unreachable")
