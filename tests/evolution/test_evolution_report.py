@@ -47,7 +47,8 @@ def test_last_round_sorted_and_markdown_shape() -> None:
     md = markdown_table(last, ["a", "b"]).splitlines()
     assert len(md) == 2 + 3
     assert md[0].count("|") == md[2].count("|") == 10
-    assert "87.50" in md[3] and "0.5/1" in md[3]
+    assert "87.50" in md[3]
+    assert "0.5/1" in md[3]
 
 
 def test_write_report_files(tmp_path: Path) -> None:
