@@ -3,12 +3,14 @@
 Makes (once, cached) a base and three variants of a GPT-2-small-sized model
 (~124M parameters, float32, random weights), then times whole processes:
 
-* ``floor``: reads every input tensor once (safetensors) and writes the output;
+* ``floor``: reads every input tensor once and writes the output, with the same
+  machinery as the merge (positioned reads into fresh buffers by two reader
+  threads, the background shard writer) and nothing else: the cost of the I/O;
 * ``modularevo merge`` with ``task_arithmetic`` and ``ties`` (density 0.2);
 * ``mergekit-yaml`` on the same recipes, when it is installed (``--mergekit``).
 
-Wall time and peak RSS come from ``/usr/bin/time``; each run is repeated and the
-fastest kept. Run::
+Wall time is measured around each child process; peak RSS is that child's own
+``ru_maxrss`` from ``os.wait4``. Each run is repeated and the fastest kept. Run::
 
     .venv/bin/python benchmarks/bench_merge.py --mergekit /tmp/mk-venv/bin/mergekit-yaml
 """
@@ -18,35 +20,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("base", "ft0", "ft1", "ft2")
 
 FLOOR = r"""
-import sys, torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-paths, out = sys.argv[1:-1], sys.argv[-1]
-files = [safe_open(p, framework="pt") for p in paths]
-result = {}
-for name in files[0].keys():
-    tensors = [f.get_tensor(name) for f in files]  # lazy mmap views
-    for t in tensors:
-        t.sum()  # touch every byte once: the read
-    result[name] = tensors[0].clone()
-    del tensors
-save_file(result, out, metadata={"format": "pt"})
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from modularevo.io import ShardedWriter, TensorSpec, open_model
+paths, out = sys.argv[1:-1], Path(sys.argv[-1])
+readers = [open_model(p) for p in paths]
+names = readers[0].names()
+specs = [TensorSpec(n, readers[0].tensors[n].dtype, readers[0].tensors[n].shape) for n in names]
+out.mkdir(exist_ok=True)
+with ThreadPoolExecutor(2) as pool, ShardedWriter(out, specs, shard_bytes=2 * 10**9) as w:
+    for name in names:
+        tensors = list(pool.map(lambda r: r.read(name), readers))  # every input byte, once
+        w.write(name, tensors[0])
+        del tensors
 """
 
 
-def make_models(cache: Path) -> Path:
-    """Base + 3 perturbed variants of a random GPT-2-small model, cached in ``cache``."""
+def make_models(cache: Path, n_layer: int = 12) -> Path:
+    """Base + 3 perturbed variants of a random GPT-2-small model, cached in ``cache``.
+
+    ``n_layer`` < 12 makes a smaller model of the same shapes, for quick profiling.
+    """
     if all((cache / m / "model.safetensors").is_file() for m in MODELS):
         return cache
     import torch
@@ -54,7 +60,7 @@ def make_models(cache: Path) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config())  # 124M parameters
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer))  # 124M parameters at 12
     model.save_pretrained(cache / "base")
     state = {k: v.contiguous() for k, v in model.transformer.state_dict().items()}
     state = {f"transformer.{k}": v for k, v in state.items() if v.is_floating_point()}
@@ -77,18 +83,20 @@ def recipe(cache: Path, method: str) -> str:
 
 
 def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
-    """Fastest wall time (s) and the peak RSS (MiB) over ``repeat`` runs of ``cmd``."""
+    """Fastest wall time (s) and its peak RSS (MiB, the child's own ``ru_maxrss``)."""
     best_t, best_rss = float("inf"), 0.0
     for _ in range(repeat):
-        res = subprocess.run(
-            ["/usr/bin/time", "-f", "TIME %e %M", *cmd], capture_output=True, text=True
-        )
-        if res.returncode != 0:
-            sys.exit(f"command failed: {' '.join(cmd)}\n{res.stderr[-3000:]}")
-        m = re.findall(r"TIME ([\d.]+) (\d+)", res.stderr)[-1]
-        t, rss = float(m[0]), int(m[1]) / 1024
-        if t < best_t:
-            best_t, best_rss = t, rss
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # drained before waiting, so the child never blocks on it
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.exit(f"command failed: {' '.join(cmd)}\n{err.decode()[-3000:]}")
+        if elapsed < best_t:
+            best_t, best_rss = elapsed, usage.ru_maxrss / 1024
     return best_t, best_rss
 
 
@@ -99,14 +107,23 @@ def main() -> None:
     ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="mergekit-yaml")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--methods", default="task_arithmetic,ties")
+    ap.add_argument("--n-layer", type=int, default=12, help="smaller models for quick checks")
+    ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    cache = make_models(args.cache)
+    if args.make_only:
+        make_models(args.cache, args.n_layer)
+        return
+    # Models are made in a child: a forked child's ru_maxrss starts at its parent's RSS,
+    # so this process must stay small (no torch) for the children's peaks to be theirs.
+    make = [sys.executable, __file__, "--make-only", "--cache", str(args.cache)]
+    subprocess.run([*make, "--n-layer", str(args.n_layer)], check=True)
+    cache = args.cache
     work = Path(tempfile.mkdtemp(prefix="me-bench-run-"))
     env_py = str(ROOT / ".venv" / "bin" / "python")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
     files = [str(cache / m / "model.safetensors") for m in MODELS]
-    floor = timed([env_py, "-c", FLOOR, *files, str(work / "floor.safetensors")], args.repeat)
+    floor = timed([env_py, "-c", FLOOR, *files, str(work / "floor")], args.repeat)
     rows.append(("floor (read all, write one)", "—", *floor))
     for method in args.methods.split(","):
         rp = work / f"{method}.yaml"
@@ -133,7 +150,7 @@ def print_table(rows: list[tuple[str, str, float, float]], floor: tuple[float, f
         speed = f"{vs[0] / t:.2f}" if vs else "—"
         mem = f"{rss / vs[1]:.2f}" if vs else "—"
         print(f"| {tool} | {method} | {t:.2f} | {rss:.0f} | {ratio} | {speed} | {mem} |")
-    print(json.dumps({"cpus": os.cpu_count()}))
+    print(json.dumps({"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ failed or interrupted merge leaves no output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +112,14 @@ def _stream(
     aliased = {t.alias_of for t in plan.tasks if t.action == "alias"}
     total = sum(t.numel for t in plan.tasks)
     reads = Prefetcher(plan, plan.tasks, threads=READ_THREADS)
-    try:
-        with tqdm(total=total, unit="param", unit_scale=True, disable=not progress,
-                  desc=f"merge ({plan.method.name})") as bar:  # fmt: skip
+    with _compute_pool(plan) as pool, tqdm(
+        total=total, unit="param", unit_scale=True, disable=not progress,
+        desc=f"merge ({plan.method.name})",
+    ) as bar:  # fmt: skip
+        try:
             for task, inputs in reads:
                 if task.action == "merge":
-                    t = merge_tensor(plan, task, inputs, thresholds)
+                    t = merge_tensor(plan, task, inputs, thresholds, pool)
                     if task.name in aliased:
                         held[task.name] = t
                 elif task.action == "alias":
@@ -127,8 +131,33 @@ def _stream(
                 w.write(task.name, t)
                 bar.update(task.numel)
                 del t
+        finally:
+            reads.close()
+
+
+@contextlib.contextmanager
+def _compute_pool(plan: MergePlan) -> Iterator[ThreadPoolExecutor | None]:
+    """Threads sharing the chunks of chunked merges, with torch on one intra-op thread.
+
+    Whole chunks per thread scale better than torch's per-op threading (which also
+    stalls badly when the machine is busy). Methods that never chunk keep torch's
+    own threading and get no pool.
+    """
+    try:
+        chunked = plan.chunk_mode(plan.params_for(None)) is not None
+    except ConfigError:  # per-tensor rules without a default: decide per tensor
+        chunked = True
+    threads = torch.get_num_threads()
+    if not chunked or threads < 2:
+        yield None
+        return
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="merge-chunk")
+    try:
+        yield pool
     finally:
-        reads.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def _write_side_files(plan: MergePlan, tmp: Path) -> None:

@@ -123,8 +123,10 @@ def topk_cut(model: Tensor, base: Tensor, k: int, chunk: int = CHUNK) -> Cut:
     above, bands = 0, []
     for a in range(0, n, chunk):
         part = absdelta(a, a + chunk)
-        above += int(torch.count_nonzero(part > hi))
-        bands.append(part[(part >= lo) & (part <= hi)])
+        top = part[part >= lo]  # about a fraction k/n of the chunk
+        in_band = top <= hi
+        above += top.numel() - int(torch.count_nonzero(in_band))
+        bands.append(top[in_band])
     band = torch.cat(bands)
     need = k - above
     if not 1 <= need <= band.numel():  # the sample missed: exact fallback on the whole |τ|
