@@ -69,19 +69,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from modularevo import evolve
-    from modularevo.evolution.report import last_round_rows, markdown_table
 
     t0 = time.perf_counter()
     run = evolve(args.config, overrides=args.overrides)
     wall = time.perf_counter() - t0
+    cmd = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_evolution.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    text = _summary(run, wall, cmd)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def _summary(run: Path, wall: float, cmd: str) -> str:
+    import torch
+
+    from modularevo.evolution.report import last_round_rows, markdown_table
+
     rep = json.loads((run / "report" / "report.json").read_text("utf-8"))
     rows, tasks = rep["table_test"], rep["config"]["tasks"]
     cost = rep["cost"]
     evals = sum(int(c["search_evals"]) for c in cost.values())
     search_s = sum(c["search_seconds"] for c in cost.values())
-    cmd = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_evolution.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
     md = [
         f"Command: `{cmd}`",
         "",
@@ -101,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Report: {run / 'report' / 'report.md'}",
     ]
-    text = "\n".join(md)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

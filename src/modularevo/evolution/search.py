@@ -15,7 +15,7 @@ Example:
     >>> res = search_merge(lambda lam, d: -abs(lam[0] - 0.7) - abs(lam[1] - 0.4),
     ...                    2, lambdas=(0.3, 0.5, 0.7), densities=(None,), passes=2, step=0.1)
     >>> [round(x, 1) for x in res.lambdas], res.evaluations
-    ([0.7, 0.4], 8)
+    ([0.7, 0.4], 9)
 """
 
 from __future__ import annotations
@@ -115,9 +115,30 @@ def search_merge(
                 best = (score, point, d)
     assert best is not None
     score, point, density = best
+    score, point = _refine(f, (score, point), density, passes=passes, step=step)
+    return SearchResult(
+        lambdas=[round(x, 6) for x in point],
+        density=density,
+        score=score,
+        evaluations=len(f.seen),
+        seconds=time.perf_counter() - start,
+        trace=f.trace,
+    )
+
+
+def _refine(
+    f: _Cached,
+    start: tuple[float, list[float]],
+    density: float | None,
+    *,
+    passes: int,
+    step: float,
+) -> tuple[float, list[float]]:
+    """Coordinate ascent on the λ of one task at a time (first improving move wins)."""
+    score, point = start
     for _ in range(passes):
         moved = False
-        for t in range(num_tasks):
+        for t in range(len(point)):
             for sign in (1.0, -1.0):
                 trial = list(point)
                 trial[t] = round(trial[t] + sign * step, 6)
@@ -129,11 +150,4 @@ def search_merge(
                     break
         if not moved:
             break
-    return SearchResult(
-        lambdas=[round(x, 6) for x in point],
-        density=density,
-        score=score,
-        evaluations=len(f.seen),
-        seconds=time.perf_counter() - start,
-        trace=f.trace,
-    )
+    return score, point
