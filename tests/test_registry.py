@@ -44,3 +44,16 @@ def test_duplicate_and_frozen():
     reg.freeze()
     with pytest.raises(ValueError, match="frozen"):
         reg.add("b", 2)
+
+
+def test_remove_unregisters_and_reports_unknown_names():
+    reg: Registry[int] = Registry("x")
+    reg.add("a", 1)
+    assert reg.remove("a") == 1
+    assert "a" not in reg
+    reg.add("a", 3)  # the name is free again
+    with pytest.raises(UnknownNameError, match="unknown x 'b'"):
+        reg.remove("b")
+    reg.freeze()
+    with pytest.raises(ValueError, match="frozen"):
+        reg.remove("a")

@@ -50,6 +50,19 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its entry (for tests and plugins that clean up).
+
+        Raises:
+            UnknownNameError: if ``name`` is not registered.
+            ValueError: if the registry is frozen.
+        """
+        if self._frozen:
+            raise ValueError(f"the {self.kind} registry is frozen; cannot remove {name!r}")
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
 

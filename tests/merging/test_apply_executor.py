@@ -18,7 +18,9 @@ def _mean_fn(tensors, base, **_):
     return torch.stack(list(tensors)).mean(0)
 
 
-if "_test_mean_chunked" not in MERGE_METHODS:
+@pytest.fixture
+def mean_chunked():
+    """A test-only elementwise method, registered for one test and removed afterwards."""
     register_method(
         "_test_mean_chunked",
         paper="-",
@@ -27,6 +29,8 @@ if "_test_mean_chunked" not in MERGE_METHODS:
         needs_base=False,
         extras={"elementwise": True},
     )(_mean_fn)
+    yield "_test_mean_chunked"
+    MERGE_METHODS.remove("_test_mean_chunked")
 
 
 def _model(path: Path, seed: int, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,11 +114,11 @@ def test_mergekit_recipe_with_base_listed_among_models(tmp_path: Path, three):
     torch.testing.assert_close(_out(tmp_path / "out")["lin.weight"], a["lin.weight"])
 
 
-def test_chunked_elementwise_equals_whole(tmp_path: Path, monkeypatch):
+def test_chunked_elementwise_equals_whole(tmp_path: Path, monkeypatch, mean_chunked):
     big = {"big": torch.randn(300, 7)}
     for i, n in enumerate(("a", "b")):
         _model(tmp_path / n, i, **{k: v + i for k, v in big.items()})
-    cfg = {"merge_method": "_test_mean_chunked", "models": [{"model": str(tmp_path / n)}
+    cfg = {"merge_method": mean_chunked, "models": [{"model": str(tmp_path / n)}
                                                             for n in ("a", "b")]}  # fmt: skip
     monkeypatch.setattr("modularevo.merging.stream.CHUNK", 64)
     merge(cfg, tmp_path / "out", progress=False)

@@ -284,6 +284,11 @@ def _check_params(
             problems.append(
                 f"{where}.{key}: {key!r} is a global parameter; set it under `parameters:`"
             )
+        if p.takes_list and not isinstance(value, dict) and not _is_filter_list(value):
+            err = p.check(value)
+            if err:
+                problems.append(f"{where}.{key}: {err} (got {value!r})")
+            continue
         if isinstance(value, list) and value and not isinstance(value[0], dict):
             problems.append(
                 f"{where}.{key}: lists of values (mergekit gradients) are not supported; "
@@ -295,6 +300,11 @@ def _check_params(
             if err:
                 problems.append(f"{where}.{key}: {err} (got {leaf!r})")
     return problems
+
+
+def _is_filter_list(value: Any) -> bool:
+    """Mergekit's per-tensor ``[{filter: ..., value: ...}, ...]`` form."""
+    return isinstance(value, list) and bool(value) and all(isinstance(e, dict) for e in value)
 
 
 def _unknown_param(key: str, method: MergeMethod) -> str:

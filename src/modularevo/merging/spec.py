@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
@@ -55,6 +55,10 @@ class Param:
     le: float | None = None
     choices: tuple[str, ...] = ()
     doc: str = ""
+
+    takes_list: ClassVar[bool] = False
+    """Whether a YAML list is one value of this parameter (e.g. CABS ``order``), not a
+    mergekit layer gradient."""
 
     def check(self, value: Any) -> str | None:
         """Return a problem description if ``value`` is out of range, else ``None``."""

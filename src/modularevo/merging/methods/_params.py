@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from modularevo.merging.spec import MERGE_METHODS, Param
 
@@ -68,6 +68,8 @@ class FlagParam(Param):
 @dataclass(frozen=True)
 class IndexListParam(Param):
     """A list of distinct non-negative model indices (``[]`` means the given order)."""
+
+    takes_list: ClassVar[bool] = True
 
     def check(self, value: Any) -> str | None:
         """Return a problem description if ``value`` is not a list of distinct indices."""
