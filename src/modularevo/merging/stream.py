@@ -29,7 +29,7 @@ from modularevo.errors import InputError
 from modularevo.io.reader import ModelReader
 from modularevo.merging.plan import MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
-from modularevo.merging.thresholds import topk_cut
+from modularevo.merging.thresholds import topk_cuts
 from modularevo.utils.seed import derived_generator
 
 CHUNK = 1 << 18
@@ -222,7 +222,7 @@ def _merge_chunked(
         assert flat_base is not None
         dens = extra[plan.method.extras.get("threshold_param", "density")]
         ks = [keep_count(d, task.numel) for d in dens]
-        cuts = list(run(lambda i: topk_cut(flats[i], flat_base, ks[i], CHUNK), range(len(ks))))
+        cuts = topk_cuts(flats, flat_base, ks, CHUNK, run)
     masks = extra.get("masks")
     out = torch.empty(task.shape, dtype=task.out_dtype)
     flat_out = out.view(-1)

@@ -20,8 +20,10 @@ can run per-tensor TIES chunk by chunk with the same result as on the whole tens
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -95,39 +97,72 @@ def keep_counts(densities: Sequence[float], totals: Sequence[int]) -> list[int]:
 def topk_cut(model: Tensor, base: Tensor, k: int, chunk: int = CHUNK) -> Cut:
     """The exact :class:`Cut` keeping the ``k`` largest ``|model - base|`` (float32) entries.
 
-    Equals :func:`~modularevo.merging.sparsify.topk_mask` on the whole task vector (ties at
-    the cut kept in flat order) but never materializes ``|τ|`` for more than one chunk:
+    One model's case of :func:`topk_cuts`.
+    """
+    return topk_cuts([model], base, [k], chunk)[0]
+
+
+def topk_cuts(
+    models: Sequence[Tensor],
+    base: Tensor,
+    ks: Sequence[int],
+    chunk: int = CHUNK,
+    run: Callable[..., Iterator[Any]] = map,
+) -> list[Cut]:
+    """Each model's exact :class:`Cut` keeping its ``k`` largest ``|model - base|`` entries.
+
+    Equals :func:`~modularevo.merging.sparsify.topk_mask` on each whole task vector (ties
+    at the cut kept in flat order) but never materializes ``|τ|`` for more than one chunk:
     the k-th value is bracketed by the quantiles of a strided sample, one chunked pass
     counts the entries above the bracket and collects the few inside it, and only when
     several entries equal the k-th value does a second pass find the last tie kept.
 
     Args:
-        model, base: flat tensors of one tensor name (any float dtype).
-        k: entries to keep.
+        models: K flat tensors of one tensor name (any float dtype).
+        base: the flat base tensor.
+        ks: entries to keep per model.
         chunk: elements per chunk.
+        run: a ``map`` (e.g. a thread pool's) over the chunks of the pass.
     """
-    n = model.numel()
-    if k >= n:
-        return Cut(float("-inf"))
-    if k <= 0:
-        return Cut(float("inf"), -1)
+    n = base.numel()
 
-    def absdelta(a: int, b: int) -> Tensor:
-        return torch.sub(model[a:b].float(), base[a:b].float()).abs_()
+    def absdelta(i: int, a: int, b: int) -> Tensor:
+        return torch.sub(models[i][a:b].float(), base[a:b].float()).abs_()
 
-    if n <= 4 * _SAMPLE:
-        return _cut_of(absdelta(0, n), k)
-    step = n // _SAMPLE
-    sample = torch.sub(model[::step].float(), base[::step].float()).abs_()
-    lo, hi = _bracket(sample, k / n)
-    above, bands = 0, []
-    for a in range(0, n, chunk):
-        part = absdelta(a, a + chunk)
-        top = part[part >= lo]  # about a fraction k/n of the chunk
-        in_band = top <= hi
-        above += top.numel() - int(torch.count_nonzero(in_band))
-        bands.append(top[in_band])
-    band = torch.cat(bands)
+    cuts: list[Cut | None] = [None] * len(models)
+    brackets: dict[int, tuple[float, float]] = {}
+    step = max(1, n // _SAMPLE)
+    for i, k in enumerate(ks):
+        if k >= n:
+            cuts[i] = Cut(float("-inf"))
+        elif k <= 0:
+            cuts[i] = Cut(float("inf"), -1)
+        elif n <= 4 * _SAMPLE:
+            cuts[i] = _cut_of(absdelta(i, 0, n), k)
+        else:
+            sample = torch.sub(models[i][::step].float(), base[::step].float()).abs_()
+            brackets[i] = _bracket(sample, k / n)
+
+    def scan(a: int) -> list[tuple[int, Tensor]]:
+        out = []
+        for i, (lo, hi) in brackets.items():
+            part = absdelta(i, a, a + chunk)
+            above = int(torch.count_nonzero(part > hi))
+            out.append((above, part[torch.ge(part, lo).logical_and_(part <= hi)]))
+        return out
+
+    scans = list(run(scan, range(0, n, chunk))) if brackets else []
+    for j, i in enumerate(brackets):
+        above = sum(s[j][0] for s in scans)
+        band = torch.cat([s[j][1] for s in scans])
+        cuts[i] = _cut_in_band(band, ks[i], above, functools.partial(absdelta, i), n)
+    return [c for c in cuts if c is not None]
+
+
+def _cut_in_band(
+    band: Tensor, k: int, above: int, absdelta: Callable[[int, int], Tensor], n: int
+) -> Cut:
+    """The cut keeping ``k`` of ``n`` entries; ``above`` of them lie above the ``band``."""
     need = k - above
     if not 1 <= need <= band.numel():  # the sample missed: exact fallback on the whole |τ|
         return _cut_of(absdelta(0, n), k)
@@ -135,7 +170,7 @@ def topk_cut(model: Tensor, base: Tensor, k: int, chunk: int = CHUNK) -> Cut:
     ties_kept = need - int(torch.count_nonzero(band > value))
     if ties_kept == int(torch.count_nonzero(band == value)):
         return Cut(float(value))  # every tie is kept
-    return Cut(float(value), _last_tie(absdelta, n, chunk, float(value), ties_kept))
+    return Cut(float(value), _last_tie(absdelta, n, float(value), ties_kept))
 
 
 _SAMPLE = 1 << 14
@@ -161,13 +196,11 @@ def _cut_of(flat: Tensor, k: int) -> Cut:
     return Cut(float(value), int(ties[ties_kept - 1]))
 
 
-def _last_tie(
-    absdelta: Callable[[int, int], Tensor], n: int, chunk: int, value: float, count: int
-) -> int:
+def _last_tie(absdelta: Callable[[int, int], Tensor], n: int, value: float, count: int) -> int:
     """Flat index of the ``count``-th entry equal to ``value``."""
     seen = 0
-    for a in range(0, n, chunk):
-        eq = torch.nonzero(absdelta(a, a + chunk) == value).reshape(-1)
+    for a in range(0, n, CHUNK):
+        eq = torch.nonzero(absdelta(a, a + CHUNK) == value).reshape(-1)
         if seen + eq.numel() >= count:
             return a + int(eq[count - seen - 1])
         seen += eq.numel()
