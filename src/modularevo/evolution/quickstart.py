@@ -21,7 +21,7 @@ QUICKSTART: dict[str, Any] = {
     "model": "minilm",
     "rounds": 1,
     "strategies": ["base", "single_task", "modularevo", "ft_task_arithmetic", "ft_ties"],
-    "modularize": {"steps": 20, "lr": 0.02, "batch_size": 8, "max_length": 64,
+    "modularize": {"steps": 40, "lr": 0.03, "batch_size": 8, "max_length": 64,
                    "max_train_texts": 2000, "max_val_texts": 64,
                    "extra": {"init_high": 0.1, "eval_every": 20, "eval_batches": 1}},
     "finetune": {"lr": 1e-4, "head_lr": 2e-3, "batch_size": 16,
