@@ -94,7 +94,7 @@ class Prefetcher:
 
     def __init__(
         self, plan: MergePlan, tasks: Sequence[TensorTask], *, threads: int = 2,
-        ahead_bytes: int = 256 << 20,
+        ahead_bytes: int = 64 << 20,
     ) -> None:  # fmt: skip
         self.plan = plan
         self.tasks = list(tasks)
