@@ -112,10 +112,10 @@ def topk_cuts(
     """Each model's exact :class:`Cut` keeping its ``k`` largest ``|model - base|`` entries.
 
     Equals :func:`~modularevo.merging.sparsify.topk_mask` on each whole task vector (ties
-    at the cut kept in flat order) but never materializes ``|τ|`` for more than one chunk:
-    the k-th value is bracketed by the quantiles of a strided sample, one chunked pass
-    counts the entries above the bracket and collects the few inside it, and only when
-    several entries equal the k-th value does a second pass find the last tie kept.
+    at the cut kept in flat order) without ever holding ``|τ|`` for more than a chunk: the
+    k-th value is bracketed by the quantiles of a strided sample; one chunked pass counts
+    the entries above the bracket and collects the few inside; only when several entries
+    equal the k-th value does a second pass find the last tie kept.
 
     Args:
         models: K flat tensors of one tensor name (any float dtype).
@@ -126,22 +126,18 @@ def topk_cuts(
     """
     n = base.numel()
 
-    def absdelta(i: int, a: int, b: int) -> Tensor:
-        return torch.sub(models[i][a:b].float(), base[a:b].float()).abs_()
+    def absdelta(i: int, a: int, b: int, step: int = 1) -> Tensor:
+        return torch.sub(models[i][a:b:step].float(), base[a:b:step].float()).abs_()
 
     cuts: list[Cut | None] = [None] * len(models)
     brackets: dict[int, tuple[float, float]] = {}
-    step = max(1, n // _SAMPLE)
     for i, k in enumerate(ks):
-        if k >= n:
-            cuts[i] = Cut(float("-inf"))
-        elif k <= 0:
-            cuts[i] = Cut(float("inf"), -1)
+        if k >= n or k <= 0:
+            cuts[i] = Cut(float("-inf")) if k >= n else Cut(float("inf"), -1)
         elif n <= 4 * _SAMPLE:
             cuts[i] = _cut_of(absdelta(i, 0, n), k)
         else:
-            sample = torch.sub(models[i][::step].float(), base[::step].float()).abs_()
-            brackets[i] = _bracket(sample, k / n)
+            brackets[i] = _bracket(absdelta(i, 0, n, n // _SAMPLE), k / n)
 
     def scan(a: int) -> list[tuple[int, Tensor]]:
         out = []

@@ -130,10 +130,8 @@ def generalized_task_arithmetic(
     generators: Sequence[torch.Generator] | None = None,
     thresholds: Sequence[float | sp.Cut] | None = None,
 ) -> Tensor:
-    """Merge one tensor with variant ``v`` (see the module docstring for the formula).
-
-    Works in place on its own float32 temporaries: one delta buffer for the plain sum,
-    one ``(K, *shape)`` stack for sign consensus.
+    """Merge one tensor with variant ``v`` (formula: module docstring), in place on its
+    own float32 temporaries (a delta buffer, or a ``(K, *shape)`` stack for consensus).
 
     Args:
         v: the configured variant.
