@@ -121,8 +121,7 @@ def topk_cuts(
         models: K flat tensors of one tensor name (any float dtype).
         base: the flat base tensor.
         ks: entries to keep per model.
-        chunk: elements per chunk.
-        run: a ``map`` (e.g. a thread pool's) over the chunks of the pass.
+        chunk, run: elements per chunk; a ``map`` over the chunks (e.g. a thread pool's).
     """
     n = base.numel()
 
