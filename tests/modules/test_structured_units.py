@@ -37,7 +37,8 @@ def test_ffn_neuron_masks_rows_of_up_columns_of_down_and_up_bias() -> None:
     _set_units(scores, {f"ffn:{layer.layer}": [2, 5]})
     masks = scores.hard_masks()
     up, down = masks[f"{layer.up}.weight"], masks[f"{layer.down}.weight"]
-    assert up.shape == (16, 32) and down.shape == (32, 16)
+    assert up.shape == (16, 32)
+    assert down.shape == (32, 16)
     assert up.all(dim=1).tolist() == [i in (2, 5) for i in range(16)]
     assert (up.any(dim=1) == up.all(dim=1)).all()  # whole rows
     assert down.all(dim=0).tolist() == [i in (2, 5) for i in range(16)]
@@ -72,7 +73,8 @@ def test_structured_gradient_reaches_unit_scores_and_model_runs() -> None:
     ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
     (wrapped(input_ids=ids, labels=ids).loss + scores.kept_fraction()).backward()
     for p in scores.parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0
+        assert p.grad is not None
+        assert p.grad.abs().sum() > 0
 
 
 def test_gpt2_fused_qkv_conv1d_masks_columns_in_three_slices() -> None:
