@@ -5,7 +5,8 @@ Makes (once, cached) a base and three variants of a GPT-2-small-sized model
 
 * ``floor``: reads every input tensor once and writes the output, with the same
   machinery as the merge (positioned reads into fresh buffers by two reader
-  threads, the background shard writer) and nothing else: the cost of the I/O;
+  threads, one tensor name read ahead, the background shard writer) and nothing
+  else: the cost of the I/O;
 * ``modularevo merge`` with ``task_arithmetic`` and ``ties`` (density 0.2);
 * ``mergekit-yaml`` on the same recipes, when it is installed (``--mergekit``).
 
@@ -41,8 +42,11 @@ names = readers[0].names()
 specs = [TensorSpec(n, readers[0].tensors[n].dtype, readers[0].tensors[n].shape) for n in names]
 out.mkdir(exist_ok=True)
 with ThreadPoolExecutor(2) as pool, ShardedWriter(out, specs, shard_bytes=2 * 10**9) as w:
-    for name in names:
-        tensors = list(pool.map(lambda r: r.read(name), readers))  # every input byte, once
+    futs = [pool.submit(r.read, names[0]) for r in readers]
+    for j, name in enumerate(names):
+        tensors = [f.result() for f in futs]  # every input byte, once
+        if j + 1 < len(names):  # read the next name while this one is written
+            futs = [pool.submit(r.read, names[j + 1]) for r in readers]
         w.write(name, tensors[0])
         del tensors
 """
