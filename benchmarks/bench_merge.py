@@ -106,7 +106,7 @@ def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
 
 def main() -> None:
     """Build the models, run every contender, print a markdown table."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "me-bench")
     ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="mergekit-yaml")
     ap.add_argument("--repeat", type=int, default=2)
