@@ -24,7 +24,7 @@ QUICKSTART: dict[str, Any] = {
     "modularize": {"steps": 40, "lr": 0.03, "batch_size": 8, "max_length": 64,
                    "max_train_texts": 2000, "max_val_texts": 64,
                    "extra": {"init_high": 0.1, "eval_every": 20, "eval_batches": 1}},
-    "finetune": {"lr": 1e-4, "head_lr": 2e-3, "batch_size": 16,
+    "finetune": {"lr": 3e-4, "head_lr": 2e-3, "batch_size": 16,
                  "max_length": 64, "max_steps": 50, "eval_every": 25,
                  "max_train_examples": 960},
     "search": {"lambdas": [0.5, 0.8, 1.0], "densities": [0.5], "refine_passes": 1,
