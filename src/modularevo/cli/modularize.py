@@ -31,9 +31,11 @@ def modularize_cmd(
     from modularevo.training.modularizer import modularize
 
     paths = modularize(cfg)
-    if not paths:
+    missing = [lv for lv in cfg.snapshot_levels if lv not in paths]
+    if missing:
         console.print(
-            f"[yellow]no snapshot level reached[/] in {cfg.steps} steps; raise alpha or lr"
+            f"[yellow]level(s) {missing} not reached[/] in {cfg.steps} steps; raise steps "
+            f"(the run resumes from {cfg.output_dir / 'checkpoint.pt'}), alpha or lr"
         )
     for level, path in sorted(paths.items(), reverse=True):
         console.print(f"[green]module[/] kept <= {level:.2f}: {path}")
