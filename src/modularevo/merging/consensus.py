@@ -28,7 +28,9 @@ def elect_sign(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Ten
         score = torch.sign(weighted).sum(dim=0)
     else:
         raise ValueError(f"unknown consensus method {method!r}; expected 'sum' or 'count'")
-    return score.ge_(0).mul_(2).sub_(1)  # in place: 1.0 where score >= 0, else -1.0
+    # sign(score) + 0.5 is -0.5, 0.5 or 1.5, so its sign is 1.0 where score >= 0, else
+    # -1.0: in place and float-only (comparisons to bool are far slower on CPU).
+    return score.sign_().add_(0.5).sign_()
 
 
 def agreement_mask(weighted: Tensor, method: Literal["sum", "count"] = "sum") -> Tensor:
@@ -74,5 +76,5 @@ def merge_deltas(
     if not normalize:
         return mixed
     divisor = torch.tensordot(weights.to(weighted.dtype), kept.sign_(), dims=1)
-    divisor.masked_fill_(divisor == 0, 1.0)
+    divisor.add_(divisor.abs().sign_().sub_(1).neg_())  # 0 → 1, float-only
     return mixed.div_(divisor)

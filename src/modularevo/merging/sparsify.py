@@ -21,6 +21,8 @@ from torch import Tensor
 
 __all__ = [
     "Cut",
+    "cut_mask",
+    "cut_prune",
     "della_magprune",
     "global_threshold",
     "keep_count",
@@ -148,6 +150,30 @@ def cut_mask(magnitudes: Tensor, cut: Cut | float) -> Tensor:
         ties = torch.nonzero(magnitudes.reshape(-1)[: c.last_tie + 1] == c.value).reshape(-1)
         flat[ties] = True
     return mask
+
+
+def cut_prune(delta: Tensor, cut: Cut | float) -> Tensor:
+    """A new tensor: ``delta`` with the entries ``cut`` drops set to 0, in one fused pass.
+
+    Equals ``delta * cut_mask(delta.abs(), cut)`` up to the sign of zeros: a hard
+    shrink keeps ``|delta| > value`` (for ``>=``, shrink by the float just below it),
+    then kept ties are restored by index.
+    """
+    c = cut if isinstance(cut, Cut) else Cut(float(cut))
+    delta = delta.float()
+    if c.last_tie == sys.maxsize:  # keep |delta| >= value
+        if c.value <= 0:
+            return delta.clone()
+        if c.value == math.inf:
+            return torch.zeros_like(delta)
+        below = torch.nextafter(torch.tensor(c.value), torch.tensor(-math.inf))
+        return torch.nn.functional.hardshrink(delta, float(below))
+    out = torch.nn.functional.hardshrink(delta, c.value)
+    if c.last_tie >= 0:
+        flat, src = out.view(-1), delta.reshape(-1)[: c.last_tie + 1]
+        ties = torch.nonzero(src.abs() == c.value).reshape(-1)
+        flat[ties] = src[ties]
+    return out
 
 
 def threshold_prune(delta: Tensor, threshold: float | Cut, *, rescale: bool = False) -> Tensor:

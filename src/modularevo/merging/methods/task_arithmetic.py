@@ -162,9 +162,7 @@ def generalized_task_arithmetic(
         )
         for i, t in enumerate(tensors):
             delta = _delta(v, t, base32, i, p, generators, thresholds, stacked[i])
-            if delta.data_ptr() != stacked[i].data_ptr():
-                stacked[i].copy_(delta)
-            stacked[i].mul_(weights[i])
+            torch.mul(delta, weights[i], out=stacked[i])
         w = torch.tensor(weights, dtype=torch.float32, device=base32.device)
         mixed = merge_deltas(
             stacked, w, consensus=v.consensus, normalize=p["normalize"], inplace=True
@@ -195,7 +193,7 @@ def _delta(
             return delta  # density 1 keeps everything
         if p["rescale"]:
             return sp.threshold_prune(delta, thresholds[i], rescale=True)
-        return delta.mul_(sp.cut_mask(delta.abs(), thresholds[i]))
+        return sp.cut_prune(delta, thresholds[i])
     return _sparsify(v, delta, i, p, generators, thresholds)
 
 
