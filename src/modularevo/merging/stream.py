@@ -17,8 +17,10 @@ ties at the cut included (kept in flat order, lower index first).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -58,6 +60,26 @@ def check_finite(t: Tensor, name: str, where: str) -> None:
         f"tensor {name!r} of {where} holds {n_nan} NaN and {n_inf} Inf value(s); expected "
         "finite weights. The checkpoint is broken: re-save or re-train it, or leave it out."
     )
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_free_heap() -> None:
+    """Return freed heap memory of every thread's malloc arena to the OS (glibc only).
+
+    Tensors below glibc's mmap threshold (up to 32 MiB) live in per-thread arenas,
+    which keep freed memory; without this, the reads of one big tensor would add to
+    what earlier small tensors left behind in the process's peak RSS.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str]]:
@@ -120,6 +142,8 @@ class Prefetcher:
             size = self._bytes(task)
             if self._held and self._held + size > self.ahead_bytes:
                 return
+            if size > self.ahead_bytes:
+                release_free_heap()  # before a big read: keep the peak at what is in use
             futs = [
                 self._pool.submit(self._read, r, task.name, label) if r is not None else None
                 for r, label in task_readers(self.plan, task)
@@ -138,7 +162,7 @@ class Prefetcher:
             inputs = [(f.result() if f is not None else None, lb)
                       for f, lb in zip(futs, labels, strict=True)]  # fmt: skip
             yield task, inputs
-            del inputs
+            del inputs, futs  # the futures hold the tensors too
             self._held -= size
 
     def close(self) -> None:
