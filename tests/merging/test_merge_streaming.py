@@ -233,3 +233,25 @@ def test_cli_merge_does_not_import_transformers(tmp_path: Path, four):
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "out" / "README.md").is_file()
+
+
+def test_modularevo_masks_are_sliced_with_the_chunks(
+    tmp_path: Path, four, monkeypatch: pytest.MonkeyPatch
+):
+    from modularevo.modules.io import save_module
+    from modularevo.modules.mask import ModuleMask
+
+    base, a, b, _c = four
+    g = torch.Generator().manual_seed(5)
+    masks = [torch.rand(500, 10, generator=g) < 0.3 for _ in range(2)]
+    for i, m in enumerate(masks):
+        save_module(ModuleMask(masks={"emb.weight": m}), tmp_path / f"m{i}.safetensors")
+    cfg = _recipe(tmp_path, "modularevo")
+    cfg["models"] = cfg["models"][:2]
+    for i, entry in enumerate(cfg["models"]):
+        entry["mask"] = str(tmp_path / f"m{i}.safetensors")
+    monkeypatch.setattr(stream, "CHUNK", 777)
+    merge(cfg, tmp_path / "out", progress=False)
+    n = "emb.weight"
+    want = base[n] + 0.7 * masks[0] * (a[n] - base[n]) + 0.4 * masks[1] * (b[n] - base[n])
+    torch.testing.assert_close(_out(tmp_path / "out")[n], want, rtol=0, atol=1e-6)
