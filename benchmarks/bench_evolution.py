@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/evolve/paper_minilm.yaml")
     ap.add_argument("--out", default=None, help="also write the summary to this file")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report and summary from the rounds completed so far (no training)",
+    )
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = ap.parse_args(argv)
     import torch
@@ -70,13 +76,31 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from modularevo import evolve
 
+    if args.report_only:
+        from modularevo.evolution.loop import as_config
+        from modularevo.evolution.report import write_report
+
+        cfg = as_config(args.config, args.overrides)
+        write_report(cfg.output_dir, cfg)
+        print(_summary(Path(cfg.output_dir), float("nan"), "(report only)"))
+        return 0
     t0 = time.perf_counter()
     run = evolve(args.config, overrides=args.overrides)
     wall = time.perf_counter() - t0
+    cpu = sum(
+        u.ru_utime + u.ru_stime
+        for u in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
     cmd = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_evolution.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    text = _summary(run, wall, cmd)
+    text = (
+        _summary(run, wall, cmd)
+        + f"\n\nCPU time (user+sys, this process and workers): {cpu / 60:.1f} min"
+    )
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
