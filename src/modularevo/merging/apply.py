@@ -95,10 +95,11 @@ def execute(
     thresholds = global_thresholds(plan) if plan.needs_thresholds() else None
     specs = [TensorSpec(t.name, t.out_dtype, t.shape) for t in plan.tasks]
     meta = {"modularevo_method": plan.method.name}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with ThreadPoolExecutor(1) as side, atomic_dir(out, overwrite=overwrite) as tmp:
+        info = side.submit(run_info, plan.config.seed)  # git + versions, meanwhile
         with ShardedWriter(tmp, specs, shard_bytes=plan.config.shard_bytes, metadata=meta) as w:
             _stream(plan, w, thresholds, progress)
-        _write_side_files(plan, tmp)
+        _write_side_files(plan, tmp, info.result())
     log.info(
         "merged %d tensors into %s in %.1f s", len(plan.tasks), out, time.perf_counter() - start
     )
@@ -160,7 +161,7 @@ def _compute_pool(plan: MergePlan) -> Iterator[ThreadPoolExecutor | None]:
         torch.set_num_threads(threads)
 
 
-def _write_side_files(plan: MergePlan, tmp: Path) -> None:
+def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
     copy_model_files(plan.source_dir, tmp, torch_dtype=cfg.output_dtype)
     resolved = cfg.model_dump(mode="json")
@@ -169,7 +170,7 @@ def _write_side_files(plan: MergePlan, tmp: Path) -> None:
         resolved=resolved,
         method=plan.method.name,
         paper=plan.method.paper,
-        run=run_info(cfg.seed),
+        run=run,
     )
     (tmp / "README.md").write_text(card, encoding="utf-8")
     (tmp / "merge_config.yaml").write_text(yaml.safe_dump(plan.recipe, sort_keys=False))
