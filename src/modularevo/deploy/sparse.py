@@ -16,18 +16,16 @@ sparsity; ``benchmarks/bench_deploy.py`` and ``modularevo cost`` measure it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from modularevo.errors import InputError
 from modularevo.modules.mask import ModuleMask, pack_bits, unpack_bits
+from modularevo.utils.atomic import atomic_save_file
 
 FORMAT = "modularevo-sparse/1"
 LAYOUTS = ("csr", "bsr")
@@ -84,15 +82,7 @@ def save_sparse(model: nn.Module, module: ModuleMask, path: str | Path) -> Path:
         "shapes": json.dumps({n: list(module.masks[n].shape) for n in module.masks}),
         "density": f"{module.density():.6f}",
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save_file(tensors, path, metadata=meta)
 
 
 def _untied_state(model: nn.Module) -> dict[str, Tensor]:

@@ -9,18 +9,16 @@ A reader opens the file memory-mapped and unpacks one mask at a time.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from modularevo.errors import InputError
 from modularevo.modules.mask import ModuleMask, fingerprint, pack_bits, unpack_bits
+from modularevo.utils.atomic import atomic_save_file
 
 FORMAT = "modularevo-module/1"
 
@@ -44,15 +42,7 @@ def save_module(module: ModuleMask, path: str | Path) -> Path:
         "density_per_param": json.dumps(module.density_per_param()),
         "metadata": json.dumps(dict(module.metadata), default=str),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save_file(tensors, path, metadata=meta)
 
 
 class ModuleReader:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from modularevo.config.modularize import ModularizeConfig
@@ -18,6 +17,7 @@ from modularevo.errors import InputError
 from modularevo.modules.layers import MaskScores, maskable_params
 from modularevo.modules.mask import ModuleMask, fingerprint
 from modularevo.modules.structured import StructuredScores
+from modularevo.utils.atomic import atomic_save_file
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,7 @@ def save_head(model: nn.Module, names: Iterable[str], path: Path) -> Path | None
     tensors = {n: params[n].detach().cpu().contiguous() for n in names}
     if not tensors:
         return None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    save_file(tensors, tmp, metadata={"format": "modularevo-head/1"})
-    os.replace(tmp, path)
-    return path
+    return atomic_save_file(tensors, path, metadata={"format": "modularevo-head/1"})
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
