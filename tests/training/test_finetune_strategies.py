@@ -42,8 +42,12 @@ def _run(tmp_path, strategy, **kw):
     after = dict(BertForSequenceClassification.from_pretrained(res.model_dir).named_parameters())
     in_place = dict(base.named_parameters())  # the passed-in model ends with the saved weights
     assert set(in_place) == set(after)
+    assert res.model is not None  # the result carries the same model
+    returned = dict(res.model.named_parameters())
+    assert set(returned) == set(after)
     for name, p in after.items():
         assert torch.equal(in_place[name].detach(), p.detach()), name
+        assert torch.equal(returned[name].detach(), p.detach()), name
     return res, before, {n: p.detach() for n, p in after.items()}
 
 

@@ -171,7 +171,8 @@ class JobRunner:
             tokenizer=self.ws.tokenizer,
             dataset=self.ws.finetune_dataset(job.task),
         )
-        tuned = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        trained = res.model if res.model is not None else model  # LoRA returns a new object
+        tuned = {k: v.detach().cpu().contiguous().clone() for k, v in trained.state_dict().items()}
         tmp = out / f".{TUNED_FILE}.tmp"
         save_file(tuned, str(tmp))
         m = res.metrics

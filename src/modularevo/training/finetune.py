@@ -68,11 +68,14 @@ class FinetuneResult:
         output_dir: the run folder.
         model_dir: Hugging Face folder of the fine-tuned model (head included).
         metrics: the content of ``metrics.json``.
+        model: the fine-tuned model in memory (best checkpoint restored, LoRA merged,
+            unwrapped from Accelerate); the same weights as ``model_dir``.
     """
 
     output_dir: Path
     model_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
 
 
 @dataclass
@@ -366,7 +369,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
     acc.wait_for_everyone()
-    return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics)
+    return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics, model=model)
 
 
 __all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]
