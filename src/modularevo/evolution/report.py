@@ -188,6 +188,7 @@ def _plots(out: Path, rows: list[dict[str, Any]], overlap: dict[str, Any] | None
         )
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xticks(sorted({r["round"] for r in rows if r[key] is not None}))  # whole rounds
     ax.set_xlabel("round")
     ax.set_ylabel("normalized average (%)" if use_norm else "average accuracy (%)")
     ax.legend(fontsize=7)
