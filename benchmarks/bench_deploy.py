@@ -218,6 +218,7 @@ def same_budget_dense(task: str, args: argparse.Namespace, out: Path) -> float:
     model = AutoModelForSequenceClassification.from_pretrained(out / f"{task}-dense")
     tr, te = (encode(tok, dsd[s], args.max_len) for s in ("train", "test"))
     print(f"[{task}] dense, {args.small_steps} more steps (same budget as the module)", flush=True)
+    torch.manual_seed(args.seed + 1)  # dropout
     train(model, tr, steps=args.small_steps, lr=args.small_lr, batch=args.batch, seed=args.seed + 1)
     return accuracy(model, te)
 
