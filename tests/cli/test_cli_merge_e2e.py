@@ -1,29 +1,13 @@
 """End-to-end ``modularevo merge`` on tiny random GPT-Neo, BERT and T5 models."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-from modularevo.cli.main import main
+from cli_helpers import run_cli
 
 transformers = pytest.importorskip("transformers")
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["modularevo", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
 
 
 def _gptneo():
@@ -79,8 +63,8 @@ def _recipe(tmp: Path, method: str = "ties") -> Path:
 @pytest.mark.parametrize("build", [_gptneo, _bert, _t5], ids=["gptneo", "bert", "t5"])
 def test_cli_merge_loads_and_runs(tmp_path: Path, capsys, build):
     auto = _save_family(tmp_path, build)
-    code, text = _run(["merge", str(_recipe(tmp_path)), str(tmp_path / "out"), "--no-progress"],
-                      capsys)  # fmt: skip
+    argv = ["merge", str(_recipe(tmp_path)), str(tmp_path / "out"), "--no-progress"]
+    code, text = run_cli(argv, capsys)
     assert code == 0, text
     out = tmp_path / "out"
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -104,21 +88,21 @@ def test_cli_merge_loads_and_runs(tmp_path: Path, capsys, build):
 def test_cli_dry_run_validate_ls_and_errors(tmp_path: Path, capsys):
     _save_family(tmp_path, _gptneo)
     recipe = _recipe(tmp_path)
-    code, text = _run(["merge", str(recipe), str(tmp_path / "out"), "--dry-run"], capsys)
+    code, text = run_cli(["merge", str(recipe), str(tmp_path / "out"), "--dry-run"], capsys)
     assert code == 0, text
     assert "working memory" in text
     assert not (tmp_path / "out").exists()
-    code, text = _run(["validate", str(recipe)], capsys)
+    code, text = run_cli(["validate", str(recipe)], capsys)
     assert code == 0, text
-    code, text = _run(["ls"], capsys)
+    code, text = run_cli(["ls"], capsys)
     assert code == 0
     assert "task_arithmetic" in text
-    code, text = _run(["merge", str(recipe), str(tmp_path / "o"), "merge_method=tie"], capsys)
+    code, text = run_cli(["merge", str(recipe), str(tmp_path / "o"), "merge_method=tie"], capsys)
     assert code == 2
     assert "Did you mean" in text
     assert "Traceback" not in text
-    code, text = _run(["merge", str(recipe), str(tmp_path / "o"), "models.0.parameters.density=2"],
-                      capsys)  # fmt: skip
+    argv = ["merge", str(recipe), str(tmp_path / "o"), "models.0.parameters.density=2"]
+    code, text = run_cli(argv, capsys)
     assert code == 2
     assert "density: must be <= 1.0" in text
 
@@ -133,7 +117,7 @@ def test_cli_nan_leaves_no_output(tmp_path: Path, capsys):
     last = sorted(sd)[-1]
     sd[last].view(-1)[0] = float("inf")
     save_file(sd, str(f), metadata={"format": "pt"})
-    code, text = _run(["merge", str(_recipe(tmp_path)), str(tmp_path / "out")], capsys)
+    code, text = run_cli(["merge", str(_recipe(tmp_path)), str(tmp_path / "out")], capsys)
     assert code == 2
     assert "Inf" in text
     assert "Traceback" not in text

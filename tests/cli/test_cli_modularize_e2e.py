@@ -1,35 +1,19 @@
 """End-to-end ``modularevo modularize`` + ``modularevo analyze`` on the tiny test config."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-from modularevo.cli.main import main
+from cli_helpers import run_cli
 
 pytest.importorskip("transformers")
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "modularize" / "tiny_test.yaml"
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["modularevo", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
-
-
 def test_modularize_dry_run_prints_config_and_writes_nothing(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    code, text = _run(["modularize", str(CONFIG), f"output_dir={out}", "--dry-run"], capsys)
+    code, text = run_cli(["modularize", str(CONFIG), f"output_dir={out}", "--dry-run"], capsys)
     assert code == 0, text
     assert '"alpha": 50.0' in text
     assert not out.exists()
@@ -40,7 +24,7 @@ def test_modularize_then_analyze_through_the_cli(tmp_path: Path, capsys, monkeyp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
     args = ["modularize", str(CONFIG), f"output_dir={run}", "progress=false", "steps=60"]
-    code, text = _run(args, capsys)
+    code, text = run_cli(args, capsys)
     assert code == 0, text
     modules = sorted(run.glob("module-*.safetensors"))
     assert [p.name for p in modules] == [
@@ -51,7 +35,7 @@ def test_modularize_then_analyze_through_the_cli(tmp_path: Path, capsys, monkeyp
     assert (run / "modularize.json").is_file()
 
     out = tmp_path / "analysis"
-    code, text = _run(["analyze", *map(str, modules), "--out", str(out), "--no-plots"], capsys)
+    code, text = run_cli(["analyze", *map(str, modules), "--out", str(out), "--no-plots"], capsys)
     assert code == 0, text
     report = json.loads((out / "analysis.json").read_text())
     assert len(report["modules"]) == 3
