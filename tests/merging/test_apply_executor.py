@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from merge_helpers import read_output
 from safetensors.torch import load_file, save_file
 
 from modularevo import merge
@@ -65,18 +66,10 @@ def three(tmp_path: Path):
     return [_model(tmp_path / n, i) for i, n in enumerate(("base", "a", "b"))]
 
 
-def _out(path: Path) -> dict[str, torch.Tensor]:
-    index = json.loads((path / "model.safetensors.index.json").read_text())
-    out: dict[str, torch.Tensor] = {}
-    for shard in set(index["weight_map"].values()):
-        out.update(load_file(str(path / shard)))
-    return out
-
-
 def test_task_arithmetic_hand_checked_and_buffers_copied(tmp_path: Path, three):
     base, a, b = three
     merge(_ta_recipe(tmp_path), tmp_path / "out", progress=False)
-    out = _out(tmp_path / "out")
+    out = read_output(tmp_path / "out")
     n = "lin.weight"
     want = base[n] + 0.5 * (a[n] - base[n]) + 0.25 * (b[n] - base[n])
     torch.testing.assert_close(out[n], want, rtol=0, atol=1e-6)
@@ -91,7 +84,7 @@ def test_per_tensor_rules_and_out_dtype(tmp_path: Path, three):
     cfg = _ta_recipe(tmp_path, parameters=rules, out_dtype="bfloat16")
     cfg["models"] = [{"model": m["model"]} for m in cfg["models"]]
     merge(cfg, tmp_path / "out", progress=False)
-    out = _out(tmp_path / "out")
+    out = read_output(tmp_path / "out")
     assert out["lin.bias"].dtype == torch.bfloat16
     assert torch.equal(out["emb.weight"], base["emb.weight"].bfloat16())  # weight 0 → base
     want = (
@@ -111,7 +104,7 @@ def test_mergekit_recipe_with_base_listed_among_models(tmp_path: Path, three):
     )
     merge(recipe, tmp_path / "out", progress=False)
     # one model at density 1 with normalize → that model back
-    torch.testing.assert_close(_out(tmp_path / "out")["lin.weight"], a["lin.weight"])
+    torch.testing.assert_close(read_output(tmp_path / "out")["lin.weight"], a["lin.weight"])
 
 
 def test_chunked_elementwise_equals_whole(tmp_path: Path, monkeypatch, mean_chunked):
@@ -122,7 +115,7 @@ def test_chunked_elementwise_equals_whole(tmp_path: Path, monkeypatch, mean_chun
                                                             for n in ("a", "b")]}  # fmt: skip
     monkeypatch.setattr("modularevo.merging.stream.CHUNK", 64)
     merge(cfg, tmp_path / "out", progress=False)
-    torch.testing.assert_close(_out(tmp_path / "out")["big"], big["big"] + 0.5)
+    torch.testing.assert_close(read_output(tmp_path / "out")["big"], big["big"] + 0.5)
 
 
 def test_global_thresholds_are_exact():
@@ -144,7 +137,7 @@ def test_ties_global_scope_runs_prepass(tmp_path: Path, three):
     assert plan.needs_thresholds()
     plan.close()
     merge(cfg, tmp_path / "out", progress=False)
-    assert torch.isfinite(_out(tmp_path / "out")["lin.weight"]).all()
+    assert torch.isfinite(read_output(tmp_path / "out")["lin.weight"]).all()
 
 
 def test_same_seed_same_bytes_for_random_method(tmp_path: Path, three):

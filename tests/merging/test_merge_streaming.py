@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from merge_helpers import read_output
 from safetensors.torch import load_file, save_file
 
 from modularevo import merge
@@ -70,14 +71,6 @@ def _model(path: Path, seed: int, extra: dict[str, torch.Tensor] | None = None) 
     return sd
 
 
-def _out(path: Path) -> dict[str, torch.Tensor]:
-    index = json.loads((path / "model.safetensors.index.json").read_text())
-    out: dict[str, torch.Tensor] = {}
-    for shard in set(index["weight_map"].values()):
-        out.update(load_file(str(path / shard)))
-    return out
-
-
 def _recipe(tmp: Path, method: str, **params) -> dict:
     return {
         "merge_method": method,
@@ -109,7 +102,7 @@ def test_chunked_per_tensor_ties_equals_whole_tensor_ties(
     ties = MERGE_METHODS.get("ties").fn
     n = "emb.weight"
     want = ties([m[n] for m in models], base[n], weight=[0.7, 0.4, 1.0], density=0.3)
-    assert torch.equal(_out(tmp_path / "out")[n], want)
+    assert torch.equal(read_output(tmp_path / "out")[n], want)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +136,7 @@ def test_sharded_input_with_index_through_the_merge(tmp_path: Path, four):
     cfg = _recipe(tmp_path, "task_arithmetic")
     cfg["base_model"] = str(sharded)
     merge(cfg, tmp_path / "out", progress=False)
-    out = _out(tmp_path / "out")
+    out = read_output(tmp_path / "out")
     for n in base:
         want = base[n] + 0.7 * (a[n] - base[n]) + 0.4 * (b[n] - base[n]) + (c[n] - base[n])
         torch.testing.assert_close(out[n], want, rtol=0, atol=1e-5)
@@ -158,7 +151,7 @@ def test_missing_tensors_base_keeps_the_base_value(tmp_path: Path, four):
     cfg = _recipe(tmp_path, "task_arithmetic", missing_tensors="base")
     cfg["missing_tensors"] = cfg["parameters"].pop("missing_tensors")
     merge(cfg, tmp_path / "out", progress=False)
-    out = _out(tmp_path / "out")
+    out = read_output(tmp_path / "out")
     n = "lin.bias"  # b lacks it: contributes τ = 0
     want = base[n] + 0.7 * (a[n] - base[n]) + (c[n] - base[n])
     torch.testing.assert_close(out[n], want, rtol=0, atol=1e-6)
@@ -178,7 +171,7 @@ def test_tied_weights_stay_tied_under_a_random_method(tmp_path: Path):
     plan.close()
     assert [(t.name, t.alias_of) for t in alias] == [("lm_head.weight", "wte.weight")]
     merge(cfg, tmp_path / "out", progress=False)
-    out = _out(tmp_path / "out")
+    out = read_output(tmp_path / "out")
     assert torch.equal(out["lm_head.weight"], out["wte.weight"])
     assert not torch.equal(
         out["wte.weight"], load_file(str(tmp_path / "base" / "model.safetensors"))["wte.weight"]
@@ -192,7 +185,7 @@ def test_cabs_order_list_is_a_value_not_a_gradient(tmp_path: Path, four):
     for order in ([1, 0], [0, 1]):
         cfg["parameters"]["order"] = order
         merge(cfg, tmp_path / f"o{order[0]}", progress=False)
-        outs.append(_out(tmp_path / f"o{order[0]}")["emb.weight"])
+        outs.append(read_output(tmp_path / f"o{order[0]}")["emb.weight"])
     assert not torch.equal(outs[0], outs[1])
     cfg["parameters"]["order"] = [0, 0]
     with pytest.raises(ConfigError, match="must not repeat"):
@@ -254,4 +247,4 @@ def test_modularevo_masks_are_sliced_with_the_chunks(
     merge(cfg, tmp_path / "out", progress=False)
     n = "emb.weight"
     want = base[n] + 0.7 * masks[0] * (a[n] - base[n]) + 0.4 * masks[1] * (b[n] - base[n])
-    torch.testing.assert_close(_out(tmp_path / "out")[n], want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(read_output(tmp_path / "out")[n], want, rtol=0, atol=1e-6)
