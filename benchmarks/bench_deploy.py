@@ -37,6 +37,7 @@ from modularevo.cost.meter import cpu_name, measure_cost
 from modularevo.deploy.extract import extract_module, save_extracted
 from modularevo.deploy.hf_pruned import FAMILY_SPECS, find_blocks, head_dim_of
 from modularevo.modules.mask import ModuleMask
+from modularevo.utils.atomic import atomic_write_text
 
 
 def load_minilm(num_labels: int) -> tuple[nn.Module, object]:
@@ -234,10 +235,14 @@ def _lat(d: dict, m: dict) -> str:
     )
 
 
+def _point(cost: dict, batch: int) -> dict:
+    return next(p for p in cost["points"] if p["batch"] == batch)
+
+
 def _row(r: dict) -> str:
     dense, small = r["cost"][0], r["cost"][1]
-    d1, m1 = (next(p for p in c["points"] if p["batch"] == 1) for c in (dense, small))
-    d8, m8 = (next(p for p in c["points"] if p["batch"] == 8) for c in (dense, small))
+    d1, m1 = _point(dense, 1), _point(small, 1)
+    d8, m8 = _point(dense, 8), _point(small, 8)
     a = r["accuracy"]
     params = f"{dense['params'] / 1e6:.1f}M → {small['params'] / 1e6:.1f}M"
     long = f"{a['dense_same_budget']:.2f}" if "dense_same_budget" in a else "–"
@@ -296,24 +301,18 @@ def main() -> None:
             t0 = time.time()
             r = run_task(task, args, args.out)
             r["wall_s"] = round(time.time() - t0, 1)
-            tmp = done.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(r, indent=2))
-            tmp.replace(done)
+            atomic_write_text(done, json.dumps(r, indent=2))
         r = json.loads(done.read_text())
         if "dense_same_budget" not in r["accuracy"]:
             r["accuracy"]["dense_same_budget"] = same_budget_dense(task, args, args.out)
-            tmp = done.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(r, indent=2))
-            tmp.replace(done)
+            atomic_write_text(done, json.dumps(r, indent=2))
         results["tasks"].append(r)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
     md = table(results)
-    (args.out / "results.md").write_text(md)
+    atomic_write_text(args.out / "results.md", md)
     print(md)
     for r in results["tasks"]:
-        d8 = next(p for p in r["cost"][0]["points"] if p["batch"] == 8)
-        m8 = next(p for p in r["cost"][1]["points"] if p["batch"] == 8)
-        sp = d8["latency_ms"] / m8["latency_ms"]
+        sp = _point(r["cost"][0], 8)["latency_ms"] / _point(r["cost"][1], 8)["latency_ms"]
         loss = best_dense(r["accuracy"]) - r["accuracy"]["module"]
         ok = sp >= 2.5 and loss <= 1.0 and math.isfinite(sp)
         verdict = "met" if ok else "missed"

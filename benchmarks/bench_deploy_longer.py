@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_deploy import accuracy, encode, train
+from modularevo.utils.atomic import atomic_write_text
 
 
 def main() -> None:
@@ -69,7 +70,7 @@ def main() -> None:
                 "train_s": round(time.time() - t0, 1),
             }
         )
-    (args.out / f"{args.task}-longer.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(args.out / f"{args.task}-longer.json", json.dumps(rows, indent=2))
     print("| model | total steps | test acc | total steps | test acc |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
