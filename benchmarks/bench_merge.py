@@ -3,10 +3,13 @@
 Makes (once, cached) a base and three variants of a GPT-2-small-sized model
 (~124M parameters, float32, random weights), then times whole processes:
 
-* ``floor``: reads every input tensor once and writes the output, with the same
+* two floors that read every input tensor once and write the output, with the same
   machinery as the merge (positioned reads into fresh buffers by two reader
   threads, one tensor name read ahead, the background shard writer) and nothing
-  else: the cost of the I/O;
+  else: ``floor (numpy)`` reads into numpy buffers without importing torch, as the
+  merge's numpy backend does; ``floor (torch)`` imports torch and reads into torch
+  tensors, as the torch backend does. Each merge is compared with the floor of the
+  backend it ran on (``modularevo merge --dry-run`` says which);
 * ``modularevo merge`` with ``task_arithmetic`` and ``ties`` (density 0.2);
 * ``mergekit-yaml`` on the same recipes, when it is installed (``--mergekit``).
 
@@ -37,17 +40,20 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from modularevo.io import ShardedWriter, TensorSpec, open_model
-paths, out = sys.argv[1:-1], Path(sys.argv[-1])
+backend, paths, out = sys.argv[1], sys.argv[2:-1], Path(sys.argv[-1])
 readers = [open_model(p) for p in paths]
+if backend == "torch":
+    import torch  # noqa: F401  (what a torch-backed merge pays for before reading)
+read = [r.read_numpy if backend == "numpy" else r.read for r in readers]
 names = readers[0].names()
-specs = [TensorSpec(n, readers[0].tensors[n].dtype, readers[0].tensors[n].shape) for n in names]
+specs = [TensorSpec(n, readers[0].tensors[n].code, readers[0].tensors[n].shape) for n in names]
 out.mkdir(exist_ok=True)
 with ThreadPoolExecutor(2) as pool, ShardedWriter(out, specs, shard_bytes=2 * 10**9) as w:
-    futs = [pool.submit(r.read, names[0]) for r in readers]
+    futs = [pool.submit(rd, names[0]) for rd in read]
     for j, name in enumerate(names):
         tensors = [f.result() for f in futs]  # every input byte, once
         if j + 1 < len(names):  # read the next name while this one is written
-            futs = [pool.submit(r.read, names[j + 1]) for r in readers]
+            futs = [pool.submit(rd, names[j + 1]) for rd in read]
         w.write(name, tensors[0])
         del tensors
 """
@@ -128,33 +134,47 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
     files = [str(cache / m / "model.safetensors") for m in MODELS]
-    floor = timed([env_py, "-c", FLOOR, *files, str(work / "floor")], args.repeat)
-    rows.append(("floor (read all, write one)", "—", *floor))
+    floors = {}
+    for backend in ("numpy", "torch"):
+        cmd = [env_py, "-c", FLOOR, backend, *files, str(work / f"floor-{backend}")]
+        floors[backend] = timed(cmd, args.repeat)
+        rows.append((f"floor ({backend})", "—", backend, *floors[backend]))
+    me = str(ROOT / ".venv" / "bin" / "modularevo")
     for method in args.methods.split(","):
         rp = work / f"{method}.yaml"
         rp.write_text(recipe(cache, method))
-        me_cmd = [str(ROOT / ".venv" / "bin" / "modularevo"), "merge", str(rp), str(work / method)]
-        rows.append(("modularevo", method, *timed([*me_cmd, "--overwrite", "--no-progress"],
-                                                   args.repeat)))  # fmt: skip
+        backend = backend_of(me, rp)
+        me_cmd = [me, "merge", str(rp), str(work / method), "--overwrite", "--no-progress"]
+        rows.append(("modularevo", method, backend, *timed(me_cmd, args.repeat)))
         if args.mergekit:
             mk = [args.mergekit, str(rp), str(work / f"mk-{method}")]
-            rows.append(("mergekit", method, *timed(mk, args.repeat)))  # best of N, as ours
+            rows.append(("mergekit", method, "torch", *timed(mk, args.repeat)))  # best of N
     shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, floor)
+    print_table(rows, floors)
 
 
-def print_table(rows: list[tuple[str, str, float, float]], floor: tuple[float, float]) -> None:
-    """Markdown table with ratios to the floor and to mergekit."""
-    mk = {m: (t, r) for tool, m, t, r in rows if tool == "mergekit"}
-    print("| tool | method | wall s | peak RSS MiB | × floor time | mergekit time / ours |"
-          " our RSS / mergekit |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for tool, method, t, rss in rows:
-        ratio = f"{t / floor[0]:.2f}"
+def backend_of(me: str, recipe_path: Path) -> str:
+    """The backend ``modularevo merge`` picks for a recipe (from its dry run)."""
+    out = subprocess.run([me, "merge", str(recipe_path), "unused", "--dry-run"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("backend:"))
+
+
+def print_table(
+    rows: list[tuple[str, str, str, float, float]], floors: dict[str, tuple[float, float]]
+) -> None:
+    """Markdown table with ratios to the floor of the same backend and to mergekit."""
+    mk = {m: (t, r) for tool, m, _, t, r in rows if tool == "mergekit"}
+    print("| tool | method | backend | wall s | peak RSS MiB | × floor time (same backend) |"
+          " mergekit time / ours | our RSS / mergekit |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for tool, method, backend, t, rss in rows:
+        ratio = f"{t / floors[backend][0]:.2f}"
         vs = mk.get(method) if tool == "modularevo" else None
         speed = f"{vs[0] / t:.2f}" if vs else "—"
         mem = f"{rss / vs[1]:.2f}" if vs else "—"
-        print(f"| {tool} | {method} | {t:.2f} | {rss:.0f} | {ratio} | {speed} | {mem} |")
+        cells = [tool, method, backend, f"{t:.2f}", f"{rss:.0f}", ratio, speed, mem]
+        print("| " + " | ".join(cells) + " |")
     print(json.dumps({"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
 
 

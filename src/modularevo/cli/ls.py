@@ -39,7 +39,8 @@ def ls_cmd(
     for name in names:
         m = MERGE_METHODS.get(name)
         flags = [f for f, on in (("needs base", m.needs_base), ("masks", m.uses_masks),
-                                 ("random", m.randomized)) if on]  # fmt: skip
+                                 ("random", m.randomized),
+                                 ("numpy backend", m.extras.get("numpy", False))) if on]  # fmt: skip
         summary = m.summary + (f" [dim]({', '.join(flags)})[/]" if flags else "")
         params = "\n".join(_describe(p) for p in m.params) or "—"
         table.add_row(name, summary, params, m.paper)

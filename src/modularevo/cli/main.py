@@ -34,6 +34,8 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("quickstart", "quickstart_cmd", "quickstart"),
     ("cost", "cost_cmd", "cost"),
     ("extract", "extract_cmd", "extract"),
+    ("emoe", "app", "emoe"),
+    ("mwt", "app", "mwt"),
 ]
 
 

@@ -64,16 +64,18 @@ def _print_plan(plan: MergePlan) -> None:
     table.add_column("action")
     for t in plan.tasks:
         action = t.action if t.action != "alias" else f"alias of {t.alias_of}"
-        table.add_row(t.name, str(list(t.shape)), str(t.out_dtype).removeprefix("torch."), action)
+        table.add_row(t.name, str(list(t.shape)), t.out_info.name, action)
     console.print(table)
     console.print(f"base model: {s['base_model']}")
     console.print(f"models: {', '.join(s['models'])}")
     console.print(f"parameters: {s['params']}")
+    console.print(f"backend: {s['backend']}")
     console.print(f"tensors: {s['tensors']}, {s['parameters_total']:,} parameters")
     console.print(f"output size: {s['output_bytes'] / 2**20:.1f} MiB")
     if s["global_threshold_prepass"]:
         console.print("global |τ| thresholds: 2 extra streaming passes over the inputs")
     mem = s["memory_estimate_bytes"] / 2**20
-    console.print(f"working memory: ~{mem:.0f} MiB (plus ~300 MiB for Python and torch)")
+    libs = "numpy" if s["backend"] == "numpy" else "torch"
+    console.print(f"working memory: ~{mem:.0f} MiB (plus ~300 MiB for Python and {libs})")
     for note in s["notes"]:
         console.print(f"note: {note}")

@@ -88,6 +88,10 @@ class MergeConfig(BaseModel):
             base are left out.
         check_finite: refuse inputs holding NaN or Inf.
         tokenizer_source: folder to copy tokenizer/config files from (default: base).
+        backend: ``auto`` runs methods with a numpy kernel (``linear``,
+            ``task_arithmetic``) on numpy without importing torch when every tensor
+            allows it, else on torch; ``torch`` or ``numpy`` force one (``numpy``
+            fails with the reason when the recipe needs torch). Both give the same bytes.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,6 +107,7 @@ class MergeConfig(BaseModel):
     check_finite: bool = True
     tokenizer_source: str | None = None
     name: str | None = None
+    backend: Literal["auto", "torch", "numpy"] = "auto"
 
     @field_validator("dtype", "out_dtype")
     @classmethod

@@ -11,7 +11,8 @@ this never makes file pages part of the process's resident set: the memory a
 merge holds is exactly the tensors it is working on, so its peak RSS is bounded
 by a few tensors (the OS page cache still speeds up repeated reads). Positioned
 reads release the GIL and share no file position, so several threads may read
-from one reader at once.
+from one reader at once. :meth:`ModelReader.read_numpy` reads into numpy buffers
+and never imports torch (the merge engine's numpy path).
 
 Example:
     >>> reader = open_model("path/to/model")                   # doctest: +SKIP
@@ -28,40 +29,32 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from modularevo.errors import InputError
+from modularevo.io.dtypes import BY_CODE, DType
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _MAX_HEADER = 100 * 2**20
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-DTYPE_CODES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
-FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lies: file, dtype, shape and absolute byte range."""
+    """Where one tensor lies: file, dtype (safetensors code), shape and absolute byte range."""
 
     name: str
     file: Path
-    dtype: torch.dtype
+    code: str
     shape: tuple[int, ...]
     start: int
     end: int
@@ -72,9 +65,19 @@ class TensorInfo:
         return math.prod(self.shape)
 
     @property
+    def dtype_info(self) -> DType:
+        """The stored dtype (code, name, item size)."""
+        return BY_CODE[self.code]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The stored dtype as a torch dtype (imports torch)."""
+        return BY_CODE[self.code].torch
+
+    @property
     def is_float(self) -> bool:
         """True for floating-point tensors (the ones a merge combines)."""
-        return self.dtype in FLOAT_DTYPES
+        return BY_CODE[self.code].is_float
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -108,18 +111,18 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
 
 def _parse_entry(path: Path, name: str, entry: Any, base: int, size: int) -> TensorInfo:
     try:
-        dtype = DTYPES[entry["dtype"]]
+        dtype = BY_CODE[entry["dtype"]]
         shape = tuple(int(d) for d in entry["shape"])
         b, e = (int(x) for x in entry["data_offsets"])
     except (KeyError, TypeError, ValueError):
         return _corrupt(path, f"entry for tensor {name!r} is malformed or has an unsupported dtype")
-    info = TensorInfo(name, path, dtype, shape, base + b, base + e)
+    info = TensorInfo(name, path, dtype.code, shape, base + b, base + e)
     expected = info.numel * dtype.itemsize
     if e - b != expected or b < 0 or base + e > size:
         _corrupt(
             path,
             f"tensor {name!r} claims bytes [{b}, {e}) of a {size - base}-byte data section "
-            f"({expected} bytes expected for {dtype} {list(shape)})",
+            f"({expected} bytes expected for {dtype.name} {list(shape)})",
         )
     return info
 
@@ -233,17 +236,26 @@ class ModelReader:
             InputError: if the file is shorter than its header says (changed on disk).
         """
         info = self.tensors[name]
+        flat = torch.from_numpy(self.read_flat_numpy(name, start, stop))
+        return flat.view(torch.bfloat16) if info.code == "BF16" else flat
+
+    def read_numpy(self, name: str) -> np.ndarray:
+        """Like :meth:`read`, as a numpy array (BF16 as ``uint16`` bit patterns); no torch."""
+        info = self.tensors[name]
+        return self.read_flat_numpy(name, 0, info.numel).reshape(info.shape)
+
+    def read_flat_numpy(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Like :meth:`read_flat`, as a numpy array (BF16 as ``uint16`` bit patterns)."""
+        info = self.tensors[name]
         stop = min(stop, info.numel)
-        out = torch.empty(max(0, stop - start), dtype=info.dtype)
-        if out.numel() == 0:
-            return out
-        size = info.dtype.itemsize
-        self._pread(info.file, out, info.start + start * size)
+        dtype = info.dtype_info
+        out = np.empty(max(0, stop - start), dtype=dtype.numpy)
+        if out.size:
+            self._pread(info.file, out.view(np.uint8).data, info.start + start * dtype.itemsize)
         return out
 
-    def _pread(self, file: Path, out: Tensor, offset: int) -> None:
+    def _pread(self, file: Path, view: memoryview, offset: int) -> None:
         fd = self._fd(file)
-        view = memoryview(out.view(torch.uint8).numpy())  # pyright: ignore[reportArgumentType]
         done, total = 0, len(view)
         while done < total:  # Linux returns at most ~2 GiB per call
             n = os.preadv(fd, [view[done:]], offset + done)

@@ -3,12 +3,13 @@
 Every output tensor's name, dtype and shape are known before the merge starts
 (the plan), so each shard's header is written first and tensor bytes follow as
 they are computed: no shard is ever held in memory. Writes run in a background
-thread, overlapping disk work with computation. The files are standard
-safetensors (``safetensors.safe_open`` and ``transformers`` read them), and a
+thread, overlapping disk work with computation. Tensors may be torch tensors or
+numpy arrays (BF16 as ``uint16`` bit patterns); the writer itself needs no torch.
+The files are standard safetensors (``safetensors.safe_open`` and ``transformers`` read them), and a
 ``model.safetensors.index.json`` maps every tensor to its shard.
 
 Example:
-    >>> specs = [TensorSpec("w", torch.float32, (2, 2))]          # doctest: +SKIP
+    >>> specs = [TensorSpec("w", "F32", (2, 2))]                  # doctest: +SKIP
     >>> with ShardedWriter(out_dir, specs, shard_bytes=2**30) as w:  # doctest: +SKIP
     ...     w.write("w", torch.zeros(2, 2))
 """
@@ -20,28 +21,44 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import torch
-from torch import Tensor
+import numpy as np
 
-from modularevo.io.reader import DTYPE_CODES, INDEX_NAME
+from modularevo.io.dtypes import DType, dtype_of
+from modularevo.io.reader import INDEX_NAME
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    Array = Tensor | np.ndarray
 
 _ALIGN = 8
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, dtype and shape of one output tensor."""
+    """Name, dtype and shape of one output tensor.
+
+    Attributes:
+        name: tensor name.
+        dtype: a safetensors code (``"F32"``), a name (``"float32"``) or a torch dtype.
+        shape: tensor shape.
+    """
 
     name: str
-    dtype: torch.dtype
+    dtype: Any
     shape: tuple[int, ...]
+
+    @property
+    def dtype_info(self) -> DType:
+        """The dtype as a :class:`~modularevo.io.dtypes.DType`."""
+        return dtype_of(self.dtype)
 
     @property
     def nbytes(self) -> int:
         """Size of the tensor's data in bytes."""
-        n = self.dtype.itemsize
+        n = self.dtype_info.itemsize
         for d in self.shape:
             n *= d
         return n
@@ -70,7 +87,7 @@ def _header_bytes(shard: list[TensorSpec], metadata: dict[str, str]) -> bytes:
     offset = 0
     for spec in shard:
         header[spec.name] = {
-            "dtype": DTYPE_CODES[spec.dtype],
+            "dtype": spec.dtype_info.code,
             "shape": list(spec.shape),
             "data_offsets": [offset, offset + spec.nbytes],
         }
@@ -80,10 +97,19 @@ def _header_bytes(shard: list[TensorSpec], metadata: dict[str, str]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
-def tensor_bytes(t: Tensor) -> memoryview:
+def tensor_bytes(t: Array) -> memoryview:
     """The raw bytes of ``t`` (made contiguous) without copying when possible."""
+    if isinstance(t, np.ndarray):
+        return np.ascontiguousarray(t).reshape(-1).view(np.uint8).data
     flat = t.detach().contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy())  # pyright: ignore[reportArgumentType]
+    return memoryview(flat.view(dtype_of("U8").torch).numpy())  # pyright: ignore[reportArgumentType]
+
+
+def array_dtype(t: Array) -> DType:
+    """The dtype of a torch tensor or numpy array (numpy ``uint16`` counts as BF16 bits)."""
+    if isinstance(t, np.ndarray):
+        return dtype_of("BF16") if t.dtype == np.uint16 else dtype_of(t.dtype.name)
+    return dtype_of(t.dtype)
 
 
 class ShardedWriter:
@@ -111,19 +137,20 @@ class ShardedWriter:
         self.metadata = {"format": "pt", **(metadata or {})}
         self._order = [s for shard in self.shards for s in shard]
         self._next = 0
-        self._queue: queue.Queue[Tensor | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Array | None] = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
         self._thread.start()
 
-    def write(self, name: str, tensor: Tensor) -> None:
+    def write(self, name: str, tensor: Array) -> None:
         """Queue ``tensor`` as the next output tensor; it must be the next name of the plan."""
         self._raise_if_failed()
         spec = self._order[self._next]
-        if name != spec.name or tuple(tensor.shape) != spec.shape or tensor.dtype != spec.dtype:
+        got = array_dtype(tensor)
+        if name != spec.name or tuple(tensor.shape) != spec.shape or got != spec.dtype_info:
             raise RuntimeError(
-                f"writer expected {spec.name} {spec.dtype} {list(spec.shape)}, got {name} "
-                f"{tensor.dtype} {list(tensor.shape)}"
+                f"writer expected {spec.name} {spec.dtype_info.name} {list(spec.shape)}, got "
+                f"{name} {got.name} {list(tensor.shape)}"
             )
         self._next += 1
         self._queue.put(tensor)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import torch
+import numpy as np
 
 from modularevo.errors import InputError
 from modularevo.io.hf_files import vocab_size
@@ -101,7 +101,8 @@ def check_shapes(
                     problems.append(line)
             elif want.is_float != info.is_float:
                 problems.append(
-                    f"{name!r}: {label} stores {info.dtype}, {labels[0]} stores {want.dtype}"
+                    f"{name!r}: {label} stores {info.dtype_info.name}, "
+                    f"{labels[0]} stores {want.dtype_info.name}"
                 )
     if vocab_problems:
         _raise(
@@ -141,7 +142,7 @@ def find_tied_groups(readers: Sequence[ModelReader], config: dict[str, Any]) -> 
     groups: dict[tuple[Any, ...], list[str]] = {}
     for name, info in ref.tensors.items():
         if info.is_float and len(info.shape) == 2 and _TIE_HINT.search(name):
-            groups.setdefault((info.shape, info.dtype), []).append(name)
+            groups.setdefault((info.shape, info.code), []).append(name)
     tied: dict[str, str] = {}
     for names in groups.values():
         if len(names) < 2:
@@ -158,7 +159,7 @@ def _equal_in(r: ModelReader, a: str, b: str) -> bool:
     if a not in r or b not in r:
         return False
     try:
-        return bool(torch.equal(r.read(a), r.read(b)))
+        return bool(np.array_equal(r.read_numpy(a), r.read_numpy(b)))
     finally:
         r.release(a)
         r.release(b)

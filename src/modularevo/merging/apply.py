@@ -16,17 +16,14 @@ failed or interrupted merge leaves no output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from modularevo.config.merge import MergeConfig, load_merge_config
@@ -37,7 +34,14 @@ from modularevo.merging.plan import MergePlan, plan_merge
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.lazy import LazyModule
 from modularevo.utils.runinfo import run_info
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ def execute(
     _check_out(plan, out)
     start = time.perf_counter()
     thresholds = global_thresholds(plan) if plan.needs_thresholds() else None
-    specs = [TensorSpec(t.name, t.out_dtype, t.shape) for t in plan.tasks]
+    specs = [TensorSpec(t.name, t.out_code, t.shape) for t in plan.tasks]
     meta = {"modularevo_method": plan.method.name}
     with ThreadPoolExecutor(1) as side, atomic_dir(out, overwrite=overwrite) as tmp:
         info = side.submit(run_info, plan.config.seed)  # git + versions, meanwhile
@@ -109,11 +113,11 @@ def execute(
 def _stream(
     plan: MergePlan, w: ShardedWriter, thresholds: list[float] | None, progress: bool
 ) -> None:
-    held: dict[str, Tensor] = {}
+    held: dict[str, Any] = {}
     aliased = {t.alias_of for t in plan.tasks if t.action == "alias"}
     total = sum(t.numel for t in plan.tasks)
     reads = Prefetcher(plan, plan.tasks, threads=READ_THREADS)
-    with _compute_pool(plan) as pool, tqdm(
+    with plan.backend.compute_threads(_chunked(plan)) as pool, tqdm(
         total=total, unit="param", unit_scale=True, disable=not progress,
         desc=f"merge ({plan.method.name})",
     ) as bar:  # fmt: skip
@@ -124,7 +128,7 @@ def _stream(
                     if task.name in aliased:
                         held[task.name] = t
                 elif task.action == "alias":
-                    t = held[task.alias_of or ""].to(task.out_dtype)
+                    t = held[task.alias_of or ""]  # tied tensors share shape and dtype
                 else:
                     t = inputs[0][0]
                     assert t is not None
@@ -136,29 +140,12 @@ def _stream(
             reads.close()
 
 
-@contextlib.contextmanager
-def _compute_pool(plan: MergePlan) -> Iterator[ThreadPoolExecutor | None]:
-    """Threads sharing the chunks of chunked merges, with torch on one intra-op thread.
-
-    Whole chunks per thread scale better than torch's per-op threading (which also
-    stalls badly when the machine is busy). Methods that never chunk keep torch's
-    own threading and get no pool.
-    """
+def _chunked(plan: MergePlan) -> bool:
+    """Whether the merge runs on chunks (then chunk threads pay off)."""
     try:
-        chunked = plan.chunk_mode(plan.params_for(None)) is not None
+        return plan.chunk_mode(plan.params_for(None)) is not None
     except ConfigError:  # per-tensor rules without a default: decide per tensor
-        chunked = True
-    threads = torch.get_num_threads()
-    if not chunked or threads < 2:
-        yield None
-        return
-    torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="merge-chunk")
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
+        return True
 
 
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:

@@ -7,10 +7,16 @@ reuse its input's memory when asked, which the executor does for lean chunks).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import Tensor
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
+
 
 __all__ = ["agreement_mask", "elect_sign", "merge_deltas"]
 

@@ -20,9 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from modularevo.config.merge import (
     MergeConfig,
@@ -33,6 +31,7 @@ from modularevo.config.merge import (
     resolve_value,
 )
 from modularevo.errors import ConfigError, InputError
+from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config
 from modularevo.io.reader import ModelReader, model_dir, open_model
 from modularevo.merging._checks import (
@@ -42,12 +41,16 @@ from modularevo.merging._checks import (
     find_tied_groups,
     open_masks,
 )
+from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
 from modularevo.merging.spec import MergeMethod
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 Action = Literal["merge", "copy", "alias"]
-_OUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_OUT_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class TensorTask:
         name: tensor name.
         action: ``merge``, ``copy`` or ``alias``.
         shape: tensor shape.
-        out_dtype: dtype written.
+        out_code: dtype written (safetensors code, e.g. ``"F32"``).
         present: per input model, whether it holds this tensor.
         alias_of: for ``alias``, the merged tensor it copies.
     """
@@ -66,7 +69,7 @@ class TensorTask:
     name: str
     action: Action
     shape: tuple[int, ...]
-    out_dtype: torch.dtype
+    out_code: str
     present: tuple[bool, ...] = ()
     alias_of: str | None = None
 
@@ -74,6 +77,16 @@ class TensorTask:
     def numel(self) -> int:
         """Number of elements."""
         return math.prod(self.shape)
+
+    @property
+    def out_info(self) -> DType:
+        """The dtype written, as a :class:`~modularevo.io.dtypes.DType`."""
+        return BY_CODE[self.out_code]
+
+    @property
+    def out_dtype(self) -> torch.dtype:
+        """The dtype written, as a torch dtype (imports torch)."""
+        return BY_CODE[self.out_code].torch
 
 
 @dataclass
@@ -91,6 +104,7 @@ class MergePlan:
     masks: list[Any] = field(default_factory=list)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    backend: Backend = field(default_factory=TorchBackend)
 
     @property
     def base_is_input(self) -> bool:
@@ -230,8 +244,11 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
     if plan.masks:
         check_masks(plan.masks, entries, reference)
-    for t in plan.merge_tasks():
-        plan.params_for(t.name)
+    modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
+    blockers = numpy_blockers(
+        method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
+    )
+    plan.backend = choose_backend(config.backend, blockers)
     return plan
 
 
@@ -252,16 +269,16 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
     dropped = check_names(readers, labels, missing=cfg.missing_tensors)
     plan.notes += [f"left out {n!r}: the base model lacks it" for n in dropped]
     check_shapes(readers, labels, configs)
-    out_dtype = _OUT_DTYPES.get(cfg.output_dtype or "")
+    out_code = _OUT_CODES.get(cfg.output_dtype or "")
     tied = find_tied_groups(readers, configs[0]) if ref is not None else {}
     tasks: list[TensorTask] = []
     for name in ref.names():
         info = ref.tensors[name]
         present = tuple(name in m for m in plan.models)
         if not info.is_float:
-            tasks.append(TensorTask(name, "copy", info.shape, info.dtype, present))
+            tasks.append(TensorTask(name, "copy", info.shape, info.code, present))
             continue
-        dtype = out_dtype or info.dtype
+        dtype = out_code or info.code
         if name in tied:
             tasks.append(TensorTask(name, "alias", info.shape, dtype, present, tied[name]))
             plan.notes.append(f"{name!r} is tied to {tied[name]!r}: written as a copy of it")
@@ -300,7 +317,7 @@ def memory_estimate(plan: MergePlan) -> int:
         return 0
     k = len(plan.models)
     largest = max(plan.tasks, key=lambda t: t.numel)
-    out_bytes = largest.numel * largest.out_dtype.itemsize * 3
+    out_bytes = largest.numel * largest.out_info.itemsize * 3
     if not merged:
         return out_bytes
     big = max(merged, key=lambda t: t.numel).numel
@@ -319,13 +336,14 @@ def summary(plan: MergePlan) -> dict[str, Any]:
     out_bytes = 0
     for t in plan.tasks:
         by_action[t.action] = by_action.get(t.action, 0) + 1
-        out_bytes += t.numel * t.out_dtype.itemsize
+        out_bytes += t.numel * t.out_info.itemsize
     try:
         params: Any = plan.params_for(None)
     except ConfigError:
         params = "per-tensor rules (see the recipe)"
     return {
         "method": plan.method.name,
+        "backend": plan.backend.name,
         "paper": plan.method.paper,
         "base_model": plan.config.base_model,
         "models": [e.model for e in plan.entries],

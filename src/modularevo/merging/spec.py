@@ -18,6 +18,10 @@ A merge method is a function that merges ONE tensor name across K input models::
   arrives as a list of K floats; a ``global`` one as a scalar.
 
 The function returns the merged float32 tensor and must not modify its inputs.
+A method whose function uses array operators only (``+ - * /`` and in-place forms,
+no torch calls) may declare ``extras={"numpy": True}``: the executor then may pass
+float32 numpy arrays instead of tensors and merge without importing torch
+(:mod:`modularevo.merging.backend`).
 Methods are registered in :data:`MERGE_METHODS` with their parameter schema and
 paper link, which ``modularevo ls`` prints.
 """
@@ -26,13 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from modularevo.registry import Registry
 
-MergeFn = Callable[..., Tensor]
+if TYPE_CHECKING:
+    pass
+
+MergeFn = Callable[..., Any]
+"""A merge method's tensor function (returns a float32 tensor or numpy array)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,13 @@ class MergeMethod:
 
 
 MERGE_METHODS: Registry[MergeMethod] = Registry("merge method")
+
+
+def as_float32(x: Any) -> Any:
+    """A float32 tensor or numpy array of ``x`` (no copy when it already is float32)."""
+    if hasattr(x, "float"):  # torch.Tensor
+        return x.float()
+    return x.astype("float32", copy=False)
 
 
 def register_method(

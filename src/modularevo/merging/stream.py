@@ -8,11 +8,12 @@ at most ``ahead_bytes`` of inputs in flight besides the tensor being merged.
 :func:`merge_tensor` merges one tensor from its inputs. A method that declares
 ``extras["elementwise"]`` runs on flat chunks of :data:`CHUNK` elements (its
 temporaries stay a few megabytes even for an embedding matrix). A method that
-declares ``extras["topk_densities"]`` (per-tensor TIES) first gets each model's
+declares ``extras["topk_cuts"]`` (per-tensor TIES) first gets each model's
 exact top-k :class:`~modularevo.merging.sparsify.Cut` of ``|θ_t - θ_0|`` for the
 whole tensor (:func:`~modularevo.merging.thresholds.topk_cut`), then runs on
 chunks with those cuts: the result equals the unchunked trim entry for entry,
-ties at the cut included (kept in flat order, lower index first).
+ties at the cut included (kept in flat order, lower index first). Tensors are torch
+tensors or numpy arrays, as the plan's backend (:mod:`.backend`) reads them.
 """
 
 from __future__ import annotations
@@ -22,44 +23,33 @@ import functools
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from modularevo.errors import InputError
 from modularevo.io.reader import ModelReader
+from modularevo.merging.backend import TorchBackend
 from modularevo.merging.plan import MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
 from modularevo.merging.thresholds import topk_cuts
 from modularevo.utils.seed import derived_generator
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 CHUNK = 1 << 18
 """Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
 in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 # (task, [(tensor or None, label)]) with the base first when the method takes one.
-Inputs = list[tuple[Tensor | None, str]]
+Inputs = list[tuple[Any, str]]
 
 
 def check_finite(t: Tensor, name: str, where: str) -> None:
-    """Raise if ``t`` holds NaN or Inf (one fast reduction; details only on failure).
+    """Raise if the torch tensor ``t`` holds NaN or Inf (one fast reduction).
 
     Raises:
         InputError: naming the tensor, the model and how many bad values it holds.
     """
-    if not t.is_floating_point() or t.numel() == 0:
-        return
-    if torch.isfinite(t.sum(dtype=torch.float32)):
-        return
-    n_nan = int(torch.isnan(t).sum())
-    n_inf = int(torch.isinf(t).sum())
-    if n_nan == 0 and n_inf == 0:  # the sum overflowed; values are finite
-        return
-    raise InputError(
-        f"tensor {name!r} of {where} holds {n_nan} NaN and {n_inf} Inf value(s); expected "
-        "finite weights. The checkpoint is broken: re-save or re-train it, or leave it out."
-    )
+    TorchBackend().check_finite(t, name, where)
 
 
 @functools.cache
@@ -122,7 +112,7 @@ class Prefetcher:
         self.tasks = list(tasks)
         self.ahead_bytes = ahead_bytes
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="merge-read")
-        self._queue: deque[tuple[TensorTask, list[Future[Tensor] | None], int]] = deque()
+        self._queue: deque[tuple[TensorTask, list[Future[Any] | None], int]] = deque()
         self._next = 0
         self._held = 0
 
@@ -130,10 +120,11 @@ class Prefetcher:
         return sum(r.tensors[task.name].end - r.tensors[task.name].start
                    for r, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
 
-    def _read(self, reader: ModelReader, name: str, label: str) -> Tensor:
-        t = reader.read(name)
+    def _read(self, reader: ModelReader, name: str, label: str) -> Any:
+        backend = self.plan.backend
+        t = backend.read(reader, name)
         if self.plan.config.check_finite:
-            check_finite(t, name, label)
+            backend.check_finite(t, name, label)
         return t
 
     def _top_up(self) -> None:
@@ -176,16 +167,16 @@ def merge_tensor(
     inputs: Inputs,
     thresholds: list[float] | None,
     pool: ThreadPoolExecutor | None = None,
-) -> Tensor:
+) -> Any:
     """Merge one tensor from its read ``inputs``; returns it in the task's output dtype.
 
     Args:
-        plan: the merge plan.
+        plan: the merge plan (its backend says whether these are tensors or arrays).
         task: the tensor to merge.
         inputs: its inputs, as :class:`Prefetcher` yields them.
         thresholds: each model's global |τ| threshold (``trim_scope: global``).
-        pool: threads that share the chunks of a chunked merge (run torch with one
-            intra-op thread meanwhile: parallel chunks scale better than parallel ops).
+        pool: threads that share the chunks of a chunked merge (see
+            :meth:`~modularevo.merging.backend.Backend.compute_threads`).
     """
     has_base = plan.base is not None
     base = inputs[0][0] if has_base else None
@@ -197,14 +188,15 @@ def merge_tensor(
     if mode is not None:
         tensors = [t for t in models if t is not None]
         return _merge_chunked(plan, task, (tensors, base), extra, mode, pool)
-    base32 = base.float() if base is not None else None
-    out = plan.method.fn([t.float() for t in models if t is not None], base32, **extra)
+    f32 = plan.backend.to_float32
+    base32 = f32(base) if base is not None else None
+    out = plan.method.fn([f32(t) for t in models if t is not None], base32, **extra)
     if tuple(out.shape) != task.shape:
         raise RuntimeError(
             f"merge method returned shape {list(out.shape)} for {task.name!r} "
             f"(expected {list(task.shape)}); this is a bug in the method"
         )
-    return out.to(task.out_dtype)
+    return plan.backend.cast(out, task.out_code)
 
 
 def _extra(
@@ -233,11 +225,12 @@ def _extra(
 def _merge_chunked(
     plan: MergePlan,
     task: TensorTask,
-    inputs: tuple[list[Tensor], Tensor | None],
+    inputs: tuple[list[Any], Any],
     extra: dict[str, Any],
     mode: str,
     pool: ThreadPoolExecutor | None,
-) -> Tensor:
+) -> Any:
+    backend = plan.backend
     flats = [t.reshape(-1) for t in inputs[0]]
     flat_base = inputs[1].reshape(-1) if inputs[1] is not None else None
     run = pool.map if pool is not None else map
@@ -248,8 +241,8 @@ def _merge_chunked(
         ks = [keep_count(d, task.numel) for d in dens]
         cuts = topk_cuts(flats, flat_base, ks, CHUNK, run)
     masks = extra.get("masks")
-    out = torch.empty(task.shape, dtype=task.out_dtype)
-    flat_out = out.view(-1)
+    out = backend.empty(task.shape, task.out_code)
+    flat_out = out.reshape(-1)  # a view: the buffer is contiguous
 
     def one(a: int) -> None:
         b = min(a + CHUNK, task.numel)
@@ -258,8 +251,9 @@ def _merge_chunked(
             kw["masks"] = [m.reshape(-1)[a:b] if m is not None else None for m in masks]
         if cuts is not None:
             kw["thresholds"] = [c.shifted(a) for c in cuts]
-        part = None if flat_base is None else flat_base[a:b]
-        flat_out[a:b] = plan.method.fn([f[a:b] for f in flats], part, **kw)
+        part = None if flat_base is None else backend.to_float32(flat_base[a:b])
+        merged = plan.method.fn([backend.to_float32(f[a:b]) for f in flats], part, **kw)
+        flat_out[a:b] = backend.cast(merged, task.out_code)
 
     for _ in run(one, range(0, task.numel, CHUNK)):
         pass

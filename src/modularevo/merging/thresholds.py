@@ -24,19 +24,24 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from modularevo.merging.sparsify import Cut
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 _BINS = 1 << 16
 CHUNK = 1 << 22
 
 # (model index, |τ| flat chunk as float32) pairs, streamed in any order.
-AbsDeltaStream = Callable[[], Iterator[tuple[int, Tensor]]]
+AbsDeltaStream = Callable[[], Iterator[tuple[int, "Tensor"]]]
 
 
 def _bits(chunk: Tensor) -> Tensor:

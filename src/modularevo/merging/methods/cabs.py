@@ -26,10 +26,7 @@ Fixes to the reference code (METHODS.md §6.25/26):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from modularevo.merging.methods._params import (
     IndexListParam,
@@ -39,6 +36,13 @@ from modularevo.merging.methods._params import (
 )
 from modularevo.merging.sparsify import nm_mask
 from modularevo.merging.spec import register_method
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 
 def resolve_order(order: Sequence[int] | None, num_models: int) -> list[int]:

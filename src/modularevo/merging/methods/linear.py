@@ -6,14 +6,14 @@ Paper: Wortsman et al., "Model soups", https://arxiv.org/abs/2203.05482
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import flag_param, resolve_params, weight_param
-from modularevo.merging.spec import register_method
+from modularevo.merging.spec import as_float32, register_method
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @register_method(
@@ -26,7 +26,7 @@ from modularevo.merging.spec import register_method
         flag_param("int8_mask", False, "accepted for mergekit recipes; no effect here"),
     ),
     needs_base=False,
-    extras={"elementwise": True},
+    extras={"elementwise": True, "numpy": True},
 )
 def linear(
     tensors: Sequence[Tensor],
@@ -41,15 +41,16 @@ def linear(
 
     Follows mergekit's ``linear``: ``weight`` per model, ``normalize`` default true.
     The base model, if any, is not used; list it among the inputs to average it in.
+    Operators only, so it runs on torch tensors and numpy arrays alike.
 
     Raises:
         InputError: ``normalize`` is on and the weights sum to (almost) zero.
     """
     p = resolve_params("linear", params, len(tensors))
     weights = p["weight"]
-    out = torch.zeros_like(tensors[0], dtype=torch.float32)
-    for w, t in zip(weights, tensors, strict=True):
-        out += w * t.float()
+    out = as_float32(tensors[0]) * weights[0]
+    for w, t in zip(weights[1:], tensors[1:], strict=True):
+        out += as_float32(t) * w
     if p["normalize"]:
         total = sum(weights)
         if abs(total) < 1e-8:

@@ -7,13 +7,17 @@ https://arxiv.org/abs/2403.19522
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from modularevo.merging.methods._params import flag_param, resolve_params
 from modularevo.merging.spec import register_method
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 
 def stock_ratio(cos: Tensor, k: int) -> Tensor:

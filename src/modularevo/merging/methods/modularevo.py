@@ -18,14 +18,18 @@ Restricting to the mask also drops drift outside the module (e.g. weight decay o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import resolve_params, weight_param
 from modularevo.merging.spec import Param, register_method
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 
 def _bool_mask(mask: Tensor, shape: torch.Size, i: int) -> Tensor:

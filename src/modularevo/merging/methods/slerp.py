@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import OpenParam, resolve_params
 from modularevo.merging.spec import register_method
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DOT_THRESHOLD = 0.9995
 """|cos| above which the two tensors count as colinear and slerp falls back to lerp."""

@@ -37,10 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal
 
 from modularevo.merging import sparsify as sp
 from modularevo.merging.consensus import merge_deltas
@@ -52,7 +49,14 @@ from modularevo.merging.methods._params import (
     resolve_params,
     weight_param,
 )
-from modularevo.merging.spec import MergeFn, Param, register_method
+from modularevo.merging.spec import MergeFn, Param, as_float32, register_method
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+else:
+    torch = LazyModule("torch")
 
 Sparsifier = Literal["magnitude", "random", "outliers", "della"]
 
@@ -144,6 +148,8 @@ def generalized_task_arithmetic(
             top-k; without them the trim is computed on the whole tensor.
     """
     p = resolve_params(v.name, params, len(tensors))
+    if v.sparsifier is None and v.consensus is None:
+        return _weighted_task_sum(tensors, as_float32(base), p)
     base32 = base.float()
     weights: list[float] = p["weight"]
     if v.consensus is None:
@@ -170,6 +176,33 @@ def generalized_task_arithmetic(
     if p["lambda"] != 1:
         mixed *= p["lambda"]
     return mixed.add_(base32)
+
+
+def _weighted_task_sum(tensors: Sequence[Tensor], base32: Tensor, p: Mapping[str, Any]) -> Tensor:
+    """``θ_0 + λ Σ_t w_t (θ_t − θ_0)`` (÷ Σ w_t if ``normalize``), with operators only.
+
+    The same float32 operations in the same order on torch tensors and numpy
+    arrays, so both backends of the executor write the same bytes (no fused
+    multiply-add: ``torch.add(alpha=)`` would round differently from numpy).
+    """
+    weights: list[float] = p["weight"]
+    mixed = None
+    for w, t in zip(weights, tensors, strict=True):
+        delta = as_float32(t) - base32
+        if w != 1:
+            delta *= w
+        if mixed is None:
+            mixed = delta
+        else:
+            mixed += delta
+    assert mixed is not None
+    if p["normalize"]:
+        total = sum(weights)
+        mixed /= 1.0 if abs(total) < 1e-8 else total
+    if p["lambda"] != 1:
+        mixed *= p["lambda"]
+    mixed += base32
+    return mixed
 
 
 def _delta(
@@ -248,6 +281,7 @@ def _register(v: GTAVariant) -> MergeFn:
     extras: dict[str, Any] = {"validate": _validate(v)}
     if v.sparsifier is None:
         extras["elementwise"] = True
+        extras["numpy"] = v.consensus is None
     if v.sparsifier == "magnitude":
         extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
         extras["elementwise"] = _global_trim_is_elementwise
