@@ -33,3 +33,21 @@ def test_atomic_dir_success_and_failure(tmp_path: Path):
         raise RuntimeError("killed")
     assert not failed.exists()
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_lazy_module_imports_on_first_attribute_and_caches(tmp_path: Path, monkeypatch):
+    import sys
+
+    from modularevo.utils.lazy import LazyModule
+
+    (tmp_path / "lazy_probe_mod.py").write_text("LOADS = []\nLOADS.append(1)\nVALUE = 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = LazyModule("lazy_probe_mod")
+    assert "lazy_probe_mod" not in sys.modules  # nothing imported yet
+    assert "lazy_probe_mod" in repr(mod)
+    assert mod.VALUE == 41
+    assert sys.modules["lazy_probe_mod"].LOADS == [1]
+    assert "VALUE" in vars(mod)  # cached on the proxy: later lookups skip __getattr__
+    with pytest.raises(AttributeError):
+        _ = mod.MISSING
+    del sys.modules["lazy_probe_mod"]

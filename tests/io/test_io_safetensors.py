@@ -98,3 +98,39 @@ def test_writer_rejects_out_of_order_tensor(tmp_path: Path):
     with pytest.raises(RuntimeError, match="expected a"):
         w.write("b", torch.zeros(2))
     w.abort()
+
+
+def test_dtype_names_codes_and_torch_dtypes_agree():
+    from modularevo.io.dtypes import BY_CODE, dtype_of
+
+    for code, d in BY_CODE.items():
+        assert dtype_of(code) is d
+        assert dtype_of(d.name) is d
+        assert dtype_of(d.torch) is d
+        assert d.torch.itemsize == d.itemsize
+        assert d.torch.is_floating_point == d.is_float
+    with pytest.raises(KeyError):
+        dtype_of("complex64")
+
+
+def test_numpy_reads_equal_torch_reads_for_every_dtype(tmp_path: Path):
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "f32": torch.randn(5, 3, generator=g),
+        "bf16": torch.randn(7, generator=g).bfloat16(),
+        "f16": torch.randn(2, 2, generator=g).half(),
+        "i64": torch.arange(6).reshape(2, 3),
+        "b": torch.tensor([True, False, True]),
+    }
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    r = open_model(tmp_path)
+    for name, t in sd.items():
+        arr = r.read_numpy(name)
+        assert arr.shape == tuple(t.shape)
+        raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+        assert np.array_equal(arr.view(np.int16) if name == "bf16" else arr, raw.numpy())
+        assert torch.equal(r.read(name), t)
+        assert np.array_equal(r.read_flat_numpy(name, 1, 3), arr.reshape(-1)[1:3])
+    r.close()
