@@ -5,11 +5,11 @@ Makes (once, cached) a base and three variants of a GPT-2-small-sized model
 
 * two floors that read every input tensor once and write the output, with the same
   machinery as the merge (positioned reads into fresh buffers by two reader
-  threads, one tensor name read ahead, the background shard writer) and nothing
-  else: ``floor (numpy)`` reads into numpy buffers without importing torch, as the
-  merge's numpy backend does; ``floor (torch)`` imports torch and reads into torch
-  tensors, as the torch backend does. Each merge is compared with the floor of the
-  backend it ran on (``modularevo merge --dry-run`` says which);
+  threads, one tensor name read ahead, the background shard writer, the same heap
+  settings) and nothing else: ``floor (numpy)`` reads into numpy buffers without
+  importing torch, as the merge's numpy backend does; ``floor (torch)`` imports
+  torch and reads into torch tensors, as the torch backend does. Each merge is
+  compared with the floor of the backend it ran on (``--dry-run`` says which);
 * ``modularevo merge`` with ``task_arithmetic`` and ``ties`` (density 0.2);
 * ``mergekit-yaml`` on the same recipes, when it is installed (``--mergekit``).
 
@@ -40,6 +40,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from modularevo.io import ShardedWriter, TensorSpec, open_model
+from modularevo.utils.heap import reuse_freed_memory
 backend, paths, out = sys.argv[1], sys.argv[2:-1], Path(sys.argv[-1])
 readers = [open_model(p) for p in paths]
 if backend == "torch":
@@ -48,7 +49,8 @@ read = [r.read_numpy if backend == "numpy" else r.read for r in readers]
 names = readers[0].names()
 specs = [TensorSpec(n, readers[0].tensors[n].code, readers[0].tensors[n].shape) for n in names]
 out.mkdir(exist_ok=True)
-with ThreadPoolExecutor(2) as pool, ShardedWriter(out, specs, shard_bytes=2 * 10**9) as w:
+with ThreadPoolExecutor(2) as pool, ShardedWriter(out, specs, shard_bytes=2 * 10**9) as w, \
+        reuse_freed_memory():
     futs = [pool.submit(rd, names[0]) for rd in read]
     for j, name in enumerate(names):
         tensors = [f.result() for f in futs]  # every input byte, once

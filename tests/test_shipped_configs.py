@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from modularevo.cnn.config import MwTConfig
 from modularevo.config import load_config
 from modularevo.config.cost import CostConfig
 from modularevo.config.evolve import EvolveConfig
@@ -12,14 +13,17 @@ from modularevo.config.finetune import FinetuneConfig
 from modularevo.config.merge import MergeConfig
 from modularevo.config.modularize import ModularizeConfig
 from modularevo.models.pretrain import PretrainConfig
+from modularevo.moe.config import EMoEConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS: dict[str, type[BaseModel]] = {
     "cost": CostConfig,
+    "emoe": EMoEConfig,
     "evolve": EvolveConfig,
     "finetune": FinetuneConfig,
     "merge": MergeConfig,
     "modularize": ModularizeConfig,
+    "mwt": MwTConfig,
     "pretrain": PretrainConfig,
 }
 FILES = sorted(CONFIGS.rglob("*.yaml"))

@@ -38,9 +38,9 @@ def ls_cmd(
     table.add_column("paper", overflow="fold")
     for name in names:
         m = MERGE_METHODS.get(name)
-        flags = [f for f, on in (("needs base", m.needs_base), ("masks", m.uses_masks),
-                                 ("random", m.randomized),
-                                 ("numpy backend", m.extras.get("numpy", False))) if on]  # fmt: skip
+        marks = (("needs base", m.needs_base), ("masks", m.uses_masks), ("random", m.randomized),
+                 ("numpy backend", m.extras.get("numpy", False)))  # fmt: skip
+        flags = [f for f, on in marks if on]
         summary = m.summary + (f" [dim]({', '.join(flags)})[/]" if flags else "")
         params = "\n".join(_describe(p) for p in m.params) or "—"
         table.add_row(name, summary, params, m.paper)
