@@ -51,3 +51,14 @@ def test_lazy_module_imports_on_first_attribute_and_caches(tmp_path: Path, monke
     with pytest.raises(AttributeError):
         _ = mod.MISSING
     del sys.modules["lazy_probe_mod"]
+
+
+def test_reuse_freed_memory_restores_and_survives_errors():
+    from modularevo.utils import heap
+
+    with heap.reuse_freed_memory():
+        buf = bytearray(8 * 2**20)  # below the raised mmap threshold: comes from the heap
+        del buf
+    with pytest.raises(RuntimeError), heap.reuse_freed_memory():
+        raise RuntimeError("boom")
+    heap.release_free_heap()  # no-op off glibc, never raises

@@ -34,6 +34,7 @@ from modularevo.merging.plan import MergePlan, plan_merge
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.heap import reuse_freed_memory
 from modularevo.utils.lazy import LazyModule
 from modularevo.utils.runinfo import run_info
 
@@ -99,7 +100,8 @@ def execute(
     thresholds = global_thresholds(plan) if plan.needs_thresholds() else None
     specs = [TensorSpec(t.name, t.out_code, t.shape) for t in plan.tasks]
     meta = {"modularevo_method": plan.method.name}
-    with ThreadPoolExecutor(1) as side, atomic_dir(out, overwrite=overwrite) as tmp:
+    with ThreadPoolExecutor(1) as side, atomic_dir(out, overwrite=overwrite) as tmp, \
+            reuse_freed_memory():  # fmt: skip
         info = side.submit(run_info, plan.config.seed)  # git + versions, meanwhile
         with ShardedWriter(tmp, specs, shard_bytes=plan.config.shard_bytes, metadata=meta) as w:
             _stream(plan, w, thresholds, progress)

@@ -18,10 +18,8 @@ tensors or numpy arrays, as the plan's backend (:mod:`.backend`) reads them.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from modularevo.merging.backend import TorchBackend
 from modularevo.merging.plan import MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
 from modularevo.merging.thresholds import topk_cuts
+from modularevo.utils.heap import release_free_heap
 from modularevo.utils.seed import derived_generator
 
 if TYPE_CHECKING:
@@ -50,26 +49,6 @@ def check_finite(t: Tensor, name: str, where: str) -> None:
         InputError: naming the tensor, the model and how many bad values it holds.
     """
     TorchBackend().check_finite(t, name, where)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def release_free_heap() -> None:
-    """Return freed heap memory of every thread's malloc arena to the OS (glibc only).
-
-    Tensors below glibc's mmap threshold (up to 32 MiB) live in per-thread arenas,
-    which keep freed memory; without this, the reads of one big tensor would add to
-    what earlier small tensors left behind in the process's peak RSS.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str]]:
