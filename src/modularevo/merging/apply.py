@@ -16,6 +16,7 @@ failed or interrupted merge leaves no output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from modularevo.config.merge import MergeConfig, load_merge_config
 from modularevo.errors import ConfigError
@@ -119,10 +119,10 @@ def _stream(
     aliased = {t.alias_of for t in plan.tasks if t.action == "alias"}
     total = sum(t.numel for t in plan.tasks)
     reads = Prefetcher(plan, plan.tasks, threads=READ_THREADS)
-    with plan.backend.compute_threads(_chunked(plan)) as pool, tqdm(
-        total=total, unit="param", unit_scale=True, disable=not progress,
-        desc=f"merge ({plan.method.name})",
-    ) as bar:  # fmt: skip
+    with (
+        plan.backend.compute_threads(_chunked(plan)) as pool,
+        _progress_bar(total, f"merge ({plan.method.name})", progress) as bar,
+    ):
         try:
             for task, inputs in reads:
                 if task.action == "merge":
@@ -140,6 +140,20 @@ def _stream(
                 del t
         finally:
             reads.close()
+
+
+def _progress_bar(total: int, desc: str, show: bool) -> Any:
+    """A tqdm bar over parameters; tqdm (with its asyncio import) is loaded only to show one."""
+    if not show:
+        return contextlib.nullcontext(_NoBar())
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="param", unit_scale=True, desc=desc)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        """Nothing to show."""
 
 
 def _chunked(plan: MergePlan) -> bool:
