@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import run_cli
 
 transformers = pytest.importorskip("transformers")
 
@@ -61,10 +60,10 @@ def _recipe(tmp: Path, method: str = "ties") -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build", [_gptneo, _bert, _t5], ids=["gptneo", "bert", "t5"])
-def test_cli_merge_loads_and_runs(tmp_path: Path, capsys, build):
+def test_cli_merge_loads_and_runs(tmp_path: Path, build, run_cli):
     auto = _save_family(tmp_path, build)
     argv = ["merge", str(_recipe(tmp_path)), str(tmp_path / "out"), "--no-progress"]
-    code, text = run_cli(argv, capsys)
+    code, text = run_cli(argv)
     assert code == 0, text
     out = tmp_path / "out"
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -85,30 +84,30 @@ def test_cli_merge_loads_and_runs(tmp_path: Path, capsys, build):
 
 
 @pytest.mark.slow
-def test_cli_dry_run_validate_ls_and_errors(tmp_path: Path, capsys):
+def test_cli_dry_run_validate_ls_and_errors(tmp_path: Path, run_cli):
     _save_family(tmp_path, _gptneo)
     recipe = _recipe(tmp_path)
-    code, text = run_cli(["merge", str(recipe), str(tmp_path / "out"), "--dry-run"], capsys)
+    code, text = run_cli(["merge", str(recipe), str(tmp_path / "out"), "--dry-run"])
     assert code == 0, text
     assert "working memory" in text
     assert not (tmp_path / "out").exists()
-    code, text = run_cli(["validate", str(recipe)], capsys)
+    code, text = run_cli(["validate", str(recipe)])
     assert code == 0, text
-    code, text = run_cli(["ls"], capsys)
+    code, text = run_cli(["ls"])
     assert code == 0
     assert "task_arithmetic" in text
-    code, text = run_cli(["merge", str(recipe), str(tmp_path / "o"), "merge_method=tie"], capsys)
+    code, text = run_cli(["merge", str(recipe), str(tmp_path / "o"), "merge_method=tie"])
     assert code == 2
     assert "Did you mean" in text
     assert "Traceback" not in text
     argv = ["merge", str(recipe), str(tmp_path / "o"), "models.0.parameters.density=2"]
-    code, text = run_cli(argv, capsys)
+    code, text = run_cli(argv)
     assert code == 2
     assert "density: must be <= 1.0" in text
 
 
 @pytest.mark.slow
-def test_cli_nan_leaves_no_output(tmp_path: Path, capsys):
+def test_cli_nan_leaves_no_output(tmp_path: Path, run_cli):
     from safetensors.torch import load_file, save_file
 
     _save_family(tmp_path, _gptneo)
@@ -117,7 +116,7 @@ def test_cli_nan_leaves_no_output(tmp_path: Path, capsys):
     last = sorted(sd)[-1]
     sd[last].view(-1)[0] = float("inf")
     save_file(sd, str(f), metadata={"format": "pt"})
-    code, text = run_cli(["merge", str(_recipe(tmp_path)), str(tmp_path / "out")], capsys)
+    code, text = run_cli(["merge", str(_recipe(tmp_path)), str(tmp_path / "out")])
     assert code == 2
     assert "Inf" in text
     assert "Traceback" not in text

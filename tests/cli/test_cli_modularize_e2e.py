@@ -4,27 +4,26 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
 
 pytest.importorskip("transformers")
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "modularize" / "tiny_test.yaml"
 
 
-def test_modularize_dry_run_prints_config_and_writes_nothing(tmp_path: Path, capsys) -> None:
+def test_modularize_dry_run_prints_config_and_writes_nothing(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "run"
-    code, text = run_cli(["modularize", str(CONFIG), f"output_dir={out}", "--dry-run"], capsys)
+    code, text = run_cli(["modularize", str(CONFIG), f"output_dir={out}", "--dry-run"])
     assert code == 0, text
     assert '"alpha": 50.0' in text
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_modularize_then_analyze_through_the_cli(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_modularize_then_analyze_through_the_cli(tmp_path: Path, monkeypatch, run_cli) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "run"
     args = ["modularize", str(CONFIG), f"output_dir={run}", "progress=false", "steps=60"]
-    code, text = run_cli(args, capsys)
+    code, text = run_cli(args)
     assert code == 0, text
     modules = sorted(run.glob("module-*.safetensors"))
     assert [p.name for p in modules] == [
@@ -35,7 +34,7 @@ def test_modularize_then_analyze_through_the_cli(tmp_path: Path, capsys, monkeyp
     assert (run / "modularize.json").is_file()
 
     out = tmp_path / "analysis"
-    code, text = run_cli(["analyze", *map(str, modules), "--out", str(out), "--no-plots"], capsys)
+    code, text = run_cli(["analyze", *map(str, modules), "--out", str(out), "--no-plots"])
     assert code == 0, text
     report = json.loads((out / "analysis.json").read_text())
     assert len(report["modules"]) == 3

@@ -3,45 +3,29 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from modularevo.cli.emoe import parse_layers
-from modularevo.cli.main import main
 from modularevo.errors import ConfigError
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["modularevo", *argv]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out + cap.err
-
-
-def test_convert_then_inspect_tiny_bert(tmp_path, capsys):
+def test_convert_then_inspect_tiny_bert(tmp_path, run_cli):
     out = tmp_path / "emoe"
     args = ["emoe", "convert", "tiny-bert", str(out), "-E", "4", "-k", "2", "--layers", "1"]
-    code, text = _run(args, capsys)
+    code, text = run_cli(args)
     assert code == 0, text
     assert "4 experts of 16 neurons" in text
     meta = json.loads((out / "emoe.json").read_text())
     assert (meta["experts"], meta["top_k"], meta["layers"]) == (4, 2, [1])
     assert (out / "tokenizer_config.json").is_file()
-    code, text = _run(["emoe", "inspect", str(out), "--text", "hello there"], capsys)
+    code, text = run_cli(["emoe", "inspect", str(out), "--text", "hello there"])
     assert code == 0, text
     assert "model output cosine" in text
 
 
-def test_convert_errors_exit_2_with_message(tmp_path, capsys):
-    code, text = _run(["emoe", "convert", "tiny-bert", str(tmp_path / "x"), "-E", "5"], capsys)
+def test_convert_errors_exit_2_with_message(tmp_path, run_cli):
+    code, text = run_cli(["emoe", "convert", "tiny-bert", str(tmp_path / "x"), "-E", "5"])
     assert code == 2
     assert "does not divide 64" in " ".join(text.split())
     assert not (tmp_path / "x").exists()
@@ -55,17 +39,15 @@ def test_parse_layers():
         parse_layers("1,x")
 
 
-def test_convert_reads_yaml_config_and_flags_override(tmp_path, capsys):
+def test_convert_reads_yaml_config_and_flags_override(tmp_path, run_cli):
     cfg = tmp_path / "emoe.yaml"
     cfg.write_text("experts: 8\ntop_k: 2\nlayers: [0]\nassign: greedy\n")
     out = tmp_path / "emoe"
-    code, text = _run(
-        ["emoe", "convert", "tiny-gptneo", str(out), "-c", str(cfg), "-k", "3"], capsys
-    )
+    code, text = run_cli(["emoe", "convert", "tiny-gptneo", str(out), "-c", str(cfg), "-k", "3"])
     assert code == 0, text
     meta = json.loads((out / "emoe.json").read_text())
     assert (meta["experts"], meta["top_k"], meta["layers"]) == (8, 3, [0])
     cfg.write_text("experts: 8\ntop_k: 2\nrouter: cosine\n")
-    code, text = _run(["emoe", "convert", "tiny-bert", str(tmp_path / "y"), "-c", str(cfg)], capsys)
+    code, text = run_cli(["emoe", "convert", "tiny-bert", str(tmp_path / "y"), "-c", str(cfg)])
     assert code == 2
     assert "router: unknown key" in text
