@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from modularevo.moe.config import EMoEConfig
+
 Strategy = Literal["module", "full", "lora"]
 
 
@@ -93,6 +95,9 @@ class FinetuneConfig(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = Field(False, description="force CPU even when a GPU is present")
     lora: LoraOptions = Field(default_factory=lambda: LoraOptions.model_validate({}))
+    emoe: EMoEConfig | None = Field(
+        None, description="split FFNs into EMoE experts before training (arXiv 2310.10908)"
+    )
     progress: bool = True
 
     @model_validator(mode="after")
@@ -104,4 +109,9 @@ class FinetuneConfig(BaseModel):
             )
         if self.strategy != "module" and self.module:
             raise ValueError(f"`module` is only used by strategy 'module', not {self.strategy!r}")
+        if self.emoe is not None and self.strategy == "module":
+            raise ValueError(
+                "`emoe` reorders FFN neurons, so a module's masks would no longer line up; "
+                "use emoe with strategy 'full' or 'lora'"
+            )
         return self

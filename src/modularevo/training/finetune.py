@@ -130,6 +130,10 @@ def finetune(
         model, tokenizer = load_model(config.model, "classifier", num_labels=label_info(dataset)[0])
     elif tokenizer is None:
         raise InputError("finetune(model=...) needs the model's `tokenizer` too")
+    if config.emoe is not None:
+        from modularevo.moe.convert import emoe_convert
+
+        emoe_convert(model, config.emoe)  # deterministic: a resumed run converts identically
     run = _build_run(config, acc, model, prepare_data(config, dataset, tokenizer), out)
     start = time.perf_counter()
     state = _resume_or_start(run)
@@ -339,6 +343,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
         model = st.merge_lora(model)
     metrics: dict[str, Any] = {
         "strategy": cfg.strategy,
+        "emoe": cfg.emoe.model_dump() if cfg.emoe is not None else None,
         "model": cfg.model,
         "task": cfg.task,
         "steps": state.step,
@@ -361,15 +366,25 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
-        with atomic_dir(model_dir, overwrite=True) as tmp:
-            model.save_pretrained(tmp)  # pyright: ignore[reportCallIssue]
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
+        _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None)
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
     acc.wait_for_everyone()
     return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics, model=model)
+
+
+def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
+    """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
+    if emoe:
+        from modularevo.moe.store import save_emoe
+
+        save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
+        return
+    with atomic_dir(model_dir, overwrite=True) as tmp:
+        model.save_pretrained(tmp)  # pyright: ignore[reportCallIssue]
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
 
 
 __all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]
