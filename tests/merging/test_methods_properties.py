@@ -41,7 +41,7 @@ IDENTITY = {
     "della_linear": (1, {}),
     "slerp": (1, {"t": 1.0}),
     "model_stock": (3, {}),
-    "cabs": (2, {"n": 4, "m": 4}),  # first model takes every position
+    "cabs": (2, {"n": 2, "m": 4}),  # the two copies split every block between them
     "modularevo": (1, {}),
 }
 # Methods whose result does not depend on the order of the models.
