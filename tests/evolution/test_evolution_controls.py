@@ -36,7 +36,8 @@ def test_random_control_retention_and_predictions(tmp_path: Path) -> None:
     keys = {p.name for p in (root / "finetunes" / "r1").iterdir()}
     assert {"base-ta-module", "base-ta-module-random", "base-ta-full"} <= keys
     base0 = run.read_record("base", 0)
-    assert set(base0.retention) == {"tc"} and "tc" not in base0.scores
+    assert set(base0.retention) == {"tc"}
+    assert "tc" not in base0.scores
     for name in ("modularevo", "modularevo_random", "ft_cabs"):
         rec = run.read_record(name, 1)
         assert set(rec.retention) == {"tc"}, name
@@ -77,6 +78,7 @@ def test_a_failed_gate_stops_before_the_main_phase(tmp_path: Path) -> None:
     with pytest.raises(GateError, match="gate failed"):
         evolve(cfg, datasets=data, texts=texts)
     run = RunDir(tmp_path / "evo")
-    assert run.has_round("single_task", 1) and not run.has_round("ft_task_arithmetic", 1)
+    assert run.has_round("single_task", 1)
+    assert not run.has_round("ft_task_arithmetic", 1)
     # the round-1 full fine-tunes stay for the main phase of a later, resumed run
     assert list((tmp_path / "evo" / "finetunes" / "r1").glob("*/tuned.safetensors"))

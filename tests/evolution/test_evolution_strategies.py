@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from modularevo.config.evolve import ALL_STRATEGIES
-from modularevo.errors import UnknownNameError
-from modularevo.errors import ConfigError
+from modularevo.errors import ConfigError, UnknownNameError
 from modularevo.evolution.strategies import STRATEGIES, cabs_n, get_strategy
 from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params
@@ -50,7 +49,8 @@ def test_cabs_with_k_tasks_refuses_k_times_n_above_m() -> None:
     # the search only ever sees the usable densities
     assert cabs.usable_densities([0.1, 0.25, 0.5], 4, cabs_block=8) == [0.1, 0.25]
     assert get_strategy("ft_ties").usable_densities([0.5], 4) == [0.5]
-    assert cabs_n(0.01, 8) == 1 and cabs_n(1.0, 8) == 8
+    assert cabs_n(0.01, 8) == 1
+    assert cabs_n(1.0, 8) == 8
     with pytest.raises(ValueError, match=r"K=3 models and n:m = 2:4"):
         MERGE_METHODS.get("cabs").fn([torch.zeros(4)] * 3, torch.zeros(4), n=2, m=4)
 

@@ -162,10 +162,7 @@ def paired_difference(
     """
     d = np.asarray(draws_a) - np.asarray(draws_b)
     lo, hi = interval(d, confidence)
-    if np.all(d == 0):
-        p = 1.0
-    else:
-        p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    p = 1.0 if np.all(d == 0) else float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
     return {"diff": float(estimate), "lo": lo, "hi": hi, "p": p}
 
 

@@ -11,6 +11,12 @@ For each round r = 1..R and each strategy (see :mod:`modularevo.evolution.strate
 3. every task is scored on validation and test; the merged model is the next
    round's current model.
 
+Round 0 is the untouched base with linear-probe heads. With ``gate_min_gain`` set, the
+gate runs next: round 1 of ``single_task`` only, then the run stops (:class:`GateError`)
+unless single_task beats base by that many points on every task's validation; modules
+and every other strategy (the main phase) come after. Retention tasks are scored with
+their fixed round-0 probe heads on every merged backbone.
+
 Every step writes its outputs atomically, so a killed run resumes where it stopped.
 """
 
@@ -111,22 +117,26 @@ def evolve(
     ws = Workspace(cfg, datasets=datasets)
     ctx = _Ctx(cfg, ws, build_evaluator(cfg, ws), run, {}, JobRunner(cfg, ws), None)
     ctx.retention = build_retention_evaluator(cfg, ws)
-    total = 2 + cfg.rounds * len(cfg.strategies)
+    total = 2 + cfg.rounds * len(cfg.strategies) + (cfg.gate_min_gain is not None)
     with tqdm(total=total, desc="evolve", disable=not cfg.progress, unit="step") as bar:
         ctx.bar = bar
+        bar.set_description("evolve: base + probes")
+        ensure_base(cfg, ws, ctx.ev, run, ctx.retention)
+        base_state = run.read_state("base", 0)
+        ctx.retention_heads = {t: base_state.tasks[t] for t in cfg.retention_tasks}
+        bar.update(1)
+        if cfg.gate_min_gain is not None:  # before the main phase (modules included)
+            bar.set_description("evolve: gate (single_task, round 1)")
+            _run_strategies(ctx, 1, ["single_task"])
+            check_gate(ctx.run, cfg.tasks, cfg.gate_min_gain)
         if any(get_strategy(s).train == "module" for s in cfg.strategies):
             bar.set_description("evolve: modules")
             ctx.modules = ensure_modules(cfg, ws, run, dict(texts or {}))
             if any(get_strategy(s).random_mask for s in cfg.strategies):
                 ctx.twins = ensure_random_twins(cfg, run, ctx.modules)
         bar.update(1)
-        bar.set_description("evolve: base + probes")
-        ensure_base(cfg, ws, ctx.ev, run, ctx.retention)
-        base_state = run.read_state("base", 0)
-        ctx.retention_heads = {t: base_state.tasks[t] for t in cfg.retention_tasks}
-        bar.update(1)
         for rnd in range(1, cfg.rounds + 1):
-            _run_round(ctx, rnd)
+            _run_strategies(ctx, rnd, cfg.strategies)
     _save_finals(ctx)
     from modularevo.evolution.report import write_report
 
@@ -173,13 +183,6 @@ def plan_jobs(ctx: _Ctx, rnd: int, strategies: list[str]) -> dict[tuple[str, str
                 by_key[key] = FinetuneJob(key, rnd, task, s.train, str(path), module, str(out_dir))
             out[(name, task)] = by_key[key]
     return out
-
-
-def _run_round(ctx: _Ctx, rnd: int) -> None:
-    if rnd == 1 and ctx.cfg.gate_min_gain is not None:
-        _run_strategies(ctx, 1, ["single_task"])
-        check_gate(ctx.run, ctx.cfg.tasks, ctx.cfg.gate_min_gain)
-    _run_strategies(ctx, rnd, ctx.cfg.strategies)
 
 
 def check_gate(run: RunDir, tasks: list[str], min_gain: float) -> dict[str, float]:

@@ -1,11 +1,13 @@
 """``modularevo quickstart``: the whole method end to end on the embedded defaults, in minutes.
 
 MiniLM and two offline tasks from different domains (the first two available of
-``lang-id``, ``legal-category``, ``math-type``, ``code-package``: the first two build
-their data in seconds) on small slices:
-learn each domain's module, fine-tune inside the modules and in full, merge with
-ModularEvo and two baselines (task arithmetic, TIES), evaluate, and write the report.
-The same settings are in ``configs/evolve/quickstart.yaml``.
+``lang-id``, ``code-package``, ``legal-category``, ``math-type``: the first two build
+their data in seconds, and fine-tuning clearly learns them, unlike ``math-type``, which
+the untouched backbone already solves): learn each domain's module, fine-tune 120
+steps inside the modules and in full (warm-up, best step chosen on validation with the
+start included), merge with ModularEvo and task arithmetic, evaluate on 600 test
+examples per task, and print every figure with its 95% interval and a plain-language
+reading. The same settings are in ``configs/evolve/quickstart.yaml``.
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ from typing import Any
 
 from modularevo.config.evolve import EvolveConfig
 
-PREFERRED_TASKS = ("lang-id", "legal-category", "math-type", "code-package")
+PREFERRED_TASKS = ("lang-id", "code-package", "legal-category", "math-type")
 
 QUICKSTART: dict[str, Any] = {
     "model": "minilm",
     "rounds": 1,
-    "strategies": ["base", "single_task", "modularevo", "ft_task_arithmetic", "ft_ties"],
+    "strategies": ["base", "single_task", "modularevo", "ft_task_arithmetic"],
     "modularize": {"steps": 40, "lr": 0.03, "batch_size": 8, "max_length": 64,
                    "max_train_texts": 2000, "max_val_texts": 64,
                    "extra": {"init_high": 0.1, "eval_every": 20, "eval_batches": 1}},
-    "finetune": {"lr": 3e-4, "head_lr": 2e-3, "batch_size": 16,
-                 "max_length": 64, "max_steps": 50, "eval_every": 25,
-                 "max_train_examples": 960},
-    "search": {"lambdas": [0.5, 0.8, 1.0], "densities": [0.5], "refine_passes": 1,
+    "finetune": {"lr": 1.5e-4, "module_lr": 3e-4, "head_lr": 2e-3, "batch_size": 16,
+                 "max_length": 64, "max_steps": 120, "warmup_steps": 12, "eval_every": 40,
+                 "patience": None, "max_train_examples": 1920},
+    "search": {"lambdas": [0.6, 1.0], "densities": [0.5], "refine_passes": 1,
                "refine_step": 0.2},
-    "max_eval_examples": 250,
-    "max_search_examples": 120,
+    "max_eval_examples": 600,
+    "max_search_examples": 200,
     "probe_steps": 100,
     "output_dir": "runs/quickstart",
 }  # fmt: skip

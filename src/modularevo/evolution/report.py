@@ -593,3 +593,59 @@ def _plots(
         plt.close(fig)
         paths.append(out / "module_overlap.png")
     return paths
+
+
+def _reading_diff(d: dict[str, float]) -> str:
+    ci = f"{d['diff']:+.1f} points [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+    if d["lo"] > 0:
+        return f"{ci}: higher, the interval excludes 0"
+    if d["hi"] < 0:
+        return f"{ci}: lower, the interval excludes 0"
+    return f"{ci}: inside the noise (the interval includes 0)"
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The last round's figures with 95% intervals, then a plain-language reading.
+
+    Args:
+        data: the content of ``report.json``.
+    """
+    tasks = data["config"]["tasks"]
+    rows = last_round_rows(data["table_test"])
+    stats = data.get("stats")
+    if not rows:
+        return ["no completed round"]
+    if stats is None:
+        return [markdown_table(rows, tasks)]
+    rnd = rows[0]["round"]
+    by = {r["strategy"]: r for r in stats["rows"] if r["round"] == rnd}
+    n = ", ".join(f"{t} {k}" for t, k in stats["n"].items())
+    head = ["strategy", *tasks, "abs avg", "norm avg"]
+    table = [head]
+    for r in rows:
+        s = by[r["strategy"]]
+        cells = [r["strategy"], *(_ci(s["tasks"][t]) for t in tasks), _ci(s["abs_avg"])]
+        table.append([*cells, _ci(s.get("norm_avg"))])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = [f"round {rnd}, test accuracy % [95% interval]; test examples: {n}"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
+    lines += ["", "Reading (absolute average over tasks; paired 95% intervals):"]
+    names = [r["strategy"] for r in rows]
+    if "base" in names:
+        for name in names:
+            if name != "base":
+                pair = find_pair(stats, rnd, name, "base")
+                if pair is not None:
+                    lines.append(f"- {name} vs base: {_reading_diff(pair['abs_avg'])}")
+    if "modularevo" in names:
+        for other in names:
+            if other.startswith("ft_") or other in ("single_task", "modularevo_random"):
+                pair = find_pair(stats, rnd, "modularevo", other)
+                if pair is not None:
+                    lines.append(f"- modularevo vs {other}: {_reading_diff(pair['abs_avg'])}")
+    half = max((d["hi"] - d["lo"]) / 2 for s in by.values() for d in s["tasks"].values())
+    lines.append(
+        f"- one task's accuracy here is uncertain by up to ±{half:.1f} points; a difference "
+        "whose interval includes 0 is not evidence either way"
+    )
+    return lines
