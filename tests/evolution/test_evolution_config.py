@@ -55,7 +55,7 @@ def test_finetune_options_are_a_partial_finetune_config() -> None:
 
     cfg = EvolveConfig.model_validate({"tasks": ["a"], "finetune": {"lr": 1e-4, "max_steps": 7}})
     assert isinstance(cfg.finetune, FinetuneConfig)  # one schema, one default per knob
-    defaults = FinetuneConfig(model="m", task="t", strategy="full")
+    defaults = FinetuneConfig.model_validate({"model": "m", "task": "t", "strategy": "full"})
     for key in ("eval_every", "patience", "warmup_steps", "eval_at_start", "weight_decay"):
         assert getattr(cfg.finetune, key) == getattr(defaults, key), key
     job = cfg.finetune.for_job({"model": "m", "task": "t", "seed": 3, "output_dir": "x"})

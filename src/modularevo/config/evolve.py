@@ -152,6 +152,9 @@ class EvolveConfig(_Frozen):
     keep_finetuned: bool = Field(default=False, description="keep every fine-tuned model folder")
     plots: bool = True
     progress: bool = True
+    stage_progress: bool = Field(
+        default=True, description="a bar per fine-tune and module too (false: the run's bar only)"
+    )
     cpu: bool = False
 
     @field_validator("strategies")

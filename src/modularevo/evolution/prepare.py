@@ -107,7 +107,7 @@ def _learn_module(
             "snapshot_levels": levels,
             "seed": derived_seed(cfg.seed, "modularize", domain) % 2**31,
             "output_dir": str(out),
-            "progress": cfg.progress,
+            "progress": cfg.progress and cfg.stage_progress,
             **o.extra,
         }
     )

@@ -12,6 +12,9 @@ reading. The same settings are in ``configs/evolve/quickstart.yaml``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ QUICKSTART: dict[str, Any] = {
     "max_search_examples": 200,
     "probe_steps": 100,
     "output_dir": "runs/quickstart",
+    "stage_progress": False,
 }  # fmt: skip
 
 
@@ -83,4 +87,29 @@ def quickstart(
     from modularevo.evolution.loop import evolve
 
     cfg = quickstart_config(tasks=tasks, output_dir=output_dir, progress=progress)
-    return evolve(cfg, overrides=overrides)
+    with _quiet_loading():
+        return evolve(cfg, overrides=overrides)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide what is expected here: fresh heads on load, and per-load progress bars.
+
+    The classifier and masked-LM heads of MiniLM are new by design; Transformers' load
+    reports and "Loading weights" bars would otherwise fill the log. Restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    ours = logging.getLogger("modularevo.models.load")
+    level, hf_level = ours.level, hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    ours.setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        ours.setLevel(level)
+        hf_logging.set_verbosity(hf_level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -140,7 +140,7 @@ class JobRunner:
                 "output_dir": job.out_dir,
                 "train_shard": shard,
                 "cpu": self.cfg.cpu,
-                "progress": self.cfg.progress,
+                "progress": self.cfg.progress and self.cfg.stage_progress,
             }
         )
 
