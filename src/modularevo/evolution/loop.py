@@ -128,7 +128,12 @@ def evolve(
         if cfg.gate_min_gain is not None:  # before the main phase (modules included)
             bar.set_description("evolve: gate (single_task, round 1)")
             _run_strategies(ctx, 1, ["single_task"])
-            check_gate(ctx.run, cfg.tasks, cfg.gate_min_gain)
+            gains = check_gate(ctx.run, cfg.tasks, cfg.gate_min_gain)
+            tqdm.write(
+                "gate passed: single_task − base on validation after round 1 (points): "
+                + ", ".join(f"{t} {g:+.1f}" for t, g in gains.items())
+                + f" (>= {cfg.gate_min_gain:g} required)"
+            )
         if any(get_strategy(s).train == "module" for s in cfg.strategies):
             bar.set_description("evolve: modules")
             ctx.modules = ensure_modules(cfg, ws, run, dict(texts or {}))
