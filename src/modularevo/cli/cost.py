@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 
 console = Console()
 

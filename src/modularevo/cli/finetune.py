@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.training.finetune_config import FinetuneConfig
 
 console = Console()
 

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modularevo.config.merge import load_methods
+from modularevo.merging.recipe import load_methods
 from modularevo.merging.spec import MERGE_METHODS, Param
 
 console = Console()

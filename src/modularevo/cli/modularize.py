@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.modularize import ModularizeConfig
+from modularevo.training.modularize_config import ModularizeConfig
 
 console = Console()
 

@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 from modularevo.cost.meter import cpu_name, measure_cost, token_inputs
 from modularevo.cost.report import cost_json, cost_table, plot_cost
 from modularevo.deploy.extract import extract_module

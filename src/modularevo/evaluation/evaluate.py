@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
+from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
 from modularevo.evaluation.metrics import accuracy, macro_f1
-from modularevo.training.collate import pad_batch, pad_id_of, tokenize_split
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def score_split(
     batch_size: int = 64,
     accelerator: Any = None,
 ) -> dict[str, float]:
-    """Score tokenized ``examples`` (from :func:`~modularevo.training.collate.tokenize_split`).
+    """Score tokenized ``examples`` (from :func:`~modularevo.data.collate.tokenize_split`).
 
     Args:
         model: classifier returning ``.logits``.

@@ -22,14 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modularevo.config.merge import (
-    MergeConfig,
-    ModelEntry,
-    effective_models,
-    is_resolved,
-    method_of,
-    resolve_value,
-)
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config
@@ -42,6 +34,14 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
+from modularevo.merging.recipe import (
+    MergeConfig,
+    ModelEntry,
+    effective_models,
+    is_resolved,
+    method_of,
+    resolve_value,
+)
 from modularevo.merging.spec import MergeMethod
 
 if TYPE_CHECKING:

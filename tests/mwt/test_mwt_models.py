@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modularevo.cnn.layers import GatedConv, MaskGenerator, slice_gated
-from modularevo.cnn.models import CNN_MODELS, build_model, gated_layers
-from modularevo.cnn.reuse import compose_module
 from modularevo.errors import InputError, UnknownNameError
+from modularevo.mwt.layers import GatedConv, MaskGenerator, slice_gated
+from modularevo.mwt.models import CNN_MODELS, build_model, gated_layers
+from modularevo.mwt.reuse import compose_module
 
 TINY = ["test_vgg", "test_resnet"]
 

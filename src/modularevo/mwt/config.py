@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from modularevo.cnn.models import CNN_MODELS
 from modularevo.config.load import apply_overrides, load_yaml, validate
+from modularevo.mwt.models import CNN_MODELS
 
 
 class MwTConfig(BaseModel):
@@ -26,7 +26,7 @@ class MwTConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str = Field("vgg_small", description="registered CNN (modularevo.cnn.CNN_MODELS)")
+    model: str = Field("vgg_small", description="registered CNN (modularevo.mwt.CNN_MODELS)")
     data: str = Field("digits", description="image set: digits, mnist, fashion-mnist")
     max_train_examples: int | None = Field(
         None, ge=1, description="use only the first N training images (a seeded random order)"

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from modularevo.moe.config import EMoEConfig
+from modularevo.emoe.config import EMoEConfig
 
 Strategy = Literal["module", "full", "lora"]
 

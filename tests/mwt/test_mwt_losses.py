@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from modularevo.cnn.mwt import (
+from modularevo.mwt.losses import (
     class_kernel_frequency,
     cohesion_coupling_losses,
     jaccard_matrix,
@@ -14,7 +14,7 @@ from modularevo.cnn.mwt import (
     mwt_loss,
     pair_similarity,
 )
-from modularevo.cnn.reuse import kernel_retention_rate, module_keep
+from modularevo.mwt.reuse import kernel_retention_rate, module_keep
 
 R2 = 1 / math.sqrt(2)
 

@@ -28,7 +28,7 @@ class _Frozen(BaseModel):
 
 
 class ModularizeOptions(_Frozen):
-    """How each domain's module is learned (see :class:`~modularevo.config.modularize`)."""
+    """How each domain's module is learned (see :class:`~modularevo.training.modularize_config`)."""
 
     kind: Literal["auto", "causal_lm", "masked_lm", "seq2seq"] = Field(
         default="auto",

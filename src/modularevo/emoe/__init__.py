@@ -7,15 +7,15 @@ gates (the mean key of each expert). No parameters are added.
 
 Example:
     >>> from modularevo.models import load_model
-    >>> from modularevo.moe import emoe_convert, save_emoe, load_emoe
+    >>> from modularevo.emoe import emoe_convert, save_emoe, load_emoe
     >>> model, tok = load_model("minilm", "encoder")  # doctest: +SKIP
     >>> emoe_convert(model, experts=16, top_k=4, layers="last2")  # doctest: +SKIP
     >>> save_emoe(model, "runs/minilm-emoe", tokenizer=tok)  # doctest: +SKIP
     >>> model, tok = load_emoe("runs/minilm-emoe")  # doctest: +SKIP
 """
 
-from modularevo.moe.config import EMoEConfig, as_config, resolve_layers
-from modularevo.moe.convert import (
+from modularevo.emoe.config import EMoEConfig, as_config, resolve_layers
+from modularevo.emoe.convert import (
     FFNSite,
     emoe_convert,
     emoe_layers,
@@ -24,9 +24,9 @@ from modularevo.moe.convert import (
     permute_ffn_,
     refresh_gates,
 )
-from modularevo.moe.layer import EMoEFFN, FFNLayout, ffn_keys
-from modularevo.moe.report import EMoEReport, LayerReport, inspect_emoe
-from modularevo.moe.split import (
+from modularevo.emoe.layer import EMoEFFN, FFNLayout, ffn_keys
+from modularevo.emoe.report import EMoEReport, LayerReport, inspect_emoe
+from modularevo.emoe.split import (
     avg_k_gates,
     balanced_kmeans,
     cluster_sizes,
@@ -35,7 +35,7 @@ from modularevo.moe.split import (
     invert_permutation,
     normalize_rows,
 )
-from modularevo.moe.store import (
+from modularevo.emoe.store import (
     attach_emoe,
     convert_pretrained,
     load_emoe,

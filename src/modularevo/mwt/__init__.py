@@ -5,23 +5,15 @@ always uses the same kernels) and penalises coupling (classes share few kernels)
 per-class module and compose modules into a smaller CNN for a subset of classes.
 
 Example:
-    >>> from modularevo.cnn import load_mwt_config, train_mwt, extract_module, evaluate_module
+    >>> from modularevo.mwt import load_mwt_config, train_mwt, extract_module, evaluate_module
     >>> run = train_mwt(load_mwt_config(None, ["model=test_vgg", "epochs=3"]), "runs/mwt")
     >>> extract_module(run, [0, 1, 2], "runs/mwt-012")["krr"]
     >>> evaluate_module("runs/mwt-012")["test_acc"]
 """
 
-from modularevo.cnn.config import MwTConfig, load_mwt_config
-from modularevo.cnn.layers import GatedConv, MaskGenerator, slice_gated
-from modularevo.cnn.models import (
-    CNN_MODELS,
-    MaskedCNN,
-    MaskedResNet,
-    MaskedVGG,
-    build_model,
-    gated_layers,
-)
-from modularevo.cnn.mwt import (
+from modularevo.mwt.config import MwTConfig, load_mwt_config
+from modularevo.mwt.layers import GatedConv, MaskGenerator, slice_gated
+from modularevo.mwt.losses import (
     MwTLoss,
     PairSimilarity,
     class_kernel_frequency,
@@ -30,7 +22,15 @@ from modularevo.cnn.mwt import (
     mwt_loss,
     pair_similarity,
 )
-from modularevo.cnn.reuse import (
+from modularevo.mwt.models import (
+    CNN_MODELS,
+    MaskedCNN,
+    MaskedResNet,
+    MaskedVGG,
+    build_model,
+    gated_layers,
+)
+from modularevo.mwt.reuse import (
     class_masks,
     collect_gates,
     compose_module,
@@ -40,7 +40,7 @@ from modularevo.cnn.reuse import (
     load_module,
     module_keep,
 )
-from modularevo.cnn.train import evaluate_accuracy, load_images, load_run, train_mwt, train_step
+from modularevo.mwt.train import evaluate_accuracy, load_images, load_run, train_mwt, train_step
 
 __all__ = [
     "CNN_MODELS",

@@ -23,8 +23,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from modularevo.emoe.convert import PAPER, emoe_layers, find_ffn_sites, wrap_ffn
 from modularevo.errors import InputError
-from modularevo.moe.convert import PAPER, emoe_layers, find_ffn_sites, wrap_ffn
 
 META_FILE = "emoe.json"
 TENSOR_FILE = "emoe.safetensors"
@@ -78,7 +78,7 @@ def save_emoe(
     """Write ``model`` as a dense HF folder plus ``emoe.json`` and the gates, atomically.
 
     Args:
-        model: a model converted by :func:`~modularevo.moe.convert.emoe_convert`.
+        model: a model converted by :func:`~modularevo.emoe.convert.emoe_convert`.
         out: output folder.
         tokenizer: saved beside the model when given.
         overwrite: replace an existing folder.
@@ -220,7 +220,7 @@ def convert_pretrained(
     Args:
         source: an embedded model name (``minilm``, ``tiny-bert`` ...), or an HF folder.
         out: output folder (written atomically).
-        cfg: an :class:`~modularevo.moe.config.EMoEConfig` or a dict of its fields.
+        cfg: an :class:`~modularevo.emoe.config.EMoEConfig` or a dict of its fields.
         kind: how to load ``source``; default the embedded model's kind, ``classifier``
             for a saved modularevo classifier, else the class named in ``config.json``.
         overwrite: replace an existing output folder.
@@ -233,8 +233,8 @@ def convert_pretrained(
     """
     import time
 
-    from modularevo.moe.config import as_config
-    from modularevo.moe.convert import emoe_convert
+    from modularevo.emoe.config import as_config
+    from modularevo.emoe.convert import emoe_convert
 
     config = as_config(cfg)  # validate before loading anything
     model, tok = _load_source(source, kind)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from modularevo.evolution.merge_mem import merge_state_dicts, task_vector_norms
+from modularevo.merging.in_memory import merge_state_dicts, task_vector_norms
 
 
 def _sd(w: list[float], head: float = 0.0) -> dict[str, torch.Tensor]:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from emoe_helpers import BUILDERS, main_output, tiny_bert
 
-from modularevo.errors import ConfigError, InputError
-from modularevo.moe import (
+from modularevo.emoe import (
     EMoEConfig,
     EMoEFFN,
     emoe_convert,
@@ -18,6 +17,7 @@ from modularevo.moe import (
     refresh_gates,
     resolve_layers,
 )
+from modularevo.errors import ConfigError, InputError
 
 
 @pytest.mark.parametrize("family", sorted(BUILDERS))

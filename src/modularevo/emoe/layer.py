@@ -5,7 +5,7 @@ sub-modules under their original attribute names (``dense`` for BERT's
 intermediate, ``c_fc``/``c_proj`` for GPT-2 and GPT-Neo), so the model's state-dict
 keys do not change and ``save_pretrained`` still writes a plain dense checkpoint.
 The gate vectors are a non-persistent fp32 buffer, saved apart by
-:func:`modularevo.moe.convert.save_emoe`.
+:func:`modularevo.emoe.convert.save_emoe`.
 
 Routing follows EMoE with unit weights (``--one_score`` in the reference, the
 LLaMA path; arXiv 2310.10908): router logits are ``x @ gates.T``, the top-k experts
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from modularevo.emoe.split import avg_k_gates, check_divisible, expert_mask, topk_experts
 from modularevo.errors import InputError
-from modularevo.moe.split import avg_k_gates, check_divisible, expert_mask, topk_experts
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class EMoEFFN(nn.Module):
 
     Expert e is the contiguous neuron block [e*s, (e+1)*s) of the key layer, so the
     weights must already be permuted into expert order (see
-    :func:`modularevo.moe.convert.emoe_convert`).
+    :func:`modularevo.emoe.convert.emoe_convert`).
 
     Args:
         parts: the FFN's sub-modules by attribute name (they are shared, not copied).

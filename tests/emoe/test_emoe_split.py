@@ -7,8 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from modularevo.errors import InputError
-from modularevo.moe.split import (
+from modularevo.emoe.split import (
     avg_k_gates,
     balanced_assign,
     balanced_kmeans,
@@ -21,6 +20,7 @@ from modularevo.moe.split import (
     normalize_rows,
     topk_experts,
 )
+from modularevo.errors import InputError
 
 needs_scipy = pytest.mark.skipif(
     importlib.util.find_spec("scipy") is None, reason="the exact 'lap' assignment needs scipy"

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from modularevo.emoe.convert import permute_ffn_
+from modularevo.emoe.layer import EMoEFFN, ffn_keys
 from modularevo.errors import InputError
-from modularevo.moe.convert import permute_ffn_
-from modularevo.moe.layer import EMoEFFN, ffn_keys
 
 D, DFF, E = 6, 12, 4  # expert size 3
 

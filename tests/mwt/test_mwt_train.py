@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from modularevo.cnn.config import load_mwt_config
-from modularevo.cnn.models import build_model
-from modularevo.cnn.reuse import evaluate_module, extract_module, load_module, parse_classes
-from modularevo.cnn.train import load_images, load_run, save_model, train_mwt, train_step
 from modularevo.errors import ConfigError, InputError
+from modularevo.mwt.config import load_mwt_config
+from modularevo.mwt.models import build_model
+from modularevo.mwt.reuse import evaluate_module, extract_module, load_module, parse_classes
+from modularevo.mwt.train import load_images, load_run, save_model, train_mwt, train_step
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modularevo.emoe.convert import emoe_layers, find_ffn_sites
+from modularevo.emoe.layer import EMoEFFN
+from modularevo.emoe.split import topk_experts
 from modularevo.errors import InputError
-from modularevo.moe.convert import emoe_layers, find_ffn_sites
-from modularevo.moe.layer import EMoEFFN
-from modularevo.moe.split import topk_experts
 
 DEFAULT_TEXTS: tuple[str, ...] = (
     "The court dismissed the appeal because the filing deadline had passed.",

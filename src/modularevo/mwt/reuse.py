@@ -28,17 +28,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from modularevo.cnn.config import MwTConfig
-from modularevo.cnn.models import MaskedCNN, build_model, gated_layers
-from modularevo.cnn.mwt import class_kernel_frequency, jaccard_matrix, keep_kernels
-from modularevo.cnn.train import (
+from modularevo.errors import InputError
+from modularevo.mwt.config import MwTConfig
+from modularevo.mwt.losses import class_kernel_frequency, jaccard_matrix, keep_kernels
+from modularevo.mwt.models import MaskedCNN, build_model, gated_layers
+from modularevo.mwt.train import (
     evaluate_accuracy,
     finetune_module,
     load_checked,
     load_images,
     load_run,
 )
-from modularevo.errors import InputError
 from modularevo.utils.atomic import atomic_dir, atomic_save_file, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def extract_module(
     """Build, measure and save the module of ``classes`` from an MwT run folder.
 
     Args:
-        run: a folder written by :func:`~modularevo.cnn.train.train_mwt`.
+        run: a folder written by :func:`~modularevo.mwt.train.train_mwt`.
         classes: the sub-task's class ids.
         out: module folder to write (``module.safetensors`` + ``module.json``), atomically.
         threshold: kernel-keeping threshold; default the run's ``threshold``.

@@ -26,11 +26,11 @@ import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modularevo.cnn.config import MwTConfig
-from modularevo.cnn.models import MaskedCNN, build_model
-from modularevo.cnn.mwt import MwTLoss, mwt_loss
 from modularevo.config.load import validate
 from modularevo.errors import InputError
+from modularevo.mwt.config import MwTConfig
+from modularevo.mwt.losses import MwTLoss, mwt_loss
+from modularevo.mwt.models import MaskedCNN, build_model
 from modularevo.utils.atomic import atomic_dir, atomic_save_file, atomic_write_text
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_generator, seed_everything

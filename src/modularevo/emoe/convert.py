@@ -3,7 +3,7 @@
 EMoE (arXiv 2310.10908): for each chosen FFN layer, cluster the L2-normalised key
 rows into E equal-size experts (balanced k-means), permute the neurons so expert e
 is the block [e*s, (e+1)*s) — the dense function is unchanged by this — compute the
-avg-k gates, and swap the FFN module for an :class:`~modularevo.moe.layer.EMoEFFN`.
+avg-k gates, and swap the FFN module for an :class:`~modularevo.emoe.layer.EMoEFFN`.
 
 Example:
     >>> from modularevo.models import load_model
@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modularevo.errors import InputError
-from modularevo.moe.config import EMoEConfig, as_config, resolve_layers
-from modularevo.moe.layer import LAYOUTS, EMoEFFN, FFNLayout, ffn_keys, is_conv1d
-from modularevo.moe.split import (
+from modularevo.emoe.config import EMoEConfig, as_config, resolve_layers
+from modularevo.emoe.layer import LAYOUTS, EMoEFFN, FFNLayout, ffn_keys, is_conv1d
+from modularevo.emoe.split import (
     avg_k_gates,
     balanced_kmeans,
     check_divisible,
@@ -35,6 +34,7 @@ from modularevo.moe.split import (
     expert_permutation,
     normalize_rows,
 )
+from modularevo.errors import InputError
 
 log = logging.getLogger(__name__)
 

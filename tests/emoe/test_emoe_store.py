@@ -9,8 +9,7 @@ import torch
 import transformers as tf
 from emoe_helpers import main_output, tiny_bert, tiny_gpt2
 
-from modularevo.errors import InputError
-from modularevo.moe import (
+from modularevo.emoe import (
     emoe_convert,
     emoe_layers,
     inspect_emoe,
@@ -18,6 +17,7 @@ from modularevo.moe import (
     read_emoe_meta,
     save_emoe,
 )
+from modularevo.errors import InputError
 
 
 @pytest.mark.parametrize("build", [tiny_bert, tiny_gpt2])

@@ -1,7 +1,7 @@
 """Small VGG- and ResNet-style CNNs with MwT channel gates, registered in :data:`CNN_MODELS`.
 
 As in MwT (https://arxiv.org/abs/2306.09376) the first conv of each network is ungated and every
-other conv is a :class:`~modularevo.cnn.layers.GatedConv`. ``forward`` returns the logits and the
+other conv is a :class:`~modularevo.mwt.layers.GatedConv`. ``forward`` returns the logits and the
 list of per-sample gates of the gated convs, in the order of :func:`gated_layers`.
 ``shrink`` builds the physically smaller network of a module (kept kernels + kept classes).
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modularevo.cnn.layers import GatedConv, slice_gated
+from modularevo.mwt.layers import GatedConv, slice_gated
 from modularevo.registry import Registry
 
 POOL = "M"  # marks a 2x2 max-pool in a VGG width list
