@@ -2,8 +2,8 @@
 
 The streaming executor (:func:`modularevo.merge`) reads and writes HF folders; the
 λ search of an evolution round merges the same small models dozens of times, so it
-calls the registered pure functions (``MERGE_METHODS``, see ``merging/spec.py``)
-directly on tensors held in memory, with the executor's calling contract:
+calls the registered pure functions directly on tensors held in memory, through the
+same :func:`~modularevo.merging.spec.call_method` as the streaming executor:
 generators seeded per (seed, tensor name, model index), module masks for methods
 with ``uses_masks``, no global thresholds (methods run with their per-tensor scope).
 
@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from modularevo.merging import MERGE_METHODS
-from modularevo.utils.seed import derived_generator
+from modularevo.merging.spec import MERGE_METHODS, call_method, method_generators
 
 StateDict = dict[str, Tensor]
 
@@ -60,15 +59,13 @@ def merge_state_dicts(
             out[name] = b
             continue
         tensors = [m[name] for m in models]
-        gens = None
-        if spec.randomized:
-            gens = [derived_generator(seed, name, i) for i in range(len(models))]
-        kw: dict[str, Any] = {}
+        mask_list = None
         if spec.uses_masks:
-            kw["masks"] = [
+            mask_list = [
                 None if m is None else m.get(name) for m in (masks or [None] * len(models))
             ]
-        merged = spec.fn(tensors, b, generators=gens, thresholds=None, **kw, **params)
+        gens = method_generators(spec, seed, name, range(len(models)))
+        merged = call_method(spec, tensors, b, params, generators=gens, masks=mask_list)
         out[name] = merged.to(b.dtype)
     return out
 

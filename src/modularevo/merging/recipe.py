@@ -246,8 +246,8 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
             if entry.mask is None:
                 problems.append(f"models: {entry.model!r} needs `mask: <module file>`")
     problems += _check_required(cfg, method)
-    if not problems and callable(method.extras.get("validate")):
-        problems += method.extras["validate"](_plain_params(cfg, method), n)
+    if not problems and method.validate is not None:
+        problems += method.validate(_plain_params(cfg, method), n)
     return problems
 
 
