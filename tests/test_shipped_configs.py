@@ -10,10 +10,10 @@ from modularevo.cost.config import CostConfig
 from modularevo.emoe.config import EMoEConfig
 from modularevo.evolution.config import EvolveConfig
 from modularevo.merging.recipe import MergeConfig
-from modularevo.models.pretrain import PretrainConfig
 from modularevo.mwt.config import MwTConfig
 from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.modularize_config import ModularizeConfig
+from modularevo.training.pretrain import PretrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS: dict[str, type[BaseModel]] = {

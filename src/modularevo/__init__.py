@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from modularevo.mwt.train import train_mwt
     from modularevo.training.finetune import FinetuneResult, finetune
     from modularevo.training.modularizer import modularize
+    from modularevo.training.pretrain import pretrain
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ _LAZY: dict[str, str] = {
     "measure_cost": "modularevo.cost.meter",
     "merge": "modularevo.merging.apply",
     "quickstart": "modularevo.evolution.quickstart",
+    "pretrain": "modularevo.training.pretrain",
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "measure_cost",
     "merge",
     "modularize",
+    "pretrain",
     "quickstart",
     "train_mwt",
 ]

@@ -21,32 +21,21 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from modularevo.models._pretrain_data import (
+from modularevo.models._tokenizers import train_bpe_tokenizer
+from modularevo.models.defaults import models_dir
+from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
+from modularevo.training.pretrain_data import (
     load_corpora,
     pack_blocks,
     sample_batch,
     tokenizer_sample,
 )
-from modularevo.models._tokenizers import train_bpe_tokenizer
-from modularevo.models.defaults import models_dir
 from modularevo.utils.atomic import atomic_dir
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_generator, seed_everything
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "pretrain_metrics.json"
-
-
-class GPTNeoArch(BaseModel):
-    """Size of the GPT-Neo decoder (defaults: the shipped ``gptneo-small``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    hidden_size: int = Field(256, gt=0)
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(1024, gt=0)
-    max_position_embeddings: int = Field(256, gt=0)
-    window_size: int = Field(128, gt=0)
 
 
 class PretrainConfig(BaseModel):
@@ -56,7 +45,7 @@ class PretrainConfig(BaseModel):
     name: str = "gptneo-small"
     corpora: list[str] = Field(default_factory=lambda: ["math", "law", "multilingual", "code"])
     max_docs_per_corpus: int | None = Field(20000, gt=0)
-    vocab_size: int = Field(8192, ge=300)
+    vocab_size: int = Field(DEFAULT_VOCAB_SIZE, ge=300)
     tokenizer_docs: int = Field(20000, gt=0)
     model: GPTNeoArch = Field(default_factory=lambda: GPTNeoArch.model_validate({}))
     seq_len: int = Field(128, gt=1)
@@ -73,29 +62,6 @@ class PretrainConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0)
     out: str | None = None
     progress: bool = True
-
-
-def gptneo_config(arch: GPTNeoArch, *, vocab_size: int, tokenizer: Any = None) -> Any:
-    """The HF ``GPTNeoConfig`` for ``arch``; global and local attention layers alternate."""
-    from transformers import GPTNeoConfig
-
-    pairs, odd = divmod(arch.num_layers, 2)
-    types: list[Any] = [[["global", "local"], pairs]] if pairs else []
-    if odd:
-        types.append([["global"], 1])
-    ids: dict[str, Any] = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 1}  # specials
-    if tokenizer is not None:
-        ids = {
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        }
-    return GPTNeoConfig(
-        vocab_size=vocab_size, hidden_size=arch.hidden_size, num_layers=arch.num_layers,
-        num_heads=arch.num_heads, intermediate_size=arch.intermediate_size,
-        max_position_embeddings=arch.max_position_embeddings, window_size=arch.window_size,
-        attention_types=types, **ids,
-    )  # fmt: skip
 
 
 def output_dir(cfg: PretrainConfig) -> Path:
