@@ -16,6 +16,8 @@ from torch import nn
 from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
 from modularevo.evaluation.metrics import accuracy, macro_f1
+from modularevo.evaluation.predict import eval_predictions
+from modularevo.utils.device import build_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def score_split(
     Returns:
         ``accuracy``, ``macro_f1``, ``loss`` and ``n``.
     """
-    from modularevo.training.loop import build_accelerator, eval_predictions
-
     if not examples:
         raise InputError("the split to evaluate is empty; nothing to score")
     acc = accelerator or build_accelerator()

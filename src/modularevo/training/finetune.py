@@ -44,7 +44,6 @@ from modularevo.training.finetune_io import (
 )
 from modularevo.training.loop import (
     TrainState,
-    build_accelerator,
     global_batches,
     load_checkpoint,
     local_part,
@@ -53,6 +52,7 @@ from modularevo.training.loop import (
 )
 from modularevo.training.masked_optim import mask_gradients_
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.device import build_accelerator
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
