@@ -386,8 +386,3 @@ def method_of(cfg: MergeConfig) -> MergeMethod:
     """The registered method ``cfg`` names (methods imported first)."""
     load_methods()
     return MERGE_METHODS.get(cfg.merge_method)
-
-
-def param_schema(method: MergeMethod) -> dict[str, Param]:
-    """The method's parameters by name."""
-    return {p.name: p for p in method.params}
