@@ -18,6 +18,7 @@ def cost_cmd(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. repeats=20"),
 ) -> None:
     """Measure the dense model and the module interleaved in one run; table, plot and JSON."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.runner import run_cost
 
     cfg = load_config(CostConfig, config, overrides or [])

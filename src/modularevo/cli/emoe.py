@@ -20,6 +20,7 @@ from rich.table import Table
 from modularevo.errors import ConfigError
 
 if TYPE_CHECKING:
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.emoe.report import EMoEReport
 
 app = typer.Typer(help="Emergent MoE (arXiv 2310.10908): FFNs -> experts.", no_args_is_help=True)
@@ -56,6 +57,7 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Cluster FFN keys into equal-size experts and save the EMoE model."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.emoe.store import convert_pretrained
 
     cfg = _settings(config, experts=experts, top_k=top_k, layers=layers, seed=seed)
@@ -69,6 +71,7 @@ def convert_cmd(
 
 def _settings(config: Path | None, **flags: object) -> dict[str, object]:
     """The YAML config (if any) with the flags that were given laid over it."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.config.load import load_yaml
 
     if isinstance(flags.get("layers"), str):
@@ -84,6 +87,7 @@ def inspect_cmd(
     max_length: int = typer.Option(64, help="Truncate inputs to this many tokens."),
 ) -> None:
     """Experts per layer, cluster sizes, and how much of the dense FFN output top-k keeps."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.emoe.report import inspect_emoe
     from modularevo.emoe.store import load_emoe
 

@@ -28,6 +28,7 @@ def modularize_cmd(
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.modularizer import modularize
 
     paths = modularize(cfg)

@@ -29,6 +29,7 @@ def train_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the config only."),
 ) -> None:
     """Train a gated CNN with the MwT loss (CE + alpha*cohesion + beta*coupling losses)."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.mwt.config import load_mwt_config
 
     extra = [*([f"data={data}"] if data else []), *(overrides or [])]
@@ -36,6 +37,7 @@ def train_cmd(
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.mwt.train import train_mwt
 
     run = train_mwt(cfg, out, overwrite=overwrite)
@@ -53,6 +55,7 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Compose the per-class modules of CLASSES into a smaller CNN; report KRR and accuracy."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.mwt.reuse import extract_module, parse_classes
 
     report = extract_module(run, parse_classes(classes), out, threshold=threshold,
@@ -70,6 +73,7 @@ def eval_cmd(
     split: str = typer.Option("test", help="Split to evaluate on: test or validation."),
 ) -> None:
     """Accuracy and kernel retention rate of a saved module on its classes."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.mwt.reuse import evaluate_module
 
     console.print_json(data=evaluate_module(module, split=split))

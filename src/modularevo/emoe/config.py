@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modularevo.config.load import validate
 from modularevo.errors import ConfigError, InputError
 
 _LAST = re.compile(r"^last\s*[-_ ]?\s*(\d+)$")
@@ -85,8 +86,6 @@ def as_config(cfg: EMoEConfig | dict[str, Any] | None = None, **overrides: Any) 
     Raises:
         ConfigError: listing every invalid setting.
     """
-    from modularevo.config.load import validate
-
     data: dict[str, Any] = {}
     if isinstance(cfg, EMoEConfig):
         data = cfg.model_dump()

@@ -35,6 +35,7 @@ from modularevo.emoe.split import (
     normalize_rows,
 )
 from modularevo.errors import InputError
+from modularevo.models.arch import describe
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def find_ffn_sites(model: nn.Module) -> list[FFNSite]:
         InputError: for a gated (SwiGLU) FFN or an FFN module whose layout is not
             BERT-intermediate, GPT-2/GPT-Neo MLP or up/act/down.
     """
-    from modularevo.models.arch import describe
-
     info = describe(model)
     modules = dict(model.named_modules())
     sites = []

@@ -23,8 +23,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from modularevo.emoe.convert import PAPER, emoe_layers, find_ffn_sites, wrap_ffn
+from modularevo.emoe.config import as_config
+from modularevo.emoe.convert import PAPER, emoe_convert, emoe_layers, find_ffn_sites, wrap_ffn
 from modularevo.errors import InputError
+from modularevo.models.defaults import MODELS
+from modularevo.models.heads import SequenceClassifier
+from modularevo.models.load import is_saved_classifier, load_model, resolve_model
+from modularevo.utils.atomic import atomic_dir, atomic_save_file, atomic_write_text
+from modularevo.utils.runinfo import package_versions
 
 META_FILE = "emoe.json"
 TENSOR_FILE = "emoe.safetensors"
@@ -67,8 +73,6 @@ def emoe_summary(model: nn.Module) -> dict[str, Any]:
 
 def model_kind(model: nn.Module) -> str:
     """``"classifier"`` for a modularevo SequenceClassifier, else ``"hf"`` (native class)."""
-    from modularevo.models.heads import SequenceClassifier
-
     return "classifier" if isinstance(model, SequenceClassifier) else "hf"
 
 
@@ -89,9 +93,6 @@ def save_emoe(
     Raises:
         InputError: if ``model`` has no EMoE layer or ``out`` exists without ``overwrite``.
     """
-    from modularevo.utils.atomic import atomic_dir, atomic_save_file, atomic_write_text
-    from modularevo.utils.runinfo import package_versions
-
     meta = emoe_summary(model)
     meta["versions"] = package_versions()
     tensors: dict[str, Tensor] = {}
@@ -183,8 +184,6 @@ def load_emoe(folder: str | Path, *, kind: str | None = None) -> tuple[nn.Module
     if kind == "hf":
         model, tok = _load_native(Path(folder))
     else:
-        from modularevo.models.load import load_model
-
         model, tok = load_model(str(folder), kind)
     return attach_emoe(model, folder).eval(), tok
 
@@ -233,9 +232,6 @@ def convert_pretrained(
     """
     import time
 
-    from modularevo.emoe.config import as_config
-    from modularevo.emoe.convert import emoe_convert
-
     config = as_config(cfg)  # validate before loading anything
     model, tok = _load_source(source, kind)
     start = time.perf_counter()
@@ -248,9 +244,6 @@ def convert_pretrained(
 
 
 def _load_source(source: str, kind: str | None) -> tuple[nn.Module, Any]:
-    from modularevo.models.defaults import MODELS
-    from modularevo.models.load import is_saved_classifier, load_model, resolve_model
-
     if kind is None and source in MODELS:
         kind = MODELS.get(source).kind
     if kind is None and Path(source).is_dir() and is_saved_classifier(source):

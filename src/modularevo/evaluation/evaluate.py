@@ -99,6 +99,7 @@ def evaluate_model(
     if dataset is None:
         if task is None:
             raise InputError("evaluate_model needs `task` (a dataset name) or `dataset`")
+        # deferred: datasets is a heavy import; scoring in-memory examples needs none
         from modularevo.data import load_dataset
 
         dataset = load_dataset(task)
@@ -109,6 +110,7 @@ def evaluate_model(
         data = data.select(range(min(max_examples, len(data))))
     num_labels = _num_labels(data)
     if isinstance(model, str):
+        # deferred: transformers is a heavy import; models passed in need none
         from modularevo.models.load import load_model
 
         model, tokenizer = load_model(model, "classifier", num_labels=num_labels)

@@ -185,9 +185,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
+    # deferred: _tiny imports transformers; listing models stays fast
     from modularevo.models._tiny import tiny_params
 
     def locate() -> Path:
+        # deferred: _tiny imports transformers
         from modularevo.models._tiny import save_tiny
 
         return publish_dir(models_dir() / name, lambda out: save_tiny(name, out))

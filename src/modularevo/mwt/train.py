@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from modularevo.config.load import validate
+from modularevo.data import load_dataset
 from modularevo.errors import InputError
 from modularevo.mwt.config import MwTConfig
 from modularevo.mwt.losses import MwTLoss, mwt_loss
@@ -52,8 +53,6 @@ def load_images(name: str, split: str, *, limit: int | None = None) -> tuple[Ten
     Raises:
         InputError: if the set is not an image set or the split is empty.
     """
-    from modularevo.data import load_dataset
-
     dsd = load_dataset(name)
     if split not in dsd or "image" not in dsd[split].column_names:
         raise InputError(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from modularevo.data import load_dataset
 from modularevo.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,6 @@ def load_corpora(names: list[str], *, max_docs: int | None, seed: int) -> list[C
     Raises:
         InputError: if a corpus has no text in its train or validation split.
     """
-    from modularevo.data import load_dataset
-
     out: list[CorpusTexts] = []
     for name in names:
         dsd = load_dataset(name, max_examples_per_split=max_docs, seed=seed)
