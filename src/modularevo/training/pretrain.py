@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from modularevo.models._tokenizers import train_bpe_tokenizer
 from modularevo.models.defaults import models_dir
 from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
+from modularevo.training.loop import train_step
 from modularevo.training.pretrain_data import (
     load_corpora,
     pack_blocks,
@@ -31,6 +32,7 @@ from modularevo.training.pretrain_data import (
     tokenizer_sample,
 )
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.device import build_accelerator
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_generator, seed_everything
 
@@ -130,6 +132,7 @@ def _train(
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     gen = derived_generator(cfg.seed, "pretrain-batches")
+    acc = build_accelerator(cpu=True)
     history: list[dict[str, float]] = []
     bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", disable=not cfg.progress)
     deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
@@ -140,19 +143,14 @@ def _train(
                         cfg.max_minutes, step, cfg.steps)  # fmt: skip
             history.append({"step": step, "stopped_early": 1.0})
             break
-        batch = sample_batch(train, batch_size=cfg.batch_size, step=step, generator=gen)
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        blocks = sample_batch(train, batch_size=cfg.batch_size, step=step, generator=gen)
+        batch = {"input_ids": blocks, "labels": blocks}
+        loss = train_step(acc, model, batch, opt, scheduler=sched, max_grad_norm=cfg.grad_clip)
+        bar.set_postfix(loss=f"{loss:.3f}")
         if (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             ppl = _mean_ppl(_evaluate(model, val, batch_size=cfg.batch_size))
-            history.append({"step": step + 1, "train_loss": loss.item(), "val_ppl": ppl})
-            log.info("step %d: train loss %.3f, val ppl %.2f", step + 1, loss.item(), ppl)
-            model.train()
+            history.append({"step": step + 1, "train_loss": loss, "val_ppl": ppl})
+            log.info("step %d: train loss %.3f, val ppl %.2f", step + 1, loss, ppl)
     model.eval()
     return history
 
