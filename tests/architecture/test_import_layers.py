@@ -1,7 +1,8 @@
 """The package's folders depend on each other in one direction only (docs/architecture.md).
 
 Every import of a project module is read from the source (function-local ones included):
-a folder may import itself and the folders below it in :data:`LAYERS`, never one above, and
+a folder may import itself and the layers below it in :data:`LAYERS`, never a folder of
+its own layer or one above, and
 no two files import each other. A function-local import of a project module must say why it
 is deferred (a comment with "deferred" on its line or in the imports and comments right
 above it): the project's own
@@ -20,7 +21,8 @@ import modularevo
 ROOT = Path(modularevo.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"errors", "registry"},
+    {"errors"},
+    {"registry"},
     {"utils"},
     {"config", "io"},
     {"data"},
