@@ -239,7 +239,9 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         source_dir=src,
     )
     plan.tasks = _decide_tasks(plan, base)
-    plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
+    plan.masks = (
+        open_masks([e.mask for e in entries], reference.tensors) if method.uses_masks else []
+    )
     if plan.masks:
         check_masks(plan.masks, entries, reference)
     modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}

@@ -237,9 +237,10 @@ def _instantiate(
     auto_cls: Any, config: Any, source: str | None, kw: dict[str, Any]
 ) -> tuple[nn.Module, list[str]]:
     if source is None:
-        from modularevo.models._tiny import build_tiny_from  # deferred: transformers
+        # deferred: _tiny imports transformers
+        from modularevo.models._tiny import build_tiny_kind
 
-        return build_tiny_from(config, auto_cls), []
+        return build_tiny_kind(config, auto_cls), []
     model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kw)
     return model, sorted(info.get("missing_keys", []))
 
