@@ -8,10 +8,21 @@ for the contract between these pure tensor functions and the executor.
 from modularevo.merging.methods import (
     cabs,
     linear,
+    magmax,
     model_stock,
     modularevo,
     slerp,
+    spectral,
     task_arithmetic,
 )
 
-__all__ = ["cabs", "linear", "model_stock", "modularevo", "slerp", "task_arithmetic"]
+__all__ = [
+    "cabs",
+    "linear",
+    "magmax",
+    "model_stock",
+    "modularevo",
+    "slerp",
+    "spectral",
+    "task_arithmetic",
+]
