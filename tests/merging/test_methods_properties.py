@@ -190,12 +190,12 @@ def test_required_params_are_required(method, param):
 
 
 BAD_GOOD = {
-    "density": ([0.0, -0.1, 1.01, "0.5", math.nan], [1e-6, 0.5, 1.0]),
+    "density": ([-0.1, 1.01, "0.5", math.nan], [0.0, 1e-6, 0.5, 1.0]),  # 0: mergekit
     "weight": ([math.inf, math.nan, "1", True], [-1.0, 0.0, 2.5]),
     "lambda": ([math.nan], [0.0, -0.5, 2.0]),
     "gamma": ([-0.01, 1.0], [0.0, 0.01, 0.5]),
     "epsilon": ([-0.01, 0.5], [0.0, 0.15]),
-    "t": ([-0.1, 1.1], [0.0, 0.5, 1.0]),
+    "t": ([math.nan, "x"], [0.0, 0.5, 1.0, -0.1, 1.1]),  # extrapolation, as mergekit
     "n": ([0, 1.5, True, "2"], [1, 64]),
     "m": ([0, 4.0], [1, 256]),
     "order": ([[0, 0], [-1], "01", [0.5]], [[], [1, 0], (0, 1, 2)]),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from modularevo.config.merge import (
     MergeConfig,
+    base_is_separate,
     ModelEntry,
     effective_models,
     is_resolved,
@@ -32,7 +34,7 @@ from modularevo.config.merge import (
 )
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
-from modularevo.io.hf_files import read_config
+from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
 from modularevo.merging._checks import (
     check_masks,
@@ -42,7 +44,7 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
-from modularevo.merging.spec import MergeMethod
+from modularevo.merging.spec import MergeMethod, Param
 
 if TYPE_CHECKING:
     import torch
@@ -102,6 +104,7 @@ class MergePlan:
     reference: ModelReader
     tasks: list[TensorTask]
     masks: list[Any] = field(default_factory=list)
+    depths: dict[str, float] = field(default_factory=dict)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -154,7 +157,7 @@ class MergePlan:
         problems: list[str] = []
         for p in self.method.params:
             if p.kind == "per_model":
-                vals = [self._value(p.name, p.default, name, self.entries[i]) for i in idx]
+                vals = [self._value(p, name, self.entries[i]) for i in idx]
                 missing = [
                     self.entries[i].model
                     for i, v in zip(idx, vals, strict=False)
@@ -162,7 +165,7 @@ class MergePlan:
                 ]
                 out[p.name] = vals
             else:
-                v = self._value(p.name, p.default, name, None)
+                v = self._value(p, name, None)
                 missing = [] if is_resolved(v) else ["parameters"]
                 out[p.name] = v
             problems += [
@@ -174,13 +177,14 @@ class MergePlan:
             raise ConfigError(problems)
         return out
 
-    def _value(self, key: str, default: Any, name: str | None, entry: ModelEntry | None) -> Any:
+    def _value(self, p: Param, name: str | None, entry: ModelEntry | None) -> Any:
+        t = self.depths.get(name, 0.0) if name is not None else 0.0
         for scope in ((entry.parameters,) if entry else ()) + (self.config.parameters,):
-            if key in scope:
-                v = resolve_value(scope[key], name)
+            if p.name in scope:
+                v = resolve_value(scope[p.name], name, t, takes_list=p.takes_list)
                 if is_resolved(v):
                     return v
-        return default if default is not None else resolve_value({}, name)
+        return p.default if p.default is not None else resolve_value({}, name)
 
     def threshold_densities(self) -> list[float]:
         """Each model's density for the global threshold pre-pass (plain values only).
@@ -219,7 +223,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     entries = effective_models(config, method)
     if len(entries) != len(config.models):
         log.info("the base model is listed among the models; it is not merged against itself")
-    keep_base = method.extras.get("base_in_models", not method.needs_base and not method.max_models)
+    keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
     base = _open(base_path, errors) if base_path else None
@@ -228,7 +232,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
-    src = model_dir(config.tokenizer_source or base_path or entries[0].model)
+    src = tokenizer_dir(config, entries[0].model if entries else config.models[0].model)
     plan = MergePlan(
         config=config,
         recipe=recipe if recipe is not None else config.model_dump(exclude_defaults=True),
@@ -241,6 +245,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         source_dir=src,
     )
     plan.tasks = _decide_tasks(plan, base)
+    plan.depths = layer_depths(reference.names())
     plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
     if plan.masks:
         check_masks(plan.masks, entries, reference)
@@ -250,6 +255,62 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     )
     plan.backend = choose_backend(config.backend, blockers)
     return plan
+
+
+def tokenizer_dir(config: MergeConfig, first_model: str) -> Path | None:
+    """The folder whose config and tokenizer files the output gets.
+
+    ``tokenizer_source`` unset or ``base`` (mergekit's keyword): the base model's
+    folder (the first model's without a base); otherwise the named model folder.
+
+    Raises:
+        InputError: the named source is not a model folder, or its vocabulary size
+            differs from the base's (that needs tokenizer surgery, not supported yet).
+    """
+    source = config.tokenizer_source
+    if source is None or source == "base":
+        return model_dir(config.base_model or first_model)
+    found = model_dir(source)
+    if found is None:
+        raise InputError(
+            f"tokenizer_source {source!r} is not a model folder; expected `base` or the "
+            "folder of a model whose config and tokenizer the output should get"
+        )
+    ref = model_dir(config.base_model or first_model)
+    want, got = vocab_size(read_config(ref)), vocab_size(read_config(found))
+    if want is not None and got is not None and want != got:
+        raise InputError(
+            f"tokenizer_source {source!r} has a vocabulary of {got} tokens but the merged "
+            f"models have {want}; aligning embeddings to another vocabulary (mergekit's "
+            "tokenizer surgery) is not supported yet"
+        )
+    return found
+
+
+_LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)(?:\.|$)")
+
+
+def layer_depths(names: list[str]) -> dict[str, float]:
+    """Each layer tensor's depth ``t`` in [0, 1] for mergekit's layer gradients.
+
+    A tensor's layer is the first dotted number in its name (``model.layers.7.mlp``);
+    tensors sharing the text before it form one stack of L layers, and layer i gets
+    ``i / (L - 1)`` (1 when L = 1), as mergekit 0.1.5 plans a full-depth slice.
+    Tensors outside a stack (embeddings, final norm, head) are absent: depth 0, as in
+    mergekit.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for n in names:
+        m = _LAYER.match(n)
+        if m:
+            found[n] = (m.group(1), int(m.group(2)))
+    size: dict[str, int] = {}
+    for prefix, i in found.values():
+        size[prefix] = max(size.get(prefix, 0), i + 1)
+    return {
+        n: (i / (size[prefix] - 1) if size[prefix] > 1 else 1.0)
+        for n, (prefix, i) in found.items()
+    }
 
 
 def _open(path: str, errors: list[str]) -> ModelReader | None:

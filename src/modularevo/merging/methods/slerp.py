@@ -25,19 +25,22 @@ EPS = 1e-8
 def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     """Interpolate from ``v0`` (t=0) to ``v1`` (t=1) along the great circle.
 
-    The angle is measured between the flattened, normalized tensors; the result is
-    ``sin((1-t)Ω)/sin Ω · v0 + sin(tΩ)/sin Ω · v1`` (the raw, unnormalized tensors,
-    as in mergekit). When ``|cos Ω| > 0.9995`` (nearly colinear, also when either
-    tensor is ~0) it falls back to ``(1-t) v0 + t v1``.
+    The angle Ω is measured between the flattened, normalized tensors; the result is
+    ``sin((1-t)Ω)/sin Ω · v0 + sin(tΩ)/sin Ω · v1`` (the raw, unnormalized tensors).
+    When ``|cos Ω| > 0.9995`` (nearly colinear) it falls back to ``(1-t) v0 + t v1``.
+    Follows mergekit 0.1.5's ``slerp``: a tensor whose norm is at most 1e-8 is not
+    normalized (divided by 1), so with a zero end the cosine is 0, Ω = π/2 and the
+    result is ``sin(tπ/2) · v1``, not the straight line. ``t`` outside [0, 1]
+    extrapolates along the same circle.
     """
     a, b = v0.float(), v1.float()
     na, nb = float(a.norm()), float(b.norm())
     ua = a / na if na > EPS else a
     ub = b / nb if nb > EPS else b
-    dot = float((ua * ub).sum())
-    if abs(dot) > DOT_THRESHOLD or na <= EPS or nb <= EPS:
+    dot = max(-1.0, min(1.0, float((ua * ub).sum())))
+    if abs(dot) > DOT_THRESHOLD:
         return (1 - t) * a + t * b
-    omega = math.acos(max(-1.0, min(1.0, dot)))
+    omega = math.acos(dot)
     s = math.sin(omega)
     return (math.sin((1 - t) * omega) / s) * a + (math.sin(t * omega) / s) * b
 
@@ -47,12 +50,18 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     paper="https://doi.org/10.1145/325165.325242",
     summary="spherical interpolation between 2 models (base→model, or model 1→model 2)",
     params=(
-        OpenParam("t", "global", default=None, ge=0.0, le=1.0, doc="0 = first end, 1 = second"),
+        OpenParam(
+            "t", "global", default=None,
+            doc="0 = first end, 1 = second; outside [0, 1] extrapolates (as mergekit)",
+        ),
     ),
     needs_base=False,
     min_models=1,
     max_models=2,
-    extras={"inputs": "base + 1 model (t=0 is the base), or 2 models and no base"},
+    extras={
+        "inputs": "base + 1 model (t=0 is the base; the base may also be listed under "
+        "models, as in mergekit), or 2 models and no base"
+    },
 )
 def slerp(
     tensors: Sequence[Tensor],
