@@ -51,6 +51,7 @@ DTYPE_NAMES = {
 }
 # mergekit recipe keys modularevo does not implement yet: named as such, never as typos.
 UNSUPPORTED_KEYS = {
+    "slices": "layer ranges stacked or merged slice by slice",
     "modules": "per-module recipes of multi-module models",
     "tokenizer": "tokenizer surgery: merged vocabularies, force_token, pad_to_multiple_of",
     "chat_template": "writing a chat template into the tokenizer",

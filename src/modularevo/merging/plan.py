@@ -246,6 +246,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     )
     plan.tasks = _decide_tasks(plan, base)
     plan.depths = layer_depths(reference.names())
+    _check_tensor_params(plan)
     plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
     if plan.masks:
         check_masks(plan.masks, entries, reference)
@@ -255,6 +256,26 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     )
     plan.backend = choose_backend(config.backend, blockers)
     return plan
+
+
+def _check_tensor_params(plan: MergePlan) -> None:
+    """Run the method's cross-parameter check on every tensor's resolved values, so
+    per-tensor rules and gradients (e.g. linear weights that sum to 0 on one layer)
+    fail here, before any weight is read, not midway through the merge."""
+    check = plan.method.extras.get("validate")
+    if not callable(check):
+        return
+    seen: set[str] = set()
+    problems: list[str] = []
+    for task in plan.merge_tasks():
+        idx = [i for i, p in enumerate(task.present) if p or plan.base is not None]
+        params = plan.params_for(task.name, idx)
+        for problem in check(params, len(idx)):
+            if problem not in seen:
+                seen.add(problem)
+                problems.append(f"tensor {task.name!r}: {problem}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def tokenizer_dir(config: MergeConfig, first_model: str) -> Path | None:
