@@ -34,10 +34,14 @@ def _tensors(seed: int) -> dict[str, torch.Tensor]:
     sd = {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=g)}
     for i in range(LAYERS):
         pre = f"model.layers.{i}."
-        sd[pre + "self_attn.q_proj.weight"] = torch.randn(HIDDEN, HIDDEN, generator=g)
-        sd[pre + "mlp.up_proj.weight"] = torch.randn(2 * HIDDEN, HIDDEN, generator=g)
-        sd[pre + "input_layernorm.weight"] = 1 + 0.1 * torch.randn(HIDDEN, generator=g)
-    sd["model.norm.weight"] = torch.ones(HIDDEN)
+        for proj in ("q", "k", "v", "o"):
+            sd[pre + f"self_attn.{proj}_proj.weight"] = torch.randn(HIDDEN, HIDDEN, generator=g)
+        for proj in ("gate", "up"):
+            sd[pre + f"mlp.{proj}_proj.weight"] = torch.randn(2 * HIDDEN, HIDDEN, generator=g)
+        sd[pre + "mlp.down_proj.weight"] = torch.randn(HIDDEN, 2 * HIDDEN, generator=g)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            sd[pre + f"{norm}.weight"] = 1 + 0.1 * torch.randn(HIDDEN, generator=g)
+    sd["model.norm.weight"] = 1 + 0.1 * torch.randn(HIDDEN, generator=g)
     sd["lm_head.weight"] = torch.randn(VOCAB, HIDDEN, generator=g)
     return sd
 
@@ -204,7 +208,7 @@ def test_linear_weights_summing_to_zero_fail_at_validate(zoo):
     with pytest.raises(ConfigError, match="sum to 0"):
         make_plan(recipe)
     recipe["models"][1]["parameters"]["weight"] = {"mlp": -1.0, "default": 1.0}  # per tensor
-    with pytest.raises(ConfigError, match="mlp.up_proj.*sum to 0"):
+    with pytest.raises(ConfigError, match=r"layers\.0\.mlp\..*sum to 0"):
         make_plan(recipe)
     recipe["parameters"] = {"normalize": False}
     make_plan(recipe)
