@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 
 console = Console()
 
@@ -18,6 +18,7 @@ def cost_cmd(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. repeats=20"),
 ) -> None:
     """Measure the dense model and the module interleaved in one run; table, plot and JSON."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.runner import run_cost
 
     cfg = load_config(CostConfig, config, overrides or [])

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.training.finetune_config import FinetuneConfig
 
 console = Console()
 
@@ -21,6 +21,7 @@ def finetune_cmd(
 
     Under several processes launch it with ``accelerate launch -m modularevo.cli.main finetune``.
     """
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.finetune import finetune
 
     cfg = load_config(FinetuneConfig, config, overrides or [])

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from modularevo.config.merge import MergeConfig, load_merge_config
 from modularevo.errors import ConfigError
 from modularevo.io.hf_files import copy_model_files, model_card
 from modularevo.io.writer import ShardedWriter, TensorSpec
 from modularevo.merging.plan import MergePlan, plan_merge
+from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
 from modularevo.utils.atomic import atomic_dir

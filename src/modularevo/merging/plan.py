@@ -18,20 +18,10 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modularevo.config.merge import (
-    MergeConfig,
-    base_is_separate,
-    ModelEntry,
-    effective_models,
-    is_resolved,
-    method_of,
-    resolve_value,
-)
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config, vocab_size
@@ -44,12 +34,25 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
+from modularevo.merging.recipe import (
+    MergeConfig,
+    ModelEntry,
+    base_is_separate,
+    effective_models,
+    is_resolved,
+    method_of,
+    resolve_value,
+)
 from modularevo.merging.spec import MergeMethod, Param
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+CHUNK = 1 << 18
+"""Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
+in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 Action = Literal["merge", "copy", "alias"]
 _OUT_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -118,27 +121,22 @@ class MergePlan:
         """Whether the method wants each model's global |τ| threshold (pre-pass)."""
         if not self.method.global_stats:
             return False
-        pred: Callable[[dict[str, Any]], bool] | None = self.method.extras.get("needs_thresholds")
-        return True if pred is None else bool(pred(self.params_for(None)))
+        return self.method.capabilities.wants_thresholds(self.params_for(None))
 
     def elementwise(self, params: dict[str, Any]) -> bool:
         """Whether the method may be run on flat chunks of a tensor (declared by the method)."""
-        flag = self.method.extras.get("elementwise", False)
-        if callable(flag):
-            flag = flag(params)
-        return bool(flag) and not self.method.randomized
+        return self.method.capabilities.is_elementwise(params) and not self.method.randomized
 
     def chunk_mode(self, params: dict[str, Any]) -> str | None:
         """How the executor may split a tensor for the method, given its parameters.
 
-        ``"elementwise"``: any flat chunks (``extras["elementwise"]``); ``"cuts"``: flat
-        chunks after exact per-tensor top-k cuts of ``|τ|`` (``extras["topk_cuts"]``,
+        ``"elementwise"``: any flat chunks (``Capabilities.elementwise``); ``"cuts"``: flat
+        chunks after exact per-tensor top-k cuts of ``|τ|`` (``Capabilities.topk_cuts``,
         per-tensor TIES); ``None``: whole tensors.
         """
         if self.method.randomized:
             return None
-        cuts = self.method.extras.get("topk_cuts")
-        if callable(cuts) and cuts(params) and self.base is not None:
+        if self.method.capabilities.wants_cuts(params) and self.base is not None:
             return "cuts"
         return "elementwise" if self.elementwise(params) else None
 
@@ -192,7 +190,7 @@ class MergePlan:
         Raises:
             ConfigError: if a density is given per tensor (one global threshold per model).
         """
-        key = self.method.extras.get("threshold_param", "density")
+        key = "density"
         dens = self.params_for(None)[key]
         bad = [self.entries[i].model for i, d in enumerate(dens) if not is_resolved(d)]
         if bad:
@@ -262,8 +260,8 @@ def _check_tensor_params(plan: MergePlan) -> None:
     """Run the method's cross-parameter check on every tensor's resolved values, so
     per-tensor rules and gradients (e.g. linear weights that sum to 0 on one layer)
     fail here, before any weight is read, not midway through the merge."""
-    check = plan.method.extras.get("validate")
-    if not callable(check):
+    check = plan.method.validate
+    if check is None:
         return
     seen: set[str] = set()
     problems: list[str] = []
@@ -392,8 +390,6 @@ def memory_estimate(plan: MergePlan) -> int:
     (elementwise methods, per-tensor TIES) a few chunks. The writer queue holds up
     to two output tensors, one more is being written.
     """
-    from modularevo.merging.stream import CHUNK
-
     merged = plan.merge_tasks()
     if not plan.tasks:
         return 0

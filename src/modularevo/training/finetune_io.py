@@ -10,8 +10,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.errors import InputError
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.utils.atomic import atomic_write_text
 from modularevo.utils.runinfo import run_info
 

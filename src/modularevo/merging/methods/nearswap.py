@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from modularevo.merging.methods._params import OpenParam, resolve_params
-from modularevo.merging.spec import register_method
+from modularevo.merging.spec import Capabilities, register_method
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     ),  # fmt: skip
     min_models=1,
     max_models=1,
-    extras={"elementwise": True},
+    capabilities=Capabilities(elementwise=True),
 )
 def nearswap(
     tensors: Sequence[Tensor],

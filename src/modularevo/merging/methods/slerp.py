@@ -80,12 +80,9 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
         ),
     ),
     needs_base=False,
+    optional_base=True,
     min_models=1,
     max_models=2,
-    extras={
-        "inputs": "base + 1 model (t=0 is the base; the base may also be listed under "
-        "models, as in mergekit), or 2 models and no base"
-    },
 )
 def slerp(
     tensors: Sequence[Tensor],

@@ -73,6 +73,7 @@ def nuslerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dim: int = -1,
         flag_param("nuslerp_flatten", True, "interpolate the tensor as one vector"),
     ),  # fmt: skip
     needs_base=False,
+    optional_base=True,
     min_models=2,
     max_models=2,
 )
@@ -109,8 +110,8 @@ def nuslerp(
         OpenParam("eps", "global", default=1e-8, gt=0.0, doc="numerical floor of norms"),
     ),
     needs_base=False,
+    optional_base=True,
     min_models=1,
-    extras={"base_in_models": False},
 )
 def multislerp(
     tensors: Sequence[Tensor],
