@@ -249,13 +249,18 @@ parameters:
 )
 def test_unsupported_mergekit_keys_are_named_not_called_misspelt(zoo, key, value):
     p = zoo["paths"]
-    recipe: dict[str, Any] = {"merge_method": "task_arithmetic", "base_model": p["base"], key: value}
+    recipe: dict[str, Any] = {
+        "merge_method": "task_arithmetic",
+        "base_model": p["base"],
+        key: value,
+    }
     if key not in ("slices", "modules"):
         recipe["models"] = [{"model": p["a"]}]
     with pytest.raises(ConfigError) as err:
         make_plan(recipe)
     text = str(err.value)
-    assert f"{key}:" in text and "not supported yet" in text
+    assert f"{key}:" in text
+    assert "not supported yet" in text
     assert "spelling" not in text
 
 

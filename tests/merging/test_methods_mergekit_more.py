@@ -40,7 +40,9 @@ def test_nuslerp_midpoint_of_orthogonal_vectors_and_task_vectors():
     torch.testing.assert_close(fn("nuslerp")([x, y], None, weight=[1.0, 1.0]), torch.tensor([R, R]))
     t = 0.25  # weight 1 : 3 → t = 3/4 towards y
     out = fn("nuslerp")([x, y], None, weight=[1.0, 3.0])
-    torch.testing.assert_close(out, torch.tensor([math.sin(t * math.pi / 2), math.sin(3 * t * math.pi / 2)]))
+    torch.testing.assert_close(
+        out, torch.tensor([math.sin(t * math.pi / 2), math.sin(3 * t * math.pi / 2)])
+    )
     base = torch.tensor([5.0, 5.0])
     out = fn("nuslerp")([base + x, base + y], base, weight=[1.0, 1.0])
     torch.testing.assert_close(out, base + torch.tensor([R, R]))

@@ -145,7 +145,6 @@ def test_slerp_colinear_falls_back_to_lerp():
     assert torch.allclose(slerp_tensors(0.25, a, 3 * a), 0.75 * a + 0.25 * 3 * a)
 
 
-
 def test_slerp_with_a_zero_end_follows_the_circle_as_mergekit():
     """mergekit 0.1.5 does not normalize a zero tensor: cos = 0, Ω = π/2, so the result
     is sin(tπ/2)·a (0.7071·a at t = 0.5), not the straight line 0.5·a."""

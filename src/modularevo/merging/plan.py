@@ -327,8 +327,7 @@ def layer_depths(names: list[str]) -> dict[str, float]:
     for prefix, i in found.values():
         size[prefix] = max(size.get(prefix, 0), i + 1)
     return {
-        n: (i / (size[prefix] - 1) if size[prefix] > 1 else 1.0)
-        for n, (prefix, i) in found.items()
+        n: (i / (size[prefix] - 1) if size[prefix] > 1 else 1.0) for n, (prefix, i) in found.items()
     }
 
 

@@ -173,7 +173,9 @@ _REGEX_CHARS = frozenset("\\^$*+?{}[]|()")
 
 
 def is_regex(pattern: str) -> bool:
-    """Whether a mapping-rule key is a regular expression: it holds one of ``\\ ^ $ * + ? { } [ ] | ( )``.
+    """Whether a mapping-rule key is a regular expression.
+
+    It is one when it holds any of ``\\ ^ $ * + ? { } [ ] | ( )``.
 
     Any other key, dots included, is a plain substring: ``"layers.1."`` matches
     ``layers.1.mlp`` and not ``layers.10.mlp``.
@@ -202,8 +204,10 @@ _NO_MATCH = object()
 
 def is_gradient(value: Any) -> bool:
     """A mergekit layer gradient: a non-empty list of plain values (``[0, 0.5, 1]``)."""
-    return isinstance(value, list) and bool(value) and not any(
-        isinstance(e, (dict, list)) for e in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and not any(isinstance(e, (dict, list)) for e in value)
     )
 
 

@@ -85,7 +85,7 @@ class IndexListParam(Param):
 
 @dataclass(frozen=True)
 class RescaleParam(Param):
-    """A random sparsifier's ``rescale``: ``true`` (= ``l1``), ``false``, ``l1`` or ``inverse_p``."""
+    """A random sparsifier's ``rescale``: ``true`` (``l1``), ``false``, ``l1``, ``inverse_p``."""
 
     def check(self, value: Any) -> str | None:
         """Return a problem description if ``value`` names no rescale mode."""

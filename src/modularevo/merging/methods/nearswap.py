@@ -27,9 +27,13 @@ if TYPE_CHECKING:
     paper="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001",
     summary="per entry, move the base towards 1 model by t / |difference| (capped at 1)",
     params=(
-        OpenParam("t", "global", default=None, doc="difference below which the model's "
-                  "value is taken whole (t <= 0 keeps the base)"),
-    ),  # fmt: skip
+        OpenParam(
+            "t",
+            "global",
+            default=None,
+            doc="difference below which the model's value is taken whole (t <= 0 keeps the base)",
+        ),
+    ),
     min_models=1,
     max_models=1,
     capabilities=Capabilities(elementwise=True),

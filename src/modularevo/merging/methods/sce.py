@@ -58,10 +58,16 @@ def magnitude_weights(tvs: Tensor) -> Tensor:
     paper="https://arxiv.org/abs/2408.07990",
     summary="keep high-variance entries, weight models by mean τ², erase minority signs",
     params=(
-        OpenParam("select_topk", "global", default=1.0, ge=0.0, le=1.0,
-                  doc="fraction of (non-constant) entries kept by variance across models"),
+        OpenParam(
+            "select_topk",
+            "global",
+            default=1.0,
+            ge=0.0,
+            le=1.0,
+            doc="fraction of (non-constant) entries kept by variance across models",
+        ),
         INT8_MASK,
-    ),  # fmt: skip
+    ),
     min_models=1,
 )
 def sce(

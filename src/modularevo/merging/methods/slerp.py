@@ -75,7 +75,9 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     summary="spherical interpolation between 2 models (base→model, or model 1→model 2)",
     params=(
         OpenParam(
-            "t", "global", default=None,
+            "t",
+            "global",
+            default=None,
             doc="0 = first end, 1 = second; outside [0, 1] extrapolates (as mergekit)",
         ),
     ),

@@ -68,10 +68,13 @@ def nuslerp_tensors(t: float, v0: Tensor, v1: Tensor, *, dim: int = -1,
     summary="SLERP of 2 models (or their task vectors) at t = w2/(w1+w2); whole tensor or per row",
     params=(
         weight_param("relative weight; t = w_2 / (w_1 + w_2) (0.5 if the sum is ~0)"),
-        flag_param("nuslerp_row_wise", False, "interpolate each column vector (dim 0) "
-                   "instead of each row, when not flattened"),
+        flag_param(
+            "nuslerp_row_wise",
+            False,
+            "interpolate each column vector (dim 0) instead of each row, when not flattened",
+        ),
         flag_param("nuslerp_flatten", True, "interpolate the tensor as one vector"),
-    ),  # fmt: skip
+    ),
     needs_base=False,
     optional_base=True,
     min_models=2,
@@ -173,7 +176,9 @@ def karcher_mean(tensors: Sequence[Tensor], *, max_iter: int = 10, tol: float = 
     xs = [t.float() for t in tensors]
     alphas = [1.0 / len(xs)] * len(xs)
     norms = [torch.linalg.vector_norm(x) for x in xs]
-    units = [torch.zeros_like(x) if n.item() == 0.0 else x / n for x, n in zip(xs, norms, strict=True)]
+    units = [
+        torch.zeros_like(x) if n.item() == 0.0 else x / n for x, n in zip(xs, norms, strict=True)
+    ]
     valid = [i for i, n in enumerate(norms) if n.item() > tol]
     if not valid:
         return torch.zeros_like(xs[0])
