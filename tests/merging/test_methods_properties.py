@@ -33,6 +33,7 @@ ACTIVE = {
     "multislerp": {},
     "karcher": {},
     "arcee_fusion": {},
+    "passthrough": {"scale": [0.5]},
 }
 # (number of copies of one model, params) for which K copies of a model give that model.
 IDENTITY = {
@@ -55,13 +56,14 @@ IDENTITY = {
     "multislerp": (3, {}),
     "karcher": (3, {}),
     "arcee_fusion": (1, {}),  # see NOT_IDENTITY
+    "passthrough": (1, {}),
 }
 # Methods for which one model in does not give that model, and why.
 NOT_IDENTITY = {
     "arcee_fusion": "keeps only the changes whose importance is an upper outlier, by design",
 }
 # Methods that take a fixed number of models besides the base.
-FIXED_COUNT = {"slerp": 1, "nearswap": 1, "arcee_fusion": 1, "nuslerp": 2}
+FIXED_COUNT = {"slerp": 1, "nearswap": 1, "arcee_fusion": 1, "nuslerp": 2, "passthrough": 1}
 # Methods whose result does not depend on the order of the models.
 ASYMMETRIC = {"slerp", "cabs"}
 # Params that switch a method off (result = base); None: not meaningful.
@@ -75,6 +77,7 @@ TO_BASE = {
     "multislerp": None,  # weights set the direction, not a scale
     "karcher": None,  # no weights
     "arcee_fusion": None,  # no parameters
+    "passthrough": None,  # no base
 }
 
 
@@ -238,6 +241,7 @@ BAD_GOOD = {
     "eps": ([0.0, -1e-8], [1e-8, 1e-6]),
     "max_iter": ([0, 2.5], [1, 10]),
     "tol": ([0.0, -1.0], [1e-5]),
+    "scale": ([math.nan, "x"], [0.0, 1.0, -2.0]),
 }
 
 

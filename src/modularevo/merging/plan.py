@@ -15,6 +15,7 @@ All problems of one kind are reported together in one error.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -43,6 +44,7 @@ from modularevo.merging.recipe import (
     method_of,
     resolve_value,
 )
+from modularevo.merging.slices import plan_slices
 from modularevo.merging.spec import MergeMethod, Param
 
 if TYPE_CHECKING:
@@ -69,6 +71,10 @@ class TensorTask:
         out_code: dtype written (safetensors code, e.g. ``"F32"``).
         present: per input model, whether it holds this tensor.
         alias_of: for ``alias``, the merged tensor it copies.
+        sources: in a ``slices:`` merge, per input model the tensor name read from it
+            (``None``: the model is not part of this tensor's slice); empty otherwise,
+            when every model is read at ``name``.
+        base_source: in a ``slices:`` merge, the tensor name read from the base.
     """
 
     name: str
@@ -77,6 +83,20 @@ class TensorTask:
     out_code: str
     present: tuple[bool, ...] = ()
     alias_of: str | None = None
+    sources: tuple[str | None, ...] = ()
+    base_source: str | None = None
+
+    def source(self, i: int) -> str:
+        """The tensor name read from input model ``i``."""
+        return (self.sources[i] if self.sources else None) or self.name
+
+    def inputs(self, k: int, has_base: bool) -> list[int]:
+        """The input models (of ``k``) the method gets for this tensor: in a ``slices:``
+        merge those of its slice; otherwise all when there is a base (a model lacking
+        the tensor stands in with the base's value), else those holding it."""
+        if self.sources:
+            return [i for i, src in enumerate(self.sources) if src is not None]
+        return [i for i in range(k) if has_base or self.present[i]]
 
     @property
     def numel(self) -> int:
@@ -108,6 +128,7 @@ class MergePlan:
     tasks: list[TensorTask]
     masks: list[Any] = field(default_factory=list)
     depths: dict[str, float] = field(default_factory=dict)
+    config_updates: dict[str, Any] = field(default_factory=dict)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -219,13 +240,17 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     """
     method = method_of(config)
     entries = effective_models(config, method)
-    if len(entries) != len(config.models):
+    if not config.slices and len(entries) != len(config.models):
         log.info("the base model is listed among the models; it is not merged against itself")
     keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
     base = _open(base_path, errors) if base_path else None
-    models = [_open(e.model, errors) for e in entries]
+    opened: dict[str, ModelReader | None] = {}
+    for e in entries:  # a model used by several slices is opened once
+        if e.model not in opened:
+            opened[e.model] = _open(e.model, errors)
+    models = [opened[e.model] for e in entries]
     if errors:
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
@@ -242,8 +267,11 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         tasks=[],
         source_dir=src,
     )
-    plan.tasks = _decide_tasks(plan, base)
-    plan.depths = layer_depths(reference.names())
+    if config.slices:
+        _decide_slice_tasks(plan, base)
+    else:
+        plan.tasks = _decide_tasks(plan, base)
+        plan.depths = layer_depths(reference.names())
     _check_tensor_params(plan)
     plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
     if plan.masks:
@@ -364,6 +392,45 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
         else:
             tasks.append(TensorTask(name, "merge", info.shape, dtype, present))
     return _aliases_after_targets(tasks)
+
+
+def _decide_slice_tasks(plan: MergePlan, base: ModelReader | None) -> None:
+    """Tasks, depths and the output layer count of a ``slices:`` merge (:mod:`.slices`)."""
+    if plan.method.global_stats and plan.needs_thresholds():
+        raise ConfigError(["slices: a global trim (trim_scope: global) needs `models:`"])
+    sliced, layers = plan_slices(plan.config, plan.entries, plan.models, plan.base)
+    out_code = _OUT_CODES.get(plan.config.output_dtype or "")
+    for t in sliced:
+        i = next((i for i, n in enumerate(t.sources) if n is not None), None)
+        reader, name = (plan.models[i], t.sources[i]) if i is not None else (base, t.base_source)
+        assert reader is not None
+        assert name is not None
+        info = reader.tensors[name]
+        present = tuple(n is not None for n in t.sources)
+        action: Action = "merge" if info.is_float else "copy"
+        code = (out_code or info.code) if info.is_float else info.code
+        plan.tasks.append(TensorTask(t.name, action, info.shape, code, present,
+                                     sources=t.sources, base_source=t.base_source))  # fmt: skip
+        if t.depth:
+            plan.depths[t.name] = t.depth
+    ref_config = read_config(model_dir(plan.entries[0].model if plan.entries else ""))
+    key = next((k for k in _LAYER_KEYS if k in ref_config), None)
+    if key is not None:
+        plan.config_updates[key] = layers
+    plan.notes.append(f"slices: {len(plan.config.slices or [])} slice(s), {layers} output layers")
+
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def write_config_updates(plan: MergePlan, folder: Path) -> None:
+    """Apply the plan's ``config.json`` changes (a ``slices:`` merge's layer count)."""
+    path = folder / "config.json"
+    if not plan.config_updates or not path.is_file():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg.update(plan.config_updates)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _aliases_after_targets(tasks: list[TensorTask]) -> list[TensorTask]:

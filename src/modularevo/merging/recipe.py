@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modularevo.config.load import apply_overrides, load_yaml, validate
 from modularevo.errors import ConfigError, UnknownNameError
@@ -51,7 +51,6 @@ DTYPE_NAMES = {
 }
 # mergekit recipe keys modularevo does not implement yet: named as such, never as typos.
 UNSUPPORTED_KEYS = {
-    "slices": "layer ranges stacked or merged slice by slice",
     "modules": "per-module recipes of multi-module models",
     "tokenizer": "tokenizer surgery: merged vocabularies, force_token, pad_to_multiple_of",
     "chat_template": "writing a chat template into the tokenizer",
@@ -75,6 +74,52 @@ class ModelEntry(BaseModel):
     model: str
     parameters: dict[str, Any] = Field(default_factory=dict)
     mask: str | None = None
+
+
+class SliceSource(BaseModel):
+    """One source of a mergekit slice: a model, the layers ``[start, end)`` taken from it,
+    and its per-model parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError("must be [start, end) with 0 <= start < end")
+        return v
+
+
+class SliceDef(BaseModel):
+    """One output slice of a mergekit ``slices:`` recipe: its sources (all with the same
+    number of layers), merged layer by layer, and parameters for this slice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sources: list[SliceSource] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    base_model: str | None = None
+    residual_weight: float | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _same_depth(cls, v: list[SliceSource]) -> list[SliceSource]:
+        depths = {s.layer_range[1] - s.layer_range[0] for s in v}
+        if len(depths) > 1:
+            raise ValueError(
+                "every source of a slice must span the same number of layers, got "
+                + ", ".join(f"{s.model} {list(s.layer_range)}" for s in v)
+            )
+        return v
+
+
+class SliceEntry(ModelEntry):
+    """A model entry made from one slice source (internal: the planner's view)."""
+
+    layer_range: tuple[int, int]
+    slice_index: int
 
 
 class MergeConfig(BaseModel):
@@ -104,7 +149,8 @@ class MergeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     merge_method: str
     base_model: str | None = None
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(default_factory=list)
+    slices: list[SliceDef] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     out_dtype: str | None = None
@@ -128,6 +174,15 @@ class MergeConfig(BaseModel):
     def _size(cls, v: int | str) -> int | str:
         shard_bytes(v)
         return v
+
+    @model_validator(mode="after")
+    def _models_or_slices(self) -> MergeConfig:
+        if bool(self.models) == bool(self.slices):
+            raise ValueError(
+                "give either `models:` (whole models) or `slices:` (layer ranges), not both "
+                "and not neither"
+            )
+        return self
 
     @property
     def output_dtype(self) -> str | None:
@@ -299,14 +354,19 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
         problems.append(
             f"base_model: method {method.name!r} needs a base_model (the pretrained model)"
         )
-    n = len(effective_models(cfg, method))
-    if n < method.min_models or (method.max_models is not None and n > method.max_models):
-        most = "" if method.max_models is None else f" and at most {method.max_models}"
-        problems.append(
-            f"models: method {method.name!r} takes at least {method.min_models}{most} model(s) "
-            f"besides the base, got {n}"
-        )
+    entries = effective_models(cfg, method)
+    groups = _slice_groups(cfg, entries)
+    n = max(len(g) for g in groups.values()) if groups else 0
+    for where, group in groups.items():
+        k = len(group)
+        if k < method.min_models or (method.max_models is not None and k > method.max_models):
+            most = "" if method.max_models is None else f" and at most {method.max_models}"
+            problems.append(
+                f"{where}: method {method.name!r} takes at least {method.min_models}{most} "
+                f"model(s) besides the base, got {k}"
+            )
     problems += _check_params(cfg.parameters, method, "parameters", allow_per_model=True)
+    problems += _check_slices(cfg, method)
     for i, entry in enumerate(cfg.models):
         problems += _check_params(entry.parameters, method, f"models.{i}.parameters")
         if entry.mask is not None and not method.uses_masks:
@@ -316,8 +376,46 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
             if entry.mask is None:
                 problems.append(f"models: {entry.model!r} needs `mask: <module file>`")
     problems += _check_required(cfg, method)
-    if not problems and method.validate is not None:
+    if not problems and method.validate is not None and not cfg.slices:
         problems += method.validate(_plain_params(cfg, method), n)
+    return problems
+
+
+def _slice_groups(cfg: MergeConfig, entries: list[ModelEntry]) -> dict[str, list[ModelEntry]]:
+    """The merged models per output group: ``models`` as one, or each slice."""
+    if not cfg.slices:
+        return {"models": entries}
+    groups: dict[str, list[ModelEntry]] = {f"slices.{i}": [] for i in range(len(cfg.slices))}
+    for e in entries:
+        if isinstance(e, SliceEntry):
+            groups[f"slices.{e.slice_index}"].append(e)
+    return groups
+
+
+def _check_slices(cfg: MergeConfig, method: MergeMethod) -> list[str]:
+    if not cfg.slices:
+        return []
+    problems: list[str] = []
+    if method.uses_masks:
+        problems.append(f"slices: method {method.name!r} uses module masks; use `models:`")
+    base = _norm(cfg.base_model) if cfg.base_model else None
+    for i, sl in enumerate(cfg.slices):
+        for key in ("base_model", "residual_weight"):
+            if getattr(sl, key) is not None:
+                problems.append(
+                    f"slices.{i}.{key}: mergekit's per-slice `{key}` is not supported yet by "
+                    "modularevo; set base_model at the top level"
+                )
+        problems += _check_params(sl.parameters, method, f"slices.{i}.parameters",
+                                  allow_per_model=True)  # fmt: skip
+        for j, src in enumerate(sl.sources):
+            problems += _check_params(src.parameters, method, f"slices.{i}.sources.{j}.parameters")
+        has_base = base is not None and any(_norm(s.model) == base for s in sl.sources)
+        if method.needs_base and base is not None and not has_base:
+            problems.append(
+                f"slices.{i}: method {method.name!r} takes task vectors against the base; list "
+                "base_model among this slice's sources with the layer range to use"
+            )
     return problems
 
 
@@ -414,10 +512,36 @@ def effective_models(cfg: MergeConfig, method: MergeMethod) -> list[ModelEntry]:
     """The models merged besides the base: as mergekit does, an entry naming the base
     model itself is dropped when the method receives the base separately
     (:func:`base_is_separate`), e.g. mergekit's SLERP form that lists both ends."""
+    models = list(cfg.models) if not cfg.slices else _slice_entries(cfg)
     if not base_is_separate(method) or not cfg.base_model:
-        return list(cfg.models)
+        return models
     base = _norm(cfg.base_model)
-    return [m for m in cfg.models if _norm(m.model) != base]
+    return [m for m in models if _norm(m.model) != base]
+
+
+def _slice_entries(cfg: MergeConfig) -> list[ModelEntry]:
+    """One entry per slice source; its parameters over the slice's (mergekit's order)."""
+    return [
+        SliceEntry(
+            model=src.model,
+            parameters={**sl.parameters, **src.parameters},
+            layer_range=src.layer_range,
+            slice_index=i,
+        )
+        for i, sl in enumerate(cfg.slices or [])
+        for src in sl.sources
+    ]
+
+
+def slice_base_range(cfg: MergeConfig, slice_index: int) -> tuple[int, int] | None:
+    """The layer range of the base model's source in slice ``slice_index`` (None: absent)."""
+    if not cfg.slices or not cfg.base_model:
+        return None
+    base = _norm(cfg.base_model)
+    for src in cfg.slices[slice_index].sources:
+        if _norm(src.model) == base:
+            return src.layer_range
+    return None
 
 
 def _norm(path: str) -> str:
@@ -498,12 +622,30 @@ def coerce_numbers(data: dict[str, Any]) -> dict[str, Any]:
 
     if "parameters" in out:
         out["parameters"] = fix(out["parameters"])
+    if isinstance(out.get("slices"), list):
+        out["slices"] = [_fix_slice(sl, fix) for sl in out["slices"]]
     if isinstance(out.get("models"), list):
         out["models"] = [
             {**m, "parameters": fix(m["parameters"])}
             if isinstance(m, dict) and "parameters" in m
             else m
             for m in out["models"]
+        ]
+    return out
+
+
+def _fix_slice(sl: Any, fix: Any) -> Any:
+    if not isinstance(sl, dict):
+        return sl
+    out = dict(sl)
+    if "parameters" in out:
+        out["parameters"] = fix(out["parameters"])
+    if isinstance(out.get("sources"), list):
+        out["sources"] = [
+            {**src, "parameters": fix(src["parameters"])}
+            if isinstance(src, dict) and "parameters" in src
+            else src
+            for src in out["sources"]
         ]
     return out
 
