@@ -241,7 +241,7 @@ parameters:
     ("key", "value"),
     [
         ("tokenizer", {"source": "union"}),
-        ("chat_template", "chatml"),
+        ("chat_template", "llama3"),
         ("modules", {"text": {"models": [{"model": "a"}]}}),
         ("tokenizer_source", "union"),
     ],
@@ -261,6 +261,24 @@ def test_unsupported_mergekit_keys_are_named_not_called_misspelt(zoo, key, value
     assert f"{key}:" in text
     assert "not supported yet" in text
     assert "spelling" not in text
+
+
+def test_chat_template_text_name_and_auto(tmp_path: Path, zoo):
+    """mergekit's chat_template: Jinja text as written, a built-in name, or ``auto``
+    (the template most inputs share), written into the output's tokenizer_config.json."""
+    p = zoo["paths"]
+    jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    for name in ("a", "b"):
+        (tmp_path / name / "tokenizer_config.json").write_text(json.dumps({"chat_template": jinja}))
+    recipe: dict[str, Any] = {
+        "merge_method": "linear", "models": [{"model": p["a"]}, {"model": p["b"]}],
+    }  # fmt: skip
+    for i, (value, want) in enumerate(
+        ((jinja, jinja), ("auto", jinja), ("chatml", "<|im_start|>"))
+    ):
+        _run(tmp_path, {**recipe, "chat_template": value}, f"out{i}")
+        written = json.loads((tmp_path / f"out{i}" / "tokenizer_config.json").read_text())
+        assert want in written["chat_template"]
 
 
 # --- layer gradients -----------------------------------------------------------------

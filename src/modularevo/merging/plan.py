@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -129,6 +130,7 @@ class MergePlan:
     masks: list[Any] = field(default_factory=list)
     depths: dict[str, float] = field(default_factory=dict)
     config_updates: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -273,6 +275,9 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         plan.tasks = _decide_tasks(plan, base)
         plan.depths = layer_depths(reference.names())
     _check_tensor_params(plan)
+    plan.chat_template = chat_template(
+        config, [config.base_model or "", *(e.model for e in entries)]
+    )
     plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
     if plan.masks:
         check_masks(plan.masks, entries, reference)
@@ -424,13 +429,72 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 
 def write_config_updates(plan: MergePlan, folder: Path) -> None:
-    """Apply the plan's ``config.json`` changes (a ``slices:`` merge's layer count)."""
+    """Apply the plan's changes to the copied files: ``config.json``'s layer count (a
+    ``slices:`` merge) and the recipe's ``chat_template``."""
     path = folder / "config.json"
-    if not plan.config_updates or not path.is_file():
+    if plan.config_updates and path.is_file():
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg.update(plan.config_updates)
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if plan.chat_template is None:
         return
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    cfg.update(plan.config_updates)
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if (folder / "chat_template.jinja").is_file():  # transformers >= 4.43 reads this first
+        (folder / "chat_template.jinja").write_text(plan.chat_template, encoding="utf-8")
+    tok = folder / "tokenizer_config.json"
+    data = json.loads(tok.read_text(encoding="utf-8")) if tok.is_file() else {}
+    data["chat_template"] = plan.chat_template
+    tok.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""The ChatML layout (``<|im_start|>role\\n...<|im_end|>``), for ``chat_template: chatml``."""
+
+
+def chat_template(config: MergeConfig, models: list[str]) -> str | None:
+    """The chat template the output gets, from the recipe's ``chat_template``.
+
+    Jinja text (it holds ``{``) is used as written; ``chatml`` is :data:`CHATML`;
+    ``auto`` takes the template most of ``models`` share (mergekit 0.1.5's rule), or
+    none when no model has one.
+
+    Raises:
+        ConfigError: any other name (mergekit's other built-in names are not
+            supported yet; write the template's Jinja text instead).
+    """
+    value = config.chat_template
+    if value is None or "{" in value:
+        return value
+    if value == "chatml":
+        return CHATML
+    if value == "auto":
+        found = [t for t in (_model_template(m) for m in models if m) if t]
+        return Counter(found).most_common(1)[0][0] if found else None
+    raise ConfigError(
+        [f"chat_template: {value!r} is not a template this version knows (chatml, auto) and "
+         "holds no Jinja; mergekit's other built-in names are not supported yet: give the "
+         "template's Jinja text"]
+    )  # fmt: skip
+
+
+def _model_template(path: str) -> str | None:
+    folder = model_dir(path)
+    if folder is None:
+        return None
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8").strip()
+    tok = folder / "tokenizer_config.json"
+    try:
+        template = json.loads(tok.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    return template.strip() if isinstance(template, str) else None
 
 
 def _aliases_after_targets(tasks: list[TensorTask]) -> list[TensorTask]:

@@ -53,7 +53,6 @@ DTYPE_NAMES = {
 UNSUPPORTED_KEYS = {
     "modules": "per-module recipes of multi-module models",
     "tokenizer": "tokenizer surgery: merged vocabularies, force_token, pad_to_multiple_of",
-    "chat_template": "writing a chat template into the tokenizer",
 }
 # mergekit keys that only tune mergekit's own execution; accepted and ignored.
 IGNORED_KEYS = frozenset({"int8_mask"})
@@ -139,7 +138,10 @@ class MergeConfig(BaseModel):
             contributes the base's value (no change); tensors missing from the
             base are left out.
         check_finite: refuse inputs holding NaN or Inf.
-        tokenizer_source: folder to copy tokenizer/config files from (default: base).
+        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer/config
+            files from.
+        chat_template: written into the output's tokenizer: Jinja text, ``chatml``, or
+            ``auto`` (the template most of the input models share).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,
             ``task_arithmetic``) on numpy without importing torch when every tensor
             allows it, else on torch; ``torch`` or ``numpy`` force one (``numpy``
@@ -159,6 +161,7 @@ class MergeConfig(BaseModel):
     missing_tensors: Literal["error", "base"] = "error"
     check_finite: bool = True
     tokenizer_source: str | None = None
+    chat_template: str | None = None
     name: str | None = None
     backend: Literal["auto", "torch", "numpy"] = "auto"
 
