@@ -29,7 +29,7 @@ import yaml
 from modularevo.errors import ConfigError
 from modularevo.io.hf_files import copy_model_files, model_card
 from modularevo.io.writer import ShardedWriter, TensorSpec
-from modularevo.merging.plan import MergePlan, plan_merge
+from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
@@ -167,6 +167,7 @@ def _chunked(plan: MergePlan) -> bool:
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
     copy_model_files(plan.source_dir, tmp, torch_dtype=cfg.output_dtype)
+    write_config_updates(plan, tmp)  # slices: the new layer count
     resolved = cfg.model_dump(mode="json")
     card = model_card(
         recipe=plan.recipe,
