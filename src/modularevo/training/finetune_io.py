@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -12,7 +16,7 @@ from torch import Tensor, nn
 
 from modularevo.config.finetune import FinetuneConfig
 from modularevo.errors import InputError
-from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.atomic import atomic_write_text, claim_output
 from modularevo.utils.runinfo import run_info
 
 
@@ -71,3 +75,35 @@ def write_run_files(out: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> 
     )
     atomic_write_text(out / "run_info.json", json.dumps(run_info(), indent=2, default=str))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+
+
+RUN_FILES = ("metrics.json", "config.resolved.yaml", "run_info.json", "README.md", "model")
+"""What a finished run holds besides its checkpoints (``metrics.json`` marks it finished)."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clear_run_files(out: Path) -> None:
+    """Delete a finished run's results, ``metrics.json`` first (``overwrite: true``)."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def claims_output_dir(fn: F) -> F:
+    """Decorate ``fn(config, ...)`` so that it holds ``config.output_dir`` while it runs.
+
+    Only the main process (``RANK`` 0 or unset) takes the lock; a second run into the
+    same folder is refused with an :class:`InputError`.
+    """
+
+    @functools.wraps(fn)
+    def run(config: Any, *args: Any, **kwargs: Any) -> Any:
+        main = os.environ.get("RANK", "0") == "0"
+        with claim_output(Path(config.output_dir), enabled=main):
+            return fn(config, *args, **kwargs)
+
+    return run  # type: ignore[return-value]

@@ -1,0 +1,43 @@
+"""Helpers of the reliability suite: planted pickles, tiny models, one-line error checks."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "training"))  # finetune_helpers
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that code from a data file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):  # noqa: D105
+        return (open, (self.marker, "w"))
+
+
+def plant_pickle(path: Path, marker: Path) -> None:
+    """Write a pickle at ``path`` whose loading (with ``weights_only=False``) creates ``marker``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        pickle.dump({"state": Payload(marker)}, fh)
+
+
+def assert_one_message(code: int, text: str, *needles: str) -> None:
+    """Exit 2, an ``error:`` message without a traceback, naming every needle."""
+    assert code == 2, text
+    assert "Traceback" not in text, text
+    assert "error:" in text, text
+    for needle in needles:
+        assert needle in text, (needle, text)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
