@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from modularevo.config import load_config
 from modularevo.config.finetune import FinetuneConfig
@@ -29,5 +30,5 @@ def finetune_cmd(
     console.print(
         f"[green]done[/] ({cfg.strategy}, {m['steps']} steps, best step {m['best_step']}): "
         f"val acc {m['validation']['accuracy']:.4f} F1 {m['validation']['macro_f1']:.4f}, "
-        f"test acc {m['test']['accuracy']:.4f} F1 {m['test']['macro_f1']:.4f} -> {res.model_dir}"
+        f"test acc {m['test']['accuracy']:.4f} F1 {m['test']['macro_f1']:.4f} -> {escape(str(res.model_dir))}"
     )

@@ -41,6 +41,7 @@ from modularevo.training.finetune_io import (
     check_resumable,
     claims_output_dir,
     clear_run_files,
+    dataset_columns,
     mask_report,
     write_run_files,
 )
@@ -126,7 +127,7 @@ def finetune(
     if dataset is None:
         from modularevo.data import load_dataset
 
-        dataset = load_dataset(config.task)
+        dataset = load_dataset(config.task, **dataset_columns(config))
     if model is None:
         from modularevo.models.load import load_model
 
