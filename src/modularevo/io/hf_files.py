@@ -33,6 +33,11 @@ COPIED_FILES = (
     "preprocessor_config.json",
 )
 
+TOKENIZER_FILES = tuple(
+    n for n in COPIED_FILES if n not in ("config.json", "generation_config.json")
+)
+"""The tokenizer (and processor) files among :data:`COPIED_FILES`."""
+
 
 def read_config(folder: Path | None) -> dict[str, Any]:
     """The ``config.json`` of ``folder`` as a dict ({} when there is none or it is unreadable)."""
@@ -54,13 +59,20 @@ def vocab_size(config: dict[str, Any]) -> int | None:
     return None
 
 
-def copy_model_files(src: Path | None, dst: Path, *, torch_dtype: str | None = None) -> list[str]:
+def copy_model_files(
+    src: Path | None,
+    dst: Path,
+    *,
+    torch_dtype: str | None = None,
+    names: tuple[str, ...] = COPIED_FILES,
+) -> list[str]:
     """Copy config and tokenizer files from ``src`` into ``dst``.
 
     Args:
         src: the source model folder (``None``: nothing to copy).
         dst: the output folder.
         torch_dtype: if given, written as the config's ``dtype``/``torch_dtype``.
+        names: which files to copy (default: config, generation config and tokenizer).
 
     Returns:
         The names of the copied files.
@@ -68,7 +80,7 @@ def copy_model_files(src: Path | None, dst: Path, *, torch_dtype: str | None = N
     copied: list[str] = []
     if src is None:
         return copied
-    for name in COPIED_FILES:
+    for name in names:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
             copied.append(name)

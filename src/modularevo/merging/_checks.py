@@ -210,3 +210,57 @@ def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) 
             problems,
             "Use masks learned on this architecture (re-run `modularevo modularize` on the base).",
         )
+
+
+def _bad_count(t: Any) -> tuple[int, int]:
+    """(NaN/Inf count, numel) of a torch tensor or numpy array (``uint16`` = BF16 bits)."""
+    if isinstance(t, np.ndarray):
+        if t.dtype == np.uint16:  # bf16 bit patterns: exponent all ones is Inf/NaN
+            return int(((t & 0x7F80) == 0x7F80).sum()), int(t.size)
+        if not np.issubdtype(t.dtype, np.floating):
+            return 0, int(t.size)
+        return int((~np.isfinite(t)).sum()), int(t.size)
+    if not t.is_floating_point():
+        return 0, t.numel()
+    import torch
+
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return 0, t.numel()
+    return int((~finite).sum()), t.numel()
+
+
+def check_merged_finite(t: Any, name: str, params: dict[str, Any]) -> None:
+    """Refuse to publish a merged tensor holding NaN/Inf (the inputs were finite).
+
+    Args:
+        t: the merged tensor, in its output dtype.
+        name: its name.
+        params: the method's parameters for it (named in the message).
+
+    Raises:
+        InputError: naming the tensor, the count, the parameters and the likeliest culprit.
+    """
+    bad, numel = _bad_count(t)
+    if not bad:
+        return
+    numbers = {k: v for k, v in params.items() if _magnitude(v) is not None}
+    shown = ", ".join(f"{k}={v!r}" for k, v in numbers.items()) or "none"
+    culprit = max(numbers, key=lambda k: _magnitude(numbers[k]) or 0.0, default=None)
+    blame = f"; the likeliest cause is {culprit}={numbers[culprit]!r}" if culprit else ""
+    raise InputError(
+        f"merged tensor {name!r} has {bad} NaN/Inf value(s) of {numel}, though every input is "
+        f"finite: the merge overflowed its output dtype (parameters: {shown}){blame}. "
+        "Use parameter values of ordinary size (lambda and weights near 1); nothing was written"
+    )
+
+
+def _magnitude(v: Any) -> float | None:
+    """Largest |number| in a number or a list of numbers (``None`` if it is neither)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return abs(float(v))
+    if isinstance(v, list | tuple) and v and all(_magnitude(x) is not None for x in v):
+        return max(_magnitude(x) or 0.0 for x in v)
+    return None

@@ -66,6 +66,25 @@ def _check_target(target: Path) -> None:
         )
 
 
+def check_output_path(target: str | Path, *, overwrite: bool = False) -> None:
+    """Check early (before any work) that ``target`` can become a new output.
+
+    Raises:
+        InputError: ``target`` is the current folder, exists without ``overwrite``, or
+            has a file among its parents.
+    """
+    target = Path(target)
+    _check_target(target)
+    if target.exists() and not overwrite:
+        _refuse_existing(target)
+    bad = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if bad is not None:
+        raise InputError(
+            f"cannot create output {str(target)!r}: {str(bad)!r} is a file, not a folder; "
+            "choose an output path whose parents are folders"
+        )
+
+
 def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
