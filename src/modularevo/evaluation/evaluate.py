@@ -109,8 +109,10 @@ def evaluate_model(
         data = data.select(range(min(max_examples, len(data))))
     num_labels = _num_labels(data)
     if isinstance(model, str):
+        from modularevo.io.hf_files import check_head_fits
         from modularevo.models.load import load_model
 
+        check_head_fits(model, num_labels, task)  # before any weight is read
         model, tokenizer = load_model(model, "classifier", num_labels=num_labels)
     elif tokenizer is None:
         raise InputError("an in-memory model needs its `tokenizer` to be evaluated")

@@ -93,15 +93,73 @@ def clear_run_files(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def claims_output_dir(fn: F) -> F:
-    """Decorate ``fn(config, ...)`` so that it holds ``config.output_dir`` while it runs.
+def check_inputs(cfg: FinetuneConfig, *, dataset: bool = True, model: bool = True) -> None:
+    """Check the names and files a run needs, before anything is loaded.
 
-    Only the main process (``RANK`` 0 or unset) takes the lock; a second run into the
-    same folder is refused with an :class:`InputError`.
+    Raises:
+        InputError: misspelt dataset or model name (did-you-mean), missing module file
+            (with the `modularize` command that makes it).
+    """
+    if dataset:
+        from modularevo.data import check_dataset_name
+
+        check_dataset_name(cfg.task)
+    if model:
+        from modularevo.models.load import resolve_model
+
+        resolve_model(cfg.model)
+    if cfg.module and not Path(cfg.module).is_file():
+        raise InputError(missing_module_message(cfg.module))
+
+
+def missing_module_message(module: str) -> str:
+    """What to do about a module file that does not exist (names the modularize config)."""
+    path = Path(module)
+    made_by = _modularize_config_for(path)
+    run = (
+        f"`modularevo modularize {made_by}`"
+        if made_by
+        else "`modularevo modularize configs/modularize/<name>.yaml` with output_dir set to "
+        f"{str(path.parent)!r}"
+    )
+    near = sorted(p.name for p in path.parent.glob("module*.safetensors"))[:5]
+    found = f" (that folder holds {near})" if near else ""
+    return (
+        f"module file {module!r} does not exist{found}; learn the module first with {run}, then "
+        "run this again, or pass module=<an existing module file>, or use strategy=full"
+    )
+
+
+def _modularize_config_for(path: Path) -> str | None:
+    """The shipped ``configs/modularize/*.yaml`` whose output_dir holds ``path``, if any."""
+    import yaml
+
+    for cfg in sorted(Path("configs/modularize").glob("*.yaml")):
+        try:
+            out = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("output_dir")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if out and Path(str(out)) == path.parent:
+            return str(cfg)
+    return None
+
+
+def claims_output_dir(fn: F) -> F:
+    """Decorate ``fn(config, ...)``: check its inputs, then hold ``config.output_dir``.
+
+    The inputs are checked by :func:`check_inputs` (the dataset and model only when
+    ``fn`` is not given them in memory). Only the main process (``RANK`` 0 or unset)
+    takes the lock; a second run into the same folder is refused with an
+    :class:`InputError`.
     """
 
     @functools.wraps(fn)
     def run(config: Any, *args: Any, **kwargs: Any) -> Any:
+        check_inputs(
+            config,
+            dataset=kwargs.get("dataset") is None,
+            model=kwargs.get("model") is None,
+        )
         main = os.environ.get("RANK", "0") == "0"
         with claim_output(Path(config.output_dir), enabled=main):
             return fn(config, *args, **kwargs)
