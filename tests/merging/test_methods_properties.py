@@ -7,7 +7,7 @@ import torch
 
 from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params
-from modularevo.utils.seed import derived_generator
+from modularevo.merging.spec import call_method, method_generators
 
 # Names starting with '_' are test-only methods other test modules register.
 NAMES = [n for n in MERGE_METHODS.names() if not n.startswith("_")]
@@ -66,10 +66,10 @@ def call(name, tensors, base, *, seed=0, perm=None, **params):
     spec = MERGE_METHODS.get(name)
     k = len(tensors)
     idx = list(range(k)) if perm is None else perm
-    gens = [derived_generator(seed, "w", i) for i in idx] if spec.randomized else None
-    masks = [None] * k if spec.uses_masks else None
+    gens = method_generators(spec, seed, "w", idx)
     with_base = spec.needs_base or (name == "slerp" and k == 1)  # slerp: base = t=0 end
-    return spec.fn(tensors, base if with_base else None, generators=gens, masks=masks, **params)
+    b = base if with_base else None
+    return call_method(spec, tensors, b, params, generators=gens, masks=[None] * k)
 
 
 def models(k, shape=(5, 7), seed=0):
@@ -220,16 +220,20 @@ def test_param_bounds(name):
 
 
 def test_cross_parameter_validation():
-    della = MERGE_METHODS.get("della").extras["validate"]
+    della = MERGE_METHODS.get("della").validate
+    assert della is not None
     assert della({"density": [0.1, 0.5], "epsilon": 0.15}, 2)  # 0.1 - 0.15 <= 0
     assert della({"density": 0.9, "epsilon": [0.1, 0.1]}, 2)  # 0.9 + 0.1 >= 1
     assert not della({"density": [0.5, 1.0], "epsilon": 0.15}, 2)
-    assert not MERGE_METHODS.get("ties").extras["validate"]({"density": 0.1}, 2)
-    cabs = MERGE_METHODS.get("cabs").extras["validate"]
+    ties = MERGE_METHODS.get("ties").validate
+    assert ties is not None
+    assert not ties({"density": 0.1}, 2)
+    cabs = MERGE_METHODS.get("cabs").validate
+    assert cabs is not None
     assert cabs({"n": 5, "m": 4}, 2)
     assert cabs({"n": 1, "m": 4, "order": [0, 2]}, 2)
     assert not cabs({"n": 1, "m": 4, "order": [1, 0]}, 2)
     assert not cabs({"n": 1, "m": 4}, 3)
-    needs = MERGE_METHODS.get("ties").extras["needs_thresholds"]
-    assert needs({"trim_scope": "global"})
-    assert not needs({"trim_scope": "tensor"})
+    caps = MERGE_METHODS.get("ties").capabilities
+    assert caps.wants_thresholds({"trim_scope": "global"})
+    assert not caps.wants_thresholds({"trim_scope": "tensor"})

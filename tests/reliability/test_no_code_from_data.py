@@ -6,7 +6,7 @@ import pytest
 from conftest import plant_pickle
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.errors import InputError
 from modularevo.training.finetune import finetune
 from modularevo.training.loop import checkpoint_dirs

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from modularevo.config import load_config
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 from modularevo.errors import ConfigError
 
 console = Console()
@@ -22,6 +22,7 @@ def cost_cmd(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (or as CONFIG)."),
 ) -> None:
     """Measure the dense model and the module interleaved in one run; table, plot and JSON."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.runner import run_cost
 
     args = list(args or [])

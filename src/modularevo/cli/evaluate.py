@@ -20,6 +20,7 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Evaluate a classifier on one split of a task."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.evaluation.evaluate import evaluate_model
 
     res = evaluate_model(model, task=task, split=split, max_length=max_length,

@@ -15,6 +15,7 @@ console = Console()
 
 def print_summary(run: Path, seconds: float) -> None:
     """Print the last round's comparison table and where the report is."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.evolution.report import last_round_rows
 
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
@@ -42,6 +43,7 @@ def evolve_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Fine-tune every task, merge, evaluate; repeat for each round (resumes a killed run)."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.evolution.loop import evolve
 
     extra = ["progress=false"] if no_progress else []

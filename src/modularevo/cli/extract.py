@@ -23,6 +23,7 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Remove the FFN neurons and attention heads the module drops; save a loadable folder."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.extract import extract_module, save_extracted
     from modularevo.deploy.runner import load_any_model
     from modularevo.modules.io import load_module

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from modularevo.config import load_config
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.training.finetune_config import FinetuneConfig
 
 console = Console()
 
@@ -25,6 +25,7 @@ def finetune_cmd(
 
     Under several processes launch it with ``accelerate launch -m modularevo.cli.main finetune``.
     """
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.finetune_io import check_inputs
 
     cfg = load_config(FinetuneConfig, config, overrides or [])
@@ -32,6 +33,7 @@ def finetune_cmd(
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.finetune import finetune
 
     res = finetune(cfg)

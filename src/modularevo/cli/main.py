@@ -66,12 +66,7 @@ def _install_commands(app: typer.Typer, only: str | None) -> None:
     for module, attr, name in _COMMANDS:
         if only is not None and name != only:
             continue
-        try:
-            mod = importlib.import_module(f"modularevo.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"modularevo.cli.{module}":
-                continue  # command not built yet in this checkout
-            raise
+        mod = importlib.import_module(f"modularevo.cli.{module}")
         obj = getattr(mod, attr)
         if isinstance(obj, typer.Typer):
             app.add_typer(obj, name=name)

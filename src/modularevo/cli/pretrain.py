@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.models.pretrain import PretrainConfig, output_dir, pretrain
+from modularevo.training.pretrain import PretrainConfig, output_dir, pretrain
 
 
 def pretrain_cmd(

@@ -11,12 +11,14 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 from modularevo.cost.meter import cpu_name, measure_cost, token_inputs
 from modularevo.cost.report import cost_json, cost_table, plot_cost
 from modularevo.deploy.extract import extract_module
 from modularevo.deploy.sparse import sparsify_linears
 from modularevo.errors import InputError
+from modularevo.models.load import load_model
+from modularevo.modules.io import load_module
 from modularevo.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ def load_any_model(name_or_path: str, kind: str, num_labels: int | None) -> tupl
                 else None
             )
             return model, tok
-    from modularevo.models.load import load_model
-
     return load_model(name_or_path, kind, num_labels=num_labels)
 
 
@@ -51,8 +51,6 @@ def module_variant(dense: nn.Module, cfg: CostConfig) -> tuple[str, nn.Module, P
     if path.is_dir():
         model, _ = load_any_model(str(path), cfg.kind, cfg.num_labels)
         return "module (extracted)", model, path
-    from modularevo.modules.io import load_module
-
     mask = load_module(path, params=dense.named_parameters(), allow_modified=True)
     try:
         return "module (extracted)", extract_module(dense, mask), path

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from modularevo.errors import InputError
+from modularevo.io.reader import read_header
 
 # Files copied from the source model folder next to the merged weights.
 COPIED_FILES = (
@@ -58,8 +59,6 @@ def saved_num_labels(folder: str | Path) -> int | None:
     Looks at ``classifier_head.safetensors`` (modularevo's pooled head), else at a
     ``*ForSequenceClassification`` config's ``id2label``/``num_labels``.
     """
-    from modularevo.io.reader import read_header
-
     folder = Path(folder)
     head = folder / "classifier_head.safetensors"
     if head.is_file():

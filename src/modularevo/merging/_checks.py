@@ -172,13 +172,9 @@ def open_masks(paths: Sequence[str | None]) -> list[Any]:
 
 def _open_module(path: str) -> Any:
     """The single place that reads module mask files (``modularevo.modules.io``)."""
-    try:
-        from modularevo.modules.io import open_module
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        raise InputError(
-            f"cannot read module mask {path!r}: modularevo.modules.io is not available "
-            f"in this installation ({exc})"
-        ) from None
+    # deferred on purpose: module files need torch, and merges without masks run torch-free
+    from modularevo.modules.io import open_module
+
     return open_module(path)
 
 

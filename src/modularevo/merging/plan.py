@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modularevo.config.merge import (
-    MergeConfig,
-    ModelEntry,
-    effective_models,
-    is_resolved,
-    method_of,
-    resolve_value,
-)
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config
@@ -42,12 +33,24 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
+from modularevo.merging.recipe import (
+    MergeConfig,
+    ModelEntry,
+    effective_models,
+    is_resolved,
+    method_of,
+    resolve_value,
+)
 from modularevo.merging.spec import MergeMethod
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+CHUNK = 1 << 18
+"""Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
+in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 Action = Literal["merge", "copy", "alias"]
 _OUT_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -115,27 +118,22 @@ class MergePlan:
         """Whether the method wants each model's global |τ| threshold (pre-pass)."""
         if not self.method.global_stats:
             return False
-        pred: Callable[[dict[str, Any]], bool] | None = self.method.extras.get("needs_thresholds")
-        return True if pred is None else bool(pred(self.params_for(None)))
+        return self.method.capabilities.wants_thresholds(self.params_for(None))
 
     def elementwise(self, params: dict[str, Any]) -> bool:
         """Whether the method may be run on flat chunks of a tensor (declared by the method)."""
-        flag = self.method.extras.get("elementwise", False)
-        if callable(flag):
-            flag = flag(params)
-        return bool(flag) and not self.method.randomized
+        return self.method.capabilities.is_elementwise(params) and not self.method.randomized
 
     def chunk_mode(self, params: dict[str, Any]) -> str | None:
         """How the executor may split a tensor for the method, given its parameters.
 
-        ``"elementwise"``: any flat chunks (``extras["elementwise"]``); ``"cuts"``: flat
-        chunks after exact per-tensor top-k cuts of ``|τ|`` (``extras["topk_cuts"]``,
+        ``"elementwise"``: any flat chunks (``Capabilities.elementwise``); ``"cuts"``: flat
+        chunks after exact per-tensor top-k cuts of ``|τ|`` (``Capabilities.topk_cuts``,
         per-tensor TIES); ``None``: whole tensors.
         """
         if self.method.randomized:
             return None
-        cuts = self.method.extras.get("topk_cuts")
-        if callable(cuts) and cuts(params) and self.base is not None:
+        if self.method.capabilities.wants_cuts(params) and self.base is not None:
             return "cuts"
         return "elementwise" if self.elementwise(params) else None
 
@@ -188,7 +186,7 @@ class MergePlan:
         Raises:
             ConfigError: if a density is given per tensor (one global threshold per model).
         """
-        key = self.method.extras.get("threshold_param", "density")
+        key = "density"
         dens = self.params_for(None)[key]
         bad = [self.entries[i].model for i, d in enumerate(dens) if not is_resolved(d)]
         if bad:
@@ -219,7 +217,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     entries = effective_models(config, method)
     if len(entries) != len(config.models):
         log.info("the base model is listed among the models; it is not merged against itself")
-    keep_base = method.extras.get("base_in_models", not method.needs_base and not method.max_models)
+    keep_base = not method.needs_base and not method.max_models
     base_path = config.base_model
     errors: list[str] = []
     base = _open(base_path, errors) if base_path else None
@@ -310,8 +308,6 @@ def memory_estimate(plan: MergePlan) -> int:
     (elementwise methods, per-tensor TIES) a few chunks. The writer queue holds up
     to two output tensors, one more is being written.
     """
-    from modularevo.merging.stream import CHUNK
-
     merged = plan.merge_tasks()
     if not plan.tasks:
         return 0

@@ -6,9 +6,9 @@ thread merges the current one, so reading and computing use both cores. It keeps
 at most ``ahead_bytes`` of inputs in flight besides the tensor being merged.
 
 :func:`merge_tensor` merges one tensor from its inputs. A method that declares
-``extras["elementwise"]`` runs on flat chunks of :data:`CHUNK` elements (its
+``Capabilities.elementwise`` runs on flat chunks of :data:`CHUNK` elements (its
 temporaries stay a few megabytes even for an embedding matrix). A method that
-declares ``extras["topk_cuts"]`` (per-tensor TIES) first gets each model's
+declares ``Capabilities.topk_cuts`` (per-tensor TIES) first gets each model's
 exact top-k :class:`~modularevo.merging.sparsify.Cut` of ``|θ_t - θ_0|`` for the
 whole tensor (:func:`~modularevo.merging.thresholds.topk_cut`), then runs on
 chunks with those cuts: the result equals the unchunked trim entry for entry,
@@ -25,18 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from modularevo.io.reader import ModelReader
 from modularevo.merging.backend import TorchBackend
-from modularevo.merging.plan import MergePlan, TensorTask
+from modularevo.merging.plan import CHUNK, MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
+from modularevo.merging.spec import call_method, method_generators
 from modularevo.merging.thresholds import topk_cuts
 from modularevo.utils.heap import release_free_heap
-from modularevo.utils.seed import derived_generator
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-CHUNK = 1 << 18
-"""Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
-in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 # (task, [(tensor or None, label)]) with the base first when the method takes one.
 Inputs = list[tuple[Any, str]]
@@ -169,7 +166,7 @@ def merge_tensor(
         return _merge_chunked(plan, task, (tensors, base), extra, mode, pool)
     f32 = plan.backend.to_float32
     base32 = f32(base) if base is not None else None
-    out = plan.method.fn([f32(t) for t in models if t is not None], base32, **extra)
+    out = call_method(plan.method, [f32(t) for t in models if t is not None], base32, **extra)
     if tuple(out.shape) != task.shape:
         raise RuntimeError(
             f"merge method returned shape {list(out.shape)} for {task.name!r} "
@@ -185,20 +182,18 @@ def _extra(
     params: dict[str, Any],
     thresholds: list[float] | None,
 ) -> dict[str, Any]:
+    """The keyword arguments of :func:`call_method` for ``task`` (inputs ``idx``)."""
     method = plan.method
-    extra: dict[str, Any] = dict(params)
-    extra["generators"] = (
-        [derived_generator(plan.config.seed, task.name, i) for i in idx]
-        if method.randomized
-        else None
-    )
-    extra["masks"] = (
-        [plan.masks[i].mask(task.name) if plan.masks[i] else None for i in idx]
-        if method.uses_masks
-        else None
-    )
-    extra["thresholds"] = [thresholds[i] for i in idx] if thresholds else None
-    return extra
+    return {
+        "params": params,
+        "generators": method_generators(method, plan.config.seed, task.name, idx),
+        "masks": (
+            [plan.masks[i].mask(task.name) if plan.masks[i] else None for i in idx]
+            if method.uses_masks
+            else None
+        ),
+        "thresholds": [thresholds[i] for i in idx] if thresholds else None,
+    }
 
 
 def _merge_chunked(
@@ -216,7 +211,7 @@ def _merge_chunked(
     cuts = None
     if mode == "cuts":
         assert flat_base is not None
-        dens = extra[plan.method.extras.get("threshold_param", "density")]
+        dens = extra["params"]["density"]
         ks = [keep_count(d, task.numel) for d in dens]
         cuts = topk_cuts(flats, flat_base, ks, CHUNK, run)
     masks = extra.get("masks")
@@ -231,7 +226,7 @@ def _merge_chunked(
         if cuts is not None:
             kw["thresholds"] = [c.shifted(a) for c in cuts]
         part = None if flat_base is None else backend.to_float32(flat_base[a:b])
-        merged = plan.method.fn([backend.to_float32(f[a:b]) for f in flats], part, **kw)
+        merged = call_method(plan.method, [backend.to_float32(f[a:b]) for f in flats], part, **kw)
         flat_out[a:b] = backend.cast(merged, task.out_code)
 
     for _ in run(one, range(0, task.numel, CHUNK)):

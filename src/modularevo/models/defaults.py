@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from modularevo.errors import InputError
+from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
 from modularevo.registry import Registry
 from modularevo.utils.cache import cache_dir
 
@@ -165,15 +166,12 @@ def gptneo_small_path() -> Path:
 
 def _gptneo_small_params() -> int:
     target = models_dir() / "gptneo-small"
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from modularevo.models.pretrain import PretrainConfig, gptneo_config
+    from transformers import AutoConfig, AutoModelForCausalLM  # deferred: heavy import
 
     if (target / "config.json").is_file():
         config = AutoConfig.from_pretrained(target)
     else:
-        default = PretrainConfig.model_validate({})
-        config = gptneo_config(default.model, vocab_size=default.vocab_size)
+        config = gptneo_config(GPTNeoArch(), vocab_size=DEFAULT_VOCAB_SIZE)
     with torch.device("meta"):
         return count_params(AutoModelForCausalLM.from_config(config))
 
@@ -187,9 +185,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
+    # deferred: _tiny imports transformers; listing models stays fast
     from modularevo.models._tiny import tiny_params
 
     def locate() -> Path:
+        # deferred: _tiny imports transformers
         from modularevo.models._tiny import save_tiny
 
         return publish_dir(models_dir() / name, lambda out: save_tiny(name, out))

@@ -4,7 +4,7 @@ Run it from the CLI (``modularevo finetune --config configs/finetune/minilm_lang
 or from Python::
 
     from modularevo import finetune
-    from modularevo.config.finetune import FinetuneConfig
+    from modularevo.training.finetune_config import FinetuneConfig
     result = finetune(FinetuneConfig(model="tiny-bert", task="lang-id", strategy="full"))
 
 The output folder holds ``model/`` (a Hugging Face folder of the fine-tuned model with its
@@ -30,11 +30,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.data.collate import pad_batch
 from modularevo.errors import InputError
 from modularevo.evaluation.evaluate import score_split
 from modularevo.training import strategies as st
-from modularevo.training.collate import pad_batch
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.finetune_data import RunData, label_info, prepare_data
 from modularevo.training.finetune_io import (
     bits_differ,
@@ -47,7 +47,6 @@ from modularevo.training.finetune_io import (
 )
 from modularevo.training.loop import (
     TrainState,
-    build_accelerator,
     global_batches,
     load_checkpoint,
     local_part,
@@ -56,6 +55,7 @@ from modularevo.training.loop import (
 )
 from modularevo.training.masked_optim import mask_gradients_
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.device import build_accelerator
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def finetune(
     elif tokenizer is None:
         raise InputError("finetune(model=...) needs the model's `tokenizer` too")
     if config.emoe is not None:
-        from modularevo.moe.convert import emoe_convert
+        from modularevo.emoe.convert import emoe_convert
 
         emoe_convert(model, config.emoe)  # deterministic: a resumed run converts identically
     run = _build_run(config, acc, model, prepare_data(config, dataset, tokenizer), out)
@@ -383,7 +383,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
 def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
     """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
     if emoe:
-        from modularevo.moe.store import save_emoe
+        from modularevo.emoe.store import save_emoe
 
         save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
         return

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from modularevo.config.finetune import FinetuneConfig, TrainShard
+from modularevo.data.collate import Example, pad_id_of, tokenize_split
 from modularevo.errors import InputError
-from modularevo.training.collate import Example, pad_id_of, tokenize_split
+from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.utils.seed import derived_generator
 
 

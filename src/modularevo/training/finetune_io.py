@@ -14,8 +14,8 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.errors import InputError
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.utils.atomic import atomic_write_text, claim_output
 from modularevo.utils.runinfo import run_info
 
@@ -101,10 +101,12 @@ def check_inputs(cfg: FinetuneConfig, *, dataset: bool = True, model: bool = Tru
             (with the `modularize` command that makes it).
     """
     if dataset:
+        # deferred: datasets is a heavy import, not needed when the data comes in memory
         from modularevo.data import check_dataset_name
 
         check_dataset_name(cfg.task)
     if model:
+        # deferred: transformers is a heavy import, not needed when the model comes in memory
         from modularevo.models.load import resolve_model
 
         resolve_model(cfg.model)

@@ -2,12 +2,11 @@
 
 One CPU process, DDP or FSDP under ``accelerate launch`` run the same code:
 
-* :func:`build_accelerator` / :func:`global_batches` / :func:`local_part`: a seeded data
+* :func:`global_batches` / :func:`local_part`: a seeded data
   order that depends only on ``(seed, epoch)``. ``batch_size`` is the global batch; each
   process takes its contiguous share, so N processes see the same examples per step as one.
 * :func:`train_step`: forward, backward, optional gradient hook (masking), clipping,
   optimizer and scheduler step.
-* :func:`eval_predictions`: predictions of every example, gathered on all processes.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: model + optimizer + scheduler + RNG of
   every process + :class:`TrainState`, written to a temporary folder and renamed, so a
   killed run resumes from its last complete checkpoint. Nothing in a checkpoint can run
@@ -18,7 +17,7 @@ One CPU process, DDP or FSDP under ``accelerate launch`` run the same code:
   unpickled with ``weights_only=False``.
 
 Example:
-    >>> acc = build_accelerator(cpu=True)                           # doctest: +SKIP
+    >>> acc = Accelerator(cpu=True)                                 # doctest: +SKIP
     >>> for idx in global_batches(len(train), 16, seed=0, epoch=0):  # doctest: +SKIP
     ...     loss = train_step(acc, model, collate(local_part(idx, acc)), opt)
 """
@@ -36,7 +35,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 
 from modularevo.errors import InputError
 from modularevo.io.checkpoint import (
@@ -65,11 +63,6 @@ class TrainState:
     evals_since_best: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def build_accelerator(*, cpu: bool = False, mixed_precision: str = "no") -> Accelerator:
-    """An :class:`~accelerate.Accelerator` for this process (reads ``accelerate launch`` env)."""
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def global_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
@@ -145,47 +138,6 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     reduced: Any = accelerator.reduce(loss.detach(), reduction="mean")
     return float(reduced)
-
-
-@torch.no_grad()
-def eval_predictions(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    n: int,
-    collate: Callable[[list[int]], dict[str, torch.Tensor]],
-    *,
-    batch_size: int = 64,
-) -> tuple[list[int], list[int], float]:
-    """Predict every example ``0..n-1``, sharded over processes and gathered on all of them.
-
-    Args:
-        accelerator: the run's accelerator.
-        model: a classifier returning ``.logits`` (and ``.loss`` when labels are given).
-        n: number of examples.
-        collate: indices -> batch with ``labels``.
-        batch_size: examples per forward pass on each process.
-
-    Returns:
-        (predictions, labels, mean loss), in example order.
-    """
-    model.eval()
-    mine = list(range(accelerator.process_index, n, accelerator.num_processes))
-    rows: list[tuple[int, int, int, float]] = []
-    for start in range(0, len(mine), batch_size):
-        idx = mine[start : start + batch_size]
-        batch = {k: v.to(accelerator.device) for k, v in collate(idx).items()}
-        out = model(**batch)
-        preds = out.logits.argmax(dim=-1).tolist()
-        per_example = torch.nn.functional.cross_entropy(
-            out.logits.float(), batch["labels"], reduction="none"
-        ).tolist()
-        labels = batch["labels"].tolist()
-        rows.extend(zip(idx, preds, labels, per_example, strict=True))
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
-    rows.sort(key=lambda r: r[0])
-    loss = sum(r[3] for r in rows) / max(len(rows), 1)
-    return [r[1] for r in rows], [r[2] for r in rows], loss
 
 
 def checkpoint_dirs(root: str | Path) -> list[Path]:

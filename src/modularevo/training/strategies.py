@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from modularevo.errors import InputError
+from modularevo.models.arch import describe
 from modularevo.modules import ModuleMask, load_module, open_module
 from modularevo.training.masked_optim import MaskedAdamW
 
@@ -44,12 +45,7 @@ class TrainPlan:
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Module names of the task head(s) of ``model`` (from ``models.arch.describe``)."""
-    try:
-        from modularevo.models.arch import describe
-
-        heads = tuple(describe(model).heads)
-    except ImportError:  # model layer not installed in this checkout
-        heads = ()
+    heads = tuple(describe(model).heads)
     if heads:
         return heads
     names = {n for n, _ in model.named_modules()}
@@ -161,16 +157,7 @@ def apply_lora(
 
     heads = head_prefixes(model)
     if target_modules is None:
-        try:
-            from modularevo.models.arch import describe
-
-            target_modules = list(describe(model).maskable)
-        except ImportError:
-            target_modules = [
-                n
-                for n, m in model.named_modules()
-                if isinstance(m, nn.Linear) and not is_head(n, heads)
-            ]
+        target_modules = list(describe(model).maskable)
     cfg = LoraConfig(
         r=r,
         lora_alpha=alpha,

@@ -7,7 +7,7 @@ subclasses keep the same interface (``check(value) -> problem | None``), so the
 config validator calls them like any other :class:`Param`.
 
 Cross-parameter rules (e.g. DELLA's ``density ± epsilon`` in (0, 1), CABS ``n <= m``)
-are exposed as ``MergeMethod.extras["validate"]``: a callable
+are exposed as ``MergeMethod.validate``: a callable
 ``(params: Mapping[str, Any], num_models: int) -> list[str]`` that receives the
 resolved parameters (per-model ones as lists of K values) and returns every problem.
 """

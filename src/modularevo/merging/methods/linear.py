@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import flag_param, resolve_params, weight_param
-from modularevo.merging.spec import as_float32, register_method
+from modularevo.merging.spec import Capabilities, as_float32, register_method
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         flag_param("int8_mask", False, "accepted for mergekit recipes; no effect here"),
     ),
     needs_base=False,
-    extras={"elementwise": True, "numpy": True},
+    capabilities=Capabilities(elementwise=True, numpy=True),
 )
 def linear(
     tensors: Sequence[Tensor],

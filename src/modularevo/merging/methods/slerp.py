@@ -52,7 +52,6 @@ def slerp_tensors(t: float, v0: Tensor, v1: Tensor) -> Tensor:
     needs_base=False,
     min_models=1,
     max_models=2,
-    extras={"inputs": "base + 1 model (t=0 is the base), or 2 models and no base"},
 )
 def slerp(
     tensors: Sequence[Tensor],

@@ -49,7 +49,7 @@ from modularevo.merging.methods._params import (
     resolve_params,
     weight_param,
 )
-from modularevo.merging.spec import MergeFn, Param, as_float32, register_method
+from modularevo.merging.spec import Capabilities, MergeFn, Param, as_float32, register_method
 from modularevo.utils.lazy import LazyModule
 
 if TYPE_CHECKING:
@@ -278,15 +278,21 @@ def _register(v: GTAVariant) -> MergeFn:
     fn.__qualname__ = v.name
     fn.__doc__ = f"{v.summary}\n\nPaper: {v.paper}\n\nSee :mod:`{__name__}`."
     is_random = v.sparsifier in ("random", "della")
-    extras: dict[str, Any] = {"validate": _validate(v)}
+    caps = Capabilities()
     if v.sparsifier is None:
-        extras["elementwise"] = True
-        extras["numpy"] = v.consensus is None
+        caps = Capabilities(elementwise=True, numpy=v.consensus is None)
     if v.sparsifier == "magnitude":
-        extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
-        extras["elementwise"] = _global_trim_is_elementwise
-        extras["topk_cuts"] = _per_tensor_trim_is_chunkable
-    flags = dict(randomized=is_random, global_stats=v.sparsifier == "magnitude", extras=extras)
+        caps = Capabilities(
+            elementwise=_global_trim_is_elementwise,
+            topk_cuts=_per_tensor_trim_is_chunkable,
+            needs_thresholds=lambda params: params.get("trim_scope") == "global",
+        )
+    flags = dict(
+        randomized=is_random,
+        global_stats=v.sparsifier == "magnitude",
+        capabilities=caps,
+        validate=_validate(v),
+    )
     return register_method(v.name, paper=v.paper, summary=v.summary, params=_params(v), **flags)(fn)
 
 
