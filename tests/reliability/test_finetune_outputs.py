@@ -69,3 +69,19 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
         holder.kill()
         holder.wait()
     assert _go(out).metrics["steps"] == 4
+
+
+def test_equal_modules_are_equal_bytes_across_processes(tmp_path):
+    code = (
+        "import sys, torch\n"
+        "from modularevo.modules import ModuleMask, save_module\n"
+        "m = ModuleMask(masks={'b.weight': torch.ones(3, 2, dtype=torch.bool),\n"
+        "                      'a.weight': torch.zeros(4, dtype=torch.bool)}, domain='math')\n"
+        "save_module(m, sys.argv[1])\n"
+    )
+    for i in range(3):
+        env = {**os.environ, "PYTHONHASHSEED": str(i)}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"m{i}.safetensors")],
+                       check=True, env=env)  # fmt: skip
+    first = (tmp_path / "m0.safetensors").read_bytes()
+    assert all((tmp_path / f"m{i}.safetensors").read_bytes() == first for i in (1, 2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -261,6 +262,9 @@ def atomic_save_file(
 ) -> Path:
     """``safetensors.torch.save_file`` through a temporary file and an atomic rename.
 
+    The metadata is written in sorted key order, so equal inputs give equal bytes
+    (safetensors itself writes it in a per-process hash order).
+
     Returns:
         The path written.
     """
@@ -270,8 +274,27 @@ def atomic_save_file(
     tmp = _temp_file(path)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        if metadata and len(metadata) > 1:
+            _sort_metadata(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header in place with ``__metadata__`` keys sorted (same length)."""
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        meta = header.pop("__metadata__", None)
+        if meta is None:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return  # never move the tensor data
+        fh.seek(8)
+        fh.write(text + b" " * (n - len(text)))
