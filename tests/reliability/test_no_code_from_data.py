@@ -69,3 +69,17 @@ def test_planted_pickle_in_a_finetune_checkpoint_never_runs(tmp_path, name, outc
         res = _go(out)
         assert res.metrics["steps"] == 8
     assert not marker.exists()
+
+
+def test_the_mnist_reader_refuses_pickled_code(tmp_path):
+    import io
+    import pickle
+
+    from conftest import Payload
+
+    from modularevo.data.images import _ArrayUnpickler
+
+    marker = tmp_path / "PWNED"
+    with pytest.raises(InputError, match="refused"):
+        _ArrayUnpickler(io.BytesIO(pickle.dumps(Payload(marker)))).load()
+    assert not marker.exists()
