@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import sys
 from pathlib import Path
 
@@ -22,10 +21,12 @@ class Payload:
 
 
 def plant_pickle(path: Path, marker: Path) -> None:
-    """Write a pickle at ``path`` whose loading (with ``weights_only=False``) creates ``marker``."""
+    """Write a ``torch.save`` file at ``path`` whose loading with ``weights_only=False``
+    (or a plain unpickling) creates ``marker``."""
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        pickle.dump({"state": Payload(marker)}, fh)
+    torch.save({"state": Payload(marker)}, path)
 
 
 def assert_one_message(code: int, text: str, *needles: str) -> None:
