@@ -143,3 +143,18 @@ def test_paths_with_square_brackets_are_printed_verbatim(tmp_path, run_cli):
     )
     code, text = _merge(run_cli, rec, tmp_path / "out")
     assert_one_message(code, text, "[bold]model[/bold]")
+
+
+def test_hidden_size_mismatch_is_not_called_a_vocabulary_mismatch(tmp_path, run_cli):
+    from transformers import BertConfig, BertForMaskedLM
+
+    for name, vocab, hidden in [("a", 64, 32), ("b", 80, 48), ("c", 64, 32)]:
+        cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+        BertForMaskedLM(cfg).save_pretrained(tmp_path / name)  # fmt: skip
+    rec = tmp_path / "r.yaml"
+    rec.write_text(f"merge_method: task_arithmetic\nbase_model: {tmp_path / 'a'}\nmodels:\n"
+                   f"  - model: {tmp_path / 'b'}\n  - model: {tmp_path / 'c'}\n")  # fmt: skip
+    code, text = _merge(run_cli, rec, tmp_path / "out")
+    assert_one_message(code, text, "shapes or kinds differ", "LayerNorm")
+    assert "vocabulary sizes" not in text

@@ -104,18 +104,18 @@ def check_shapes(
                     f"{name!r}: {label} stores {info.dtype_info.name}, "
                     f"{labels[0]} stores {want.dtype_info.name}"
                 )
+    if problems:  # other sizes first: a hidden-size mismatch is not a vocabulary one
+        _raise(
+            "tensor shapes or kinds differ between the models",
+            problems + vocab_problems,
+            "Merge models of one architecture and size (same config.json).",
+        )
     if vocab_problems:
         _raise(
             "the models have different vocabulary sizes",
             vocab_problems,
             "Merge models that share one tokenizer, or resize the embeddings of the others to "
             "the base's vocabulary first (model.resize_token_embeddings(n); save_pretrained).",
-        )
-    if problems:
-        _raise(
-            "tensor shapes or kinds differ between the models",
-            problems,
-            "Merge models of one architecture and size (same config.json).",
         )
 
 
@@ -124,7 +124,7 @@ def _is_vocab_mismatch(
 ) -> bool:
     if not a or len(a) != len(b) or a[1:] != b[1:]:
         return False
-    return (va is not None and a[0] == va) or (vb is not None and b[0] == vb) or va != vb
+    return (va is not None and a[0] == va) or (vb is not None and b[0] == vb)
 
 
 def find_tied_groups(readers: Sequence[ModelReader], config: dict[str, Any]) -> dict[str, str]:
