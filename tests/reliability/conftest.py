@@ -16,7 +16,7 @@ class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = str(marker)
 
-    def __reduce__(self):  # noqa: D105
+    def __reduce__(self):
         return (open, (self.marker, "w"))
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_one_message
 from safetensors.torch import save_file
+
+from conftest import assert_one_message
 
 REPO = Path(__file__).parents[2]
 TINY = str(REPO / "configs" / "finetune" / "tiny_test.yaml")

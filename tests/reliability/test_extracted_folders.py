@@ -7,9 +7,8 @@ import sys
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
-
 from finetune_helpers import tiny_tokenizer
+from transformers import BertConfig, BertForSequenceClassification
 
 from modularevo.deploy.extract import extract_module, save_extracted
 from modularevo.modules.mask import ModuleMask

@@ -49,7 +49,8 @@ def test_overwrite_removes_the_finished_results_before_training(tmp_path):
 
     with pytest.raises(_Killed):
         _go(out, on_step=kill, overwrite=True)
-    assert "metrics.json" not in seen["files"] and "model" not in seen["files"]
+    assert "metrics.json" not in seen["files"]
+    assert "model" not in seen["files"]
     assert not (out / "metrics.json").exists()  # a killed overwrite never looks finished
 
 
@@ -62,7 +63,8 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(InputError, match="being written by another run"):
             _go(out)
     finally:

@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import assert_one_message
 from merge_helpers_rel import recipe, tiny_family
+
+from conftest import assert_one_message
 
 MERGE = ["merge", "--no-progress"]
 
@@ -70,7 +71,8 @@ def test_a_running_merge_holds_its_output(family, tmp_path, run_cli):
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         code, text = _merge(run_cli, recipe(family, name="r3.yaml"), out)
         assert_one_message(code, text, "being written by another run", str(holder.pid))
         assert not out.exists()
@@ -101,9 +103,7 @@ def test_outputs_follow_the_umask(family, tmp_path, run_cli):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
 
 
-def test_current_folder_as_output_is_refused_before_merging(
-    family, tmp_path, run_cli, monkeypatch
-):
+def test_current_folder_as_output_is_refused_before_merging(family, tmp_path, run_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, text = _merge(run_cli, recipe(family, name="r6.yaml"), ".", "--overwrite")
     assert_one_message(code, text, "current folder")
@@ -121,7 +121,9 @@ def test_parent_is_a_file(family, tmp_path, run_cli):
     [(errno.ENOSPC, "No space left"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")],
     ids=["disk-full", "read-only", "permissions"],
 )
-def test_os_errors_while_writing_are_one_message(family, tmp_path, run_cli, monkeypatch, err, words):
+def test_os_errors_while_writing_are_one_message(
+    family, tmp_path, run_cli, monkeypatch, err, words
+):
     from modularevo.io import writer
 
     def fail(t):
@@ -149,8 +151,14 @@ def test_hidden_size_mismatch_is_not_called_a_vocabulary_mismatch(tmp_path, run_
     from transformers import BertConfig, BertForMaskedLM
 
     for name, vocab, hidden in [("a", 64, 32), ("b", 80, 48), ("c", 64, 32)]:
-        cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
         BertForMaskedLM(cfg).save_pretrained(tmp_path / name)  # fmt: skip
     rec = tmp_path / "r.yaml"
     rec.write_text(f"merge_method: task_arithmetic\nbase_model: {tmp_path / 'a'}\nmodels:\n"

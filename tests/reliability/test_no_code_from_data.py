@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import plant_pickle
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
-from modularevo.training.finetune_config import FinetuneConfig
+from conftest import plant_pickle
 from modularevo.errors import InputError
 from modularevo.training.finetune import finetune
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.loop import checkpoint_dirs
 
 
@@ -76,7 +76,6 @@ def test_the_mnist_reader_refuses_pickled_code(tmp_path):
     import pickle
 
     from conftest import Payload
-
     from modularevo.data.images import _ArrayUnpickler
 
     marker = tmp_path / "PWNED"

@@ -1,4 +1,4 @@
-"""``modularevo cost CONFIG``: dense model vs module, params/FLOPs/disk/latency/memory side by side."""
+"""``modularevo cost CONFIG``: dense model vs module, params/FLOPs/disk/latency/memory."""
 
 from __future__ import annotations
 

@@ -106,7 +106,9 @@ def describe_os_error(exc: OSError) -> str:
 
 def _print_error(message: str) -> None:
     """Print ``error: message`` in red; the message is plain text, never rich markup."""
-    err_console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
+    err_console.print(
+        Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True
+    )
 
 
 def main() -> None:

@@ -53,7 +53,9 @@ def validate_cmd(
     """Check a recipe and its input models (headers only) without merging."""
     plan = make_plan(config, overrides=overrides or [])
     plan.close()
-    console.print(f"[green]ok[/]: {escape(str(config))} ({plan.method.name}, {len(plan.tasks)} tensors)")
+    console.print(
+        f"[green]ok[/]: {escape(str(config))} ({plan.method.name}, {len(plan.tasks)} tensors)"
+    )
 
 
 def _print_plan(plan: MergePlan) -> None:

@@ -42,7 +42,9 @@ def train_cmd(
     from modularevo.mwt.train import train_mwt
 
     run = train_mwt(cfg, out, overwrite=overwrite)
-    console.print(f"[green]wrote[/] {escape(str(run))} (metrics in {escape(str(run / 'metrics.jsonl'))})")
+    console.print(
+        f"[green]wrote[/] {escape(str(run))} (metrics in {escape(str(run / 'metrics.jsonl'))})"
+    )
 
 
 @app.command("extract")
@@ -63,8 +65,8 @@ def extract_cmd(
                             keep_gates=not drop_gates, finetune_epochs=finetune_epochs,
                             overwrite=overwrite)  # fmt: skip
     console.print(
-        f"[green]module[/] {report['classes']} -> {escape(str(out))}: KRR {report['krr']:.4f}, test acc "
-        f"{report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
+        f"[green]module[/] {report['classes']} -> {escape(str(out))}: KRR {report['krr']:.4f}, "
+        f"test acc {report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
     )
 
 

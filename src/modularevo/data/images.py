@@ -18,7 +18,7 @@ import importlib.util
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -69,7 +69,7 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays, tuples and numbers only: a pickle naming any other callable
     (code) is refused instead of run."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),

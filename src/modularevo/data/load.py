@@ -66,7 +66,7 @@ def check_dataset_name(name: str | Path) -> None:
         InputError: a path that does not exist.
     """
     text = str(name)
-    if text in DATASETS or "/" in text and not looks_like_path(text):
+    if text in DATASETS or ("/" in text and not looks_like_path(text)):
         return
     path = Path(text).expanduser()
     if path.exists():

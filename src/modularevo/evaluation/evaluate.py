@@ -15,9 +15,9 @@ from torch import nn
 
 from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
-from modularevo.io.hf_files import check_head_fits
 from modularevo.evaluation.metrics import accuracy, macro_f1
 from modularevo.evaluation.predict import eval_predictions
+from modularevo.io.hf_files import check_head_fits
 from modularevo.utils.device import build_accelerator
 
 logger = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ def saved_num_labels(folder: str | Path) -> int | None:
     return n if isinstance(n, int) else None
 
 
-def check_head_fits(folder: str | Path, num_labels: int, task: str | None) -> None:
+def check_head_fits(folder: str | Path, num_labels: int | None, task: str | None) -> None:
     """Refuse, before any weight is read, a saved head whose class count differs from the task's.
 
     Raises:
@@ -83,7 +83,7 @@ def check_head_fits(folder: str | Path, num_labels: int, task: str | None) -> No
             folder says so) and what to do.
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    if num_labels is None or not folder.is_dir():
         return
     have = saved_num_labels(folder)
     if have is None or have == num_labels:
@@ -93,7 +93,9 @@ def check_head_fits(folder: str | Path, num_labels: int, task: str | None) -> No
     if resolved.is_file():
         try:
             data = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-            trained = f" (it was fine-tuned on task {data.get('task')!r})" if data.get("task") else ""
+            trained = (
+                f" (it was fine-tuned on task {data.get('task')!r})" if data.get("task") else ""
+            )
         except (OSError, yaml.YAMLError, AttributeError):
             trained = ""
     raise InputError(

@@ -29,8 +29,8 @@ import yaml
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
 from modularevo.io.reader import model_dir
-from modularevo.merging._checks import check_merged_finite
 from modularevo.io.writer import ShardedWriter, TensorSpec
+from modularevo.merging._checks import check_merged_finite
 from modularevo.merging.plan import MergePlan, plan_merge
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor

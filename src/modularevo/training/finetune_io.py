@@ -170,6 +170,6 @@ def claims_output_dir(fn: F) -> F:
 
 
 def dataset_columns(cfg: FinetuneConfig) -> dict[str, Any]:
-    """The ``text_column``/``label_column``/``label_names`` keys a config sets (for load_dataset)."""
+    """The ``text_column``/``label_column``/``label_names`` a config sets, for load_dataset."""
     keys = ("text_column", "label_column", "label_names")
     return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
