@@ -172,7 +172,8 @@ def save_checkpoint(
     final = root / f"{_PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{final.name}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(f".tmp-{_PREFIX}*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
         apply_umask(tmp, folder=True)
     accelerator.wait_for_everyone()
