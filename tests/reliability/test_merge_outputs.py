@@ -7,8 +7,10 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from merge_helpers_rel import recipe, tiny_family
 
 from conftest import assert_one_message
@@ -166,3 +168,43 @@ def test_hidden_size_mismatch_is_not_called_a_vocabulary_mismatch(tmp_path, run_
     code, text = _merge(run_cli, rec, tmp_path / "out")
     assert_one_message(code, text, "shapes or kinds differ", "LayerNorm")
     assert "vocabulary sizes" not in text
+
+
+def _module_for(family, tmp_path, base_name: str):
+    from safetensors.torch import load_file
+
+    from modularevo.modules import ModuleMask, fingerprint, save_module
+
+    base = load_file(str(family / base_name / "model.safetensors"))
+    names = [n for n in base if n.endswith("intermediate.dense.weight")]
+    masks = {n: torch.rand(base[n].shape, generator=torch.Generator().manual_seed(0)) < 0.5
+             for n in names}  # fmt: skip
+    covered = [(n, base[n]) for n in names]
+    module = ModuleMask(
+        masks=masks,
+        domain="t",
+        arch_fingerprint=fingerprint(covered, values=False),
+        base_fingerprint=fingerprint(covered),
+    )
+    return save_module(module, tmp_path / f"module-{base_name}.safetensors")
+
+
+def test_a_module_of_another_base_is_refused_unless_allowed(family, tmp_path, run_cli):
+    own = _module_for(family, tmp_path, "base")
+    other = _module_for(family, tmp_path, "ft1")  # same architecture, other weights
+
+    def rec(mask, extra=""):
+        path = tmp_path / f"m-{Path(mask).stem}{len(extra)}.yaml"
+        path.write_text(
+            f"merge_method: modularevo\nbase_model: {family / 'base'}\nmodels:\n"
+            f"  - model: {family / 'ft0'}\n    mask: {mask}\n"
+            f"  - model: {family / 'ft1'}\n    mask: {mask}\ndtype: float32\n{extra}"
+        )
+        return path
+
+    assert _merge(run_cli, rec(own), tmp_path / "ok")[0] == 0
+    code, text = _merge(run_cli, rec(other), tmp_path / "out")
+    assert_one_message(code, text, "learned on another base", "allow_other_base")
+    assert not (tmp_path / "out").exists()
+    code, text = _merge(run_cli, rec(other, "allow_other_base: true\n"), tmp_path / "out")
+    assert code == 0, text

@@ -178,11 +178,19 @@ def _open_module(path: str) -> Any:
     return open_module(path)
 
 
-def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) -> None:
-    """Check every mask names a tensor of the model and has its shape.
+def check_masks(
+    masks: Sequence[Any],
+    entries: Sequence[Any],
+    ref: ModelReader,
+    *,
+    allow_other_base: bool = False,
+) -> None:
+    """Check every mask names a tensor of the model, has its shape and, unless
+    ``allow_other_base``, was learned on this base (the module file's base fingerprint).
 
     Raises:
-        InputError: listing each mask whose tensor is missing or whose shape differs.
+        InputError: listing each mask whose tensor is missing, whose shape differs, or
+            whose module was learned on another base.
     """
     problems: list[str] = []
     for reader, entry in zip(masks, entries, strict=False):
@@ -205,6 +213,32 @@ def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) 
             "module masks do not fit the models",
             problems,
             "Use masks learned on this architecture (re-run `modularevo modularize` on the base).",
+        )
+    if not allow_other_base:
+        _check_mask_bases(masks, entries, ref)
+
+
+def _check_mask_bases(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) -> None:
+    """Compare each module's stored base fingerprint with the reference model's tensors."""
+    from modularevo.modules.mask import fingerprint  # deferred: torch, only for masked merges
+
+    problems: list[str] = []
+    for reader, entry in zip(masks, entries, strict=False):
+        stored = getattr(reader, "base_fingerprint", "") if reader is not None else ""
+        if not stored:
+            continue
+        names = sorted(reader.names())
+        got = fingerprint((n, ref.read(n)) for n in names)
+        for n in names:
+            ref.release(n)
+        if got != stored:
+            problems.append(f"{entry.mask}: learned on base {stored}, this base is {got}")
+    if problems:
+        _raise(
+            "module masks were learned on another base model (their fingerprints differ)",
+            problems,
+            "Use the modules learned on this base_model, or set `allow_other_base: true` in the "
+            "recipe if applying them to this base is intended.",
         )
 
 

@@ -87,6 +87,8 @@ class MergeConfig(BaseModel):
             contributes the base's value (no change); tensors missing from the
             base are left out.
         check_finite: refuse inputs holding NaN or Inf.
+        allow_other_base: accept module masks learned on another base than ``base_model``
+            (their stored base fingerprint differs).
         tokenizer_source: folder to copy tokenizer/config files from (default: base).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,
             ``task_arithmetic``) on numpy without importing torch when every tensor
@@ -105,6 +107,7 @@ class MergeConfig(BaseModel):
     shard_size: int | str = "2GB"
     missing_tensors: Literal["error", "base"] = "error"
     check_finite: bool = True
+    allow_other_base: bool = False
     tokenizer_source: str | None = None
     name: str | None = None
     backend: Literal["auto", "torch", "numpy"] = "auto"
