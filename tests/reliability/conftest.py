@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,21 @@ def assert_one_message(code: int, text: str, *needles: str) -> None:
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.setenv(var, "1")
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(out: Path) -> Iterator[int]:
+    """Another process holds the output lock of ``out`` for the block; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from modularevo.utils.atomic import claim_output\n"
+         f"with claim_output({str(out)!r}):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import assert_one_message
+from conftest import assert_one_message, lock_held_elsewhere
 
 REPO = Path(__file__).parents[2]
 TINY = str(REPO / "configs" / "finetune" / "tiny_test.yaml")
@@ -127,3 +127,12 @@ def test_cost_takes_the_config_as_an_argument(run_cli, tmp_path, monkeypatch):
 def test_missing_config_file(run_cli, tmp_path):
     code, text = run_cli(["finetune", str(tmp_path / "nope.yaml")])
     assert_one_message(code, text, "nope.yaml", "does not exist")
+
+
+def test_a_running_evolve_holds_its_folder(run_cli, tmp_path):
+    out = tmp_path / "evo"
+    cfg = str(REPO / "configs" / "evolve" / "tiny_test.yaml")
+    with lock_held_elsewhere(out) as pid:
+        code, text = run_cli(["evolve", cfg, f"output_dir={out}"])
+    assert_one_message(code, text, "being written by another run", str(pid))
+    assert not out.exists()
