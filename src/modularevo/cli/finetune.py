@@ -29,7 +29,7 @@ def finetune_cmd(
     from modularevo.training.finetune_io import check_inputs
 
     cfg = load_config(FinetuneConfig, config, overrides or [])
-    check_inputs(cfg)
+    check_inputs(cfg, dataset=dry_run, model=dry_run)  # a run checks them as it loads them
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return

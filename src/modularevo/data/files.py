@@ -60,7 +60,7 @@ def read_table(path: Path) -> pa.Table:
         raise InputError(
             f"cannot read {str(path)!r} as {fmt}: {str(exc).splitlines()[0]}; fix the file"
         ) from None
-    if table.num_rows == 0:
+    if table.num_columns == 0:  # with a header, `normalise` names the empty split
         raise InputError(
             f"{str(path)!r} holds no rows; a dataset file needs one example per "
             f"{'line' if fmt in ('json', 'text') else 'row'}"

@@ -94,7 +94,10 @@ def clear_run_files(out: Path) -> None:
 
 
 def check_inputs(cfg: FinetuneConfig, *, dataset: bool = True, model: bool = True) -> None:
-    """Check the names and files a run needs, before anything is loaded.
+    """Check the names and files a run needs, before anything is loaded (``--dry-run``).
+
+    A run checks the module file up front and the names as it loads them (the dataset
+    before the model, so a misspelt name never waits for weights).
 
     Raises:
         InputError: misspelt dataset or model name (did-you-mean), missing module file
@@ -149,19 +152,15 @@ def _modularize_config_for(path: Path) -> str | None:
 def claims_output_dir(fn: F) -> F:
     """Decorate ``fn(config, ...)``: check its inputs, then hold ``config.output_dir``.
 
-    The inputs are checked by :func:`check_inputs` (the dataset and model only when
-    ``fn`` is not given them in memory). Only the main process (``RANK`` 0 or unset)
-    takes the lock; a second run into the same folder is refused with an
-    :class:`InputError`.
+    The module file is checked first (:func:`check_inputs`), so a missing one is named
+    with the command that makes it before any model is loaded. Only the main process
+    (``RANK`` 0 or unset) takes the lock; a second run into the same folder is refused
+    with an :class:`InputError`.
     """
 
     @functools.wraps(fn)
     def run(config: Any, *args: Any, **kwargs: Any) -> Any:
-        check_inputs(
-            config,
-            dataset=kwargs.get("dataset") is None,
-            model=kwargs.get("model") is None,
-        )
+        check_inputs(config, dataset=False, model=False)
         main = os.environ.get("RANK", "0") == "0"
         with claim_output(Path(config.output_dir), enabled=main):
             return fn(config, *args, **kwargs)
