@@ -136,3 +136,15 @@ def test_a_running_evolve_holds_its_folder(run_cli, tmp_path):
         code, text = run_cli(["evolve", cfg, f"output_dir={out}"])
     assert_one_message(code, text, "being written by another run", str(pid))
     assert not out.exists()
+
+
+def test_evaluate_takes_the_columns_its_messages_name(run_cli, tmp_path):
+    (tmp_path / "model").mkdir()
+    save_file({"weight": torch.zeros(5, 16), "bias": torch.zeros(5)},
+              str(tmp_path / "model" / "classifier_head.safetensors"))  # fmt: skip
+    data = _jsonl(tmp_path / "d.jsonl", _rows(text="sentence", label="y"))
+    code, text = run_cli(["evaluate", str(tmp_path / "model"), str(data)])
+    assert_one_message(code, text, "text_column=")
+    code, text = run_cli(["evaluate", str(tmp_path / "model"), str(data),
+                          "--text-column", "sentence", "--label-column", "y"])  # fmt: skip
+    assert_one_message(code, text, "head for 5 labels", "has 2")
