@@ -152,6 +152,8 @@ def load_model(
         close = difflib.get_close_matches(kind, KINDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown model kind {kind!r}.{hint} Kinds: {', '.join(KINDS)}.")
+    if kind == "classifier" and is_extracted_classifier(name_or_path):
+        return _load_extracted_classifier(name_or_path)
     saved = Path(name_or_path).is_dir() and is_saved_classifier(name_or_path)
     if kind == "classifier" and not saved and (num_labels is None or num_labels < 2):
         raise InputError(
@@ -174,6 +176,30 @@ def load_model(
         )  # fmt: skip
     object.__setattr__(model, "modularevo_fresh_keys", tuple(fresh))
     return model.eval(), tok
+
+
+def is_extracted_classifier(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a classifier written by ``modularevo extract`` (pruned classes)."""
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = data.get("architectures") or [] if isinstance(data, dict) else []
+    return str(data.get("model_type", "")).startswith("modularevo_pruned") and any(
+        str(a).endswith("ForSequenceClassification") for a in archs
+    )
+
+
+def _load_extracted_classifier(folder: str | Path) -> tuple[nn.Module, Any]:
+    """The pruned classifier and its tokenizer, through the Auto classes (registered by
+    ``import modularevo``; no ``trust_remote_code``)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
 def is_saved_classifier(folder: str | Path) -> bool:
