@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from modularevo.config import load_config
-from modularevo.config.evolve import EvolveConfig
 from modularevo.errors import ConfigError
+from modularevo.evolution.config import EvolveConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "evolve"
 
@@ -50,8 +50,8 @@ def test_quickstart_yaml_mirrors_the_builtin_settings() -> None:
 
 
 def test_finetune_options_are_a_partial_finetune_config() -> None:
-    from modularevo.config.evolve import JOB_KEYS, EvolveFinetune
-    from modularevo.config.finetune import FinetuneConfig
+    from modularevo.evolution.config import JOB_KEYS, EvolveFinetune
+    from modularevo.training.finetune_config import FinetuneConfig
 
     cfg = EvolveConfig.model_validate({"tasks": ["a"], "finetune": {"lr": 1e-4, "max_steps": 7}})
     assert isinstance(cfg.finetune, FinetuneConfig)  # one schema, one default per knob
@@ -74,7 +74,7 @@ def test_finetune_options_are_a_partial_finetune_config() -> None:
 
 
 def test_all_strategies_come_from_the_registry_and_new_keys_validate() -> None:
-    from modularevo.config.evolve import ALL_STRATEGIES
+    from modularevo.evolution.config import ALL_STRATEGIES
     from modularevo.evolution.strategies import STRATEGIES
 
     assert set(ALL_STRATEGIES) == set(STRATEGIES.names())

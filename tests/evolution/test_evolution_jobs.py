@@ -57,7 +57,7 @@ def test_round_one_full_finetunes_are_shared_later_rounds_are_not(tmp_path: Path
 
 
 def test_every_strategy_fine_tunes_a_task_on_the_same_data_order(tmp_path: Path) -> None:
-    from modularevo.config.evolve import EvolveConfig
+    from modularevo.evolution.config import EvolveConfig
     from modularevo.evolution.runner import JobRunner
 
     cfg = EvolveConfig.model_validate(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modularevo.config.evolve import ALL_STRATEGIES
 from modularevo.errors import ConfigError, UnknownNameError
+from modularevo.evolution.config import ALL_STRATEGIES
 from modularevo.evolution.strategies import STRATEGIES, cabs_n, get_strategy
 from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params
@@ -57,7 +57,7 @@ def test_cabs_with_k_tasks_refuses_k_times_n_above_m() -> None:
 
 def test_config_refuses_a_cabs_grid_without_a_usable_density() -> None:
     from modularevo.config import validate
-    from modularevo.config.evolve import EvolveConfig
+    from modularevo.evolution.config import EvolveConfig
 
     data = {"tasks": ["a", "b", "c", "d"], "search": {"densities": [0.5, 0.75]}}
     with pytest.raises(ConfigError, match=r"K=4 tasks and n:m = 4:8"):

@@ -5,8 +5,8 @@ import logging
 import torch
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.training.finetune import _linear_schedule, finetune
+from modularevo.training.finetune_config import FinetuneConfig
 
 
 def _cfg(tmp_path, **kw):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from modularevo.config.modularize import ModularizeConfig
 from modularevo.models import load_model
 from modularevo.modules.io import load_module
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.training.modularizer import modularize
 
 WORDS = [

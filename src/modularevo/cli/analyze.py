@@ -20,6 +20,7 @@ def analyze_cmd(
 
     The base model, corpus and objective are read from each module's run config.
     """
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.modules.analysis import analyze_modules
 
     report = analyze_modules(modules, out_dir=out, seed=seed, plots=not no_plots)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -22,6 +23,7 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Remove the FFN neurons and attention heads the module drops; save a loadable folder."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.extract import extract_module, save_extracted
     from modularevo.deploy.runner import load_any_model
     from modularevo.modules.io import load_module
@@ -32,6 +34,6 @@ def extract_cmd(
     save_extracted(small, out, tokenizer=tok, overwrite=overwrite)
     cfg = getattr(small, "config", None)
     console.print(
-        f"wrote {out}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
+        f"wrote {escape(str(out))}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
         f"heads {getattr(cfg, 'head_counts', '?')}"
     )

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.modularize import ModularizeConfig
+from modularevo.training.modularize_config import ModularizeConfig
 
 console = Console()
 
@@ -28,6 +28,7 @@ def modularize_cmd(
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.modularizer import modularize
 
     paths = modularize(cfg)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modularevo.config.evolve import EvolveConfig
+from modularevo.evolution.config import EvolveConfig
 
 PREFERRED_TASKS = ("lang-id", "code-package", "legal-category", "math-type")
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from modularevo.config.evolve import EvolveConfig
 from modularevo.evaluation.stats import (
     CONFIDENCE,
     bootstrap_averages,
@@ -30,6 +29,7 @@ from modularevo.evaluation.stats import (
     paired_difference,
     wilson_interval,
 )
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.state import RoundRecord, RunDir
 from modularevo.utils.atomic import atomic_write_text
 

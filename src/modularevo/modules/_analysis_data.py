@@ -50,7 +50,7 @@ def default_batches(
 ) -> list[dict[str, Tensor]]:
     """Fixed LM batches on the module's own domain, as its run built them (seed 0 masking)."""
     from modularevo.data import load_dataset
-    from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+    from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
     from modularevo.utils.seed import derived_generator
 
     cfg = _run_config(module)

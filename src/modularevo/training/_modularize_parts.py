@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modularevo.config.modularize import ModularizeConfig
 from modularevo.errors import InputError
 from modularevo.modules.layers import MaskScores, maskable_params
 from modularevo.modules.mask import ModuleMask, fingerprint
 from modularevo.modules.structured import StructuredScores
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.utils.atomic import atomic_save_file
 
 log = logging.getLogger(__name__)

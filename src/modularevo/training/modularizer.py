@@ -10,7 +10,7 @@ split is never read. The loop runs under Hugging Face Accelerate: one CPU proces
 here, DDP on several devices with the same code (the global batch is split).
 
 Example:
-    >>> from modularevo.config.modularize import ModularizeConfig
+    >>> from modularevo.training.modularize_config import ModularizeConfig
     >>> cfg = ModularizeConfig(model="tiny-bert", dataset="math", steps=50)
     >>> paths = modularize(cfg)  # doctest: +SKIP
     >>> sorted(paths)  # doctest: +SKIP
@@ -31,11 +31,11 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modularevo.config.modularize import ModularizeConfig
+from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.modules.io import save_module
 from modularevo.modules.layers import MaskedModel
 from modularevo.training import _modularize_parts as parts
-from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.utils.seed import derived_generator, seed_everything
 
 log = logging.getLogger(__name__)
