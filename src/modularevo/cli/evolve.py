@@ -21,7 +21,7 @@ def print_summary(run: Path, seconds: float) -> None:
 
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
     for line in summary_lines(data):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # no wrapped rows
     console.print(f"report: {run / 'report' / 'report.md'}", markup=False)
     plots = [run / "report" / p for p in data.get("plots", [])]
     if plots:
