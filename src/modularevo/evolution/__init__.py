@@ -12,6 +12,7 @@ def __getattr__(name: str) -> Any:
     # ``evolve`` is imported on first use: the run config (which lists STRATEGIES) must
     # not pull in the loop that imports the config.
     if name == "evolve":
+        # deferred: the loop imports the run config, which imports this package's registry
         from modularevo.evolution.loop import evolve
 
         return evolve
