@@ -39,8 +39,10 @@ def test_modularize_finetune_merge_extract_evaluate(tmp_path: Path, monkeypatch,
     fts = []
     for seed in (0, 1):
         out = tmp_path / f"ft{seed}"
+        # eval_at_start=false: the tiny model ties its start, and the merge needs a change
         code, text = run_cli(["finetune", str(FINETUNE), f"output_dir={out}", "strategy=module",
-                              f"module={module}", f"seed={seed}", "max_steps=10"])  # fmt: skip
+                              f"module={module}", f"seed={seed}", "max_steps=10",
+                              "eval_at_start=false"])  # fmt: skip
         assert code == 0, text
         fts.append(out / "model")
 

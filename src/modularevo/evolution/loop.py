@@ -34,7 +34,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from modularevo.config import load_config
+from modularevo.config import apply_overrides, load_config, validate
 from modularevo.errors import InputError
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import TaskEvaluator
@@ -47,12 +47,15 @@ from modularevo.evolution.prepare import (
     ensure_random_twins,
     split_heads,
 )
+from modularevo.evolution.report import write_report
 from modularevo.evolution.runner import JobRunner, Workspace, load_tuned, runner_from_json
 from modularevo.evolution.search import search_merge
 from modularevo.evolution.state import STATE_FILE, ModelState, RoundRecord, RunDir
 from modularevo.evolution.strategies import Strategy, get_strategy
 from modularevo.merging.in_memory import merge_state_dicts
+from modularevo.training.strategies import load_plan_masks
 from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_seed
 
 logger = logging.getLogger(__name__)
@@ -82,8 +85,6 @@ def as_config(
     """An :class:`EvolveConfig` from a config object or a YAML path plus overrides."""
     if isinstance(config, EvolveConfig):
         if overrides:
-            from modularevo.config import apply_overrides, validate
-
             data = apply_overrides(config.model_dump(mode="json"), overrides)
             return validate(EvolveConfig, data)
         return config
@@ -143,8 +144,6 @@ def evolve(
         for rnd in range(1, cfg.rounds + 1):
             _run_strategies(ctx, rnd, cfg.strategies)
     _save_finals(ctx)
-    from modularevo.evolution.report import write_report
-
     write_report(run.root, cfg)
     return run.root
 
@@ -157,8 +156,6 @@ def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
             f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs); "
             "choose another output_dir, or delete the folder to start over"
         )
-    from modularevo.utils.runinfo import run_info
-
     atomic_write_text(path, text)
     run.write_json("run_info.json", run_info(cfg.seed))
 
@@ -322,8 +319,6 @@ def _merge_step(
 
 
 def _masks(ctx: _Ctx, modules: dict[str, str]) -> list[dict[str, torch.Tensor]]:
-    from modularevo.training.strategies import load_plan_masks
-
     return [
         load_plan_masks(modules[t], ctx.ws.template(t), allow_modified=True) for t in ctx.cfg.tasks
     ]

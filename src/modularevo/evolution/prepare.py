@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from modularevo.data.collate import tokenize_split
 from modularevo.errors import InputError
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import (
@@ -28,9 +29,13 @@ from modularevo.evolution.evaluate import (
 )
 from modularevo.evolution.runner import Workspace
 from modularevo.evolution.state import ModelState, RoundRecord, RunDir
+from modularevo.modules import load_module, save_module
+from modularevo.modules.analysis import random_twin
+from modularevo.training.finetune_config import TrainShard
+from modularevo.training.finetune_data import shard_indices
 from modularevo.training.strategies import is_head
 from modularevo.utils.atomic import atomic_write_text
-from modularevo.utils.seed import derived_seed
+from modularevo.utils.seed import derived_generator, derived_seed
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ def task_domain(cfg: EvolveConfig, task: str) -> str:
     """The domain (corpus name) of ``task``: ``domains:`` or the dataset registry's."""
     if task in cfg.domains:
         return cfg.domains[task]
+    # deferred: the dataset registry builds its builders on first use
     from modularevo.data import DATASETS
 
     try:
@@ -79,6 +85,7 @@ def _evaluator(cfg: EvolveConfig, ws: Workspace, tasks: list[str]) -> TaskEvalua
 def _lm_kind(cfg: EvolveConfig, ws: Workspace) -> str:
     if cfg.modularize.kind != "auto":
         return cfg.modularize.kind
+    # deferred: transformers loads only when a model is needed
     from modularevo.models.load import allowed_kinds
 
     return allowed_kinds(ws.template(cfg.tasks[0]).config)[0]
@@ -87,6 +94,7 @@ def _lm_kind(cfg: EvolveConfig, ws: Workspace) -> str:
 def _learn_module(
     cfg: EvolveConfig, ws: Workspace, domain: str, out: Path, texts: Any
 ) -> dict[float, Path]:
+    # deferred: the mask learner loads only when a module is missing
     from modularevo.training.modularize_config import ModularizeConfig
     from modularevo.training.modularizer import modularize
 
@@ -146,10 +154,6 @@ def ensure_random_twins(cfg: EvolveConfig, run: RunDir, modules: dict[str, str])
 
     The twin of domain d is ``modules/<d>/random_twin.safetensors``, seeded by (run seed, d).
     """
-    from modularevo.modules import load_module, save_module
-    from modularevo.modules.analysis import random_twin
-    from modularevo.utils.seed import derived_generator
-
     out: dict[str, str] = {}
     for task, path in modules.items():
         domain = task_domain(cfg, task)
@@ -176,8 +180,6 @@ def _pick_level(paths: dict[float, Path], density: float, domain: str) -> Path:
 
 
 def _write_overlap(run: RunDir, by_domain: dict[str, str]) -> None:
-    from modularevo.modules import load_module
-
     mods = {d: load_module(p) for d, p in by_domain.items()}
     info: dict[str, Any] = {"density": {d: m.density() for d, m in mods.items()}, "jaccard": {}}
     names = sorted(mods)
@@ -208,9 +210,6 @@ def ensure_base(
     """
     if run.has_round("base", 0):
         return
-    from modularevo.training.finetune_config import TrainShard
-    from modularevo.training.finetune_data import shard_indices
-
     first = ws.template(cfg.tasks[0])
     shared, _ = split_heads(
         {k: v.detach().clone() for k, v in first.state_dict().items()},
@@ -228,8 +227,6 @@ def ensure_base(
         shard = TrainShard(index=0, count=cfg.rounds, seed=cfg.seed)
         cap = min(cfg.finetune.max_train_examples or _PROBE_MAX_TRAIN, _PROBE_MAX_TRAIN)
         idx = shard_indices(len(train), shard)[:cap]
-        from modularevo.data.collate import tokenize_split
-
         ex = tokenize_split(train.select(idx), ws.tokenizer, max_length=cfg.finetune.max_length)
         feats = pooled_features(model, ex, task_ev.data[task].pad_id, 64)
         labels = torch.tensor([e["labels"] for e in ex])

@@ -44,6 +44,7 @@ QUICKSTART: dict[str, Any] = {
 
 def default_tasks(count: int = 2) -> list[str]:
     """The first ``count`` registered tasks of :data:`PREFERRED_TASKS` with distinct domains."""
+    # deferred: the dataset registry builds its builders on first use
     from modularevo.data import DATASETS
 
     chosen: list[str] = []
@@ -84,6 +85,7 @@ def quickstart(
         progress: show progress bars.
         overrides: ``key=value`` overrides of the config.
     """
+    # deferred: quickstart_config is used without torch (config checks, --help)
     from modularevo.evolution.loop import evolve
 
     cfg = quickstart_config(tasks=tasks, output_dir=output_dir, progress=progress)

@@ -26,6 +26,7 @@ from modularevo.evolution.jobs import SUMMARY_FILE, TUNED_FILE, FinetuneJob
 from modularevo.evolution.state import ModelState
 from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.training.finetune_data import label_info
+from modularevo.training.strategies import head_prefixes as model_head_prefixes
 from modularevo.utils.atomic import atomic_write_text
 from modularevo.utils.seed import derived_seed
 
@@ -65,6 +66,7 @@ class Workspace:
     def dataset(self, task: str) -> Any:
         """The task's DatasetDict (train/validation/test)."""
         if task not in self._datasets:
+            # deferred: the datasets library loads only when a registered task is read
             from modularevo.data import load_dataset
 
             self._datasets[task] = load_dataset(task)
@@ -81,6 +83,7 @@ class Workspace:
             if self._loader is not None:
                 model, tok = self._loader(self.num_labels(task))
             else:
+                # deferred: transformers loads only when a model is built
                 from modularevo.models.load import load_model
 
                 model, tok = load_model(
@@ -92,9 +95,7 @@ class Workspace:
 
     def head_prefixes(self, task: str) -> tuple[str, ...]:
         """Module names of the task head (kept per task, never merged)."""
-        from modularevo.training.strategies import head_prefixes
-
-        return head_prefixes(self.template(task))
+        return model_head_prefixes(self.template(task))
 
     def finetune_dataset(self, task: str) -> Any:
         """Train in full, validation cut to the search slice, a small test slice."""
@@ -146,6 +147,7 @@ class JobRunner:
 
     def __call__(self, job: FinetuneJob) -> None:
         """Run ``job`` unless its ``tuned.safetensors`` already exists."""
+        # deferred: accelerate loads only when a job really trains
         from modularevo.training.finetune import finetune
 
         out = Path(job.out_dir)

@@ -129,10 +129,12 @@ def finetune(
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
     _prepare_output(out, config, acc)
     if dataset is None:
+        # deferred: the datasets library loads only when no dataset is given
         from modularevo.data import load_dataset
 
         dataset = load_dataset(config.task, **dataset_columns(config))
     if model is None:
+        # deferred: transformers loads only when no model is given
         from modularevo.models.heads import SequenceClassifier
         from modularevo.models.load import load_model
 
@@ -143,6 +145,7 @@ def finetune(
     elif tokenizer is None:
         raise InputError("finetune(model=...) needs the model's `tokenizer` too")
     if config.emoe is not None:
+        # deferred: EMoE code loads only for an emoe run
         from modularevo.emoe.convert import emoe_convert
 
         emoe_convert(model, config.emoe)  # deterministic: a resumed run converts identically
@@ -409,6 +412,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
 def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
     """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
     if emoe:
+        # deferred: EMoE code loads only for an emoe run
         from modularevo.emoe.store import save_emoe
 
         save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
