@@ -1,0 +1,223 @@
+"""A trained, frozen LM head for mask learning when the checkpoint ships none.
+
+MiniLM has no MLM head. A head trained *together with* a mask adapts to that mask, so
+the mask would be judged with a head no other mask gets (METHODS.md §1.1, issue 12).
+Instead the fresh head tensors are trained here on the frozen **dense** model, on a
+mix of corpora, until the validation LM loss plateaus; the head is cached (keyed by
+base model, corpus mix and warm-up settings), shared by every domain, and frozen
+while masks learn. The module never contains it; it is saved beside the module.
+
+Example:
+    >>> head, report = warm_up_head(model, tok, "minilm", "masked_lm", corpora, cfg)  # doctest: +SKIP
+    >>> report["curve"][-1]["val_loss"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modularevo.config.modularize import HeadWarmupConfig
+from modularevo.modules.layers import MaskedModel, MaskScores
+from modularevo.modules.mask import fingerprint
+from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+from modularevo.utils.atomic import atomic_save_file, atomic_write_text
+from modularevo.utils.seed import derived_generator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HEAD_FILE", "cache_key", "fresh_head_names", "load_head", "warm_up_head"]
+
+HEAD_FILE = "head.safetensors"
+HEAD_FORMAT = "modularevo-head/1"
+
+
+def fresh_head_names(model: nn.Module) -> list[str]:
+    """Head tensors the checkpoint lacked (``load_model`` marks them), tied ones excluded.
+
+    A head weight tied to the input embeddings is never trained: that would move the
+    frozen embeddings (METHODS.md §6, pitfall 17).
+    """
+    fresh = set(getattr(model, "modularevo_fresh_keys", ()) or ())
+    groups: dict[tuple[int, int], list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault((p.data_ptr(), p.numel()), []).append(n)
+    tied_to_body = {n for g in groups.values() if len(g) > 1 for n in g if not set(g) <= fresh}
+    return [n for n, _ in model.named_parameters() if n in fresh and n not in tied_to_body]
+
+
+def cache_key(model_name: str, model: nn.Module, kind: str, **settings: Any) -> str:
+    """Hex key of a warmed-up head: base model (name and weights), objective and settings."""
+    body = fingerprint(model.named_parameters())
+    blob = json.dumps([model_name, body, kind, settings], sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def load_head(path: str | Path) -> dict[str, Tensor]:
+    """The head tensors of a head file."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _corpus_digest(corpora: Mapping[str, Mapping[str, Sequence[str]]]) -> dict[str, str]:
+    """Corpus name -> hash of its train and validation texts (part of the cache key)."""
+    out = {}
+    for name in sorted(corpora):
+        h = hashlib.blake2b(digest_size=8)
+        for split in ("train", "validation"):
+            for text in corpora[name][split]:
+                h.update(text.encode("utf-8", "replace"))
+                h.update(b"\0")
+        out[name] = h.hexdigest()
+    return out
+
+
+def _blocks(
+    corpora: Mapping[str, Mapping[str, Sequence[str]]], tok: Any, kind: str, max_length: int
+) -> dict[str, tuple[Tensor, Tensor]]:
+    return {
+        name: tuple(  # type: ignore[misc]
+            pack_texts(list(t[split]), tok, max_length=max_length, kind=kind)
+            for split in ("train", "validation")
+        )
+        for name, t in corpora.items()
+    }
+
+
+@torch.no_grad()
+def _val_losses(
+    wrapped: MaskedModel, blocks: Mapping[str, tuple[Tensor, Tensor]], batch: Any, cfg: Any
+) -> dict[str, float]:
+    wrapped.eval()
+    out = {}
+    for name, (_, val) in blocks.items():
+        losses = []
+        for i in range(min(cfg.eval_batches, -(-val.shape[0] // cfg.batch_size))):
+            b = batch(val[i * cfg.batch_size : (i + 1) * cfg.batch_size], ("val", name, i))
+            losses.append(float(wrapped(**b["inputs"], sparse_head=b["head"]).loss))
+        out[name] = sum(losses) / max(len(losses), 1)
+    wrapped.train()
+    return out
+
+
+def _plateaued(curve: list[dict[str, Any]], cfg: HeadWarmupConfig) -> bool:
+    if len(curve) <= cfg.patience:
+        return False
+    best_before = min(r["val_loss"] for r in curve[: -cfg.patience])
+    recent = min(r["val_loss"] for r in curve[-cfg.patience :])
+    return recent > best_before * (1 - cfg.plateau_tol)
+
+
+def warm_up_head(
+    model: nn.Module,
+    tokenizer: Any,
+    model_name: str,
+    kind: str,
+    corpora: Mapping[str, Mapping[str, Sequence[str]]],
+    cfg: HeadWarmupConfig,
+    *,
+    max_length: int,
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+    sparse_head: str | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Train the fresh head tensors of ``model`` on the frozen dense body; cached.
+
+    Args:
+        model: the base model; its fresh head tensors are overwritten with the result.
+        tokenizer: its tokenizer.
+        model_name: the base model's name (part of the cache key).
+        kind: LM objective.
+        corpora: corpus name -> ``{"train": texts, "validation": texts}``.
+        cfg: warm-up settings.
+        max_length: tokens per packed block.
+        mlm_probability: masking rate for ``masked_lm``.
+        seed: seed of batch order and MLM masking.
+        sparse_head: head module name for the scored-tokens-only MLM path.
+
+    Returns:
+        (head tensors, report with the validation curve and the cache path). Empty
+        when the model has no fresh head tensors.
+    """
+    names = fresh_head_names(model)
+    if not names or cfg.max_steps == 0:
+        return {}, {"skipped": "the checkpoint ships its LM head" if not names else "max_steps 0"}
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "cache_dir"}
+    key = cache_key(model_name, model, kind, mix=_corpus_digest(corpora), max_length=max_length,
+                    mlm=mlm_probability, seed=seed, head=names, **settings)  # fmt: skip
+    folder = Path(cfg.cache_dir) / f"{Path(model_name).name}-{key}"
+    params = dict(model.named_parameters())
+    if (folder / HEAD_FILE).is_file():
+        head = load_head(folder / HEAD_FILE)
+        report = json.loads((folder / "curve.json").read_text(encoding="utf-8"))
+        log.info("LM head from cache %s (%d steps)", folder, report["steps"])
+    else:
+        head, report = _train(model, tokenizer, kind, corpora, cfg, names, max_length,
+                              mlm_probability, seed, sparse_head)  # fmt: skip
+        report.update({"key": key, "model": model_name, "corpora": sorted(corpora)})
+        atomic_save_file(head, folder / HEAD_FILE, metadata={"format": HEAD_FORMAT, "key": key})
+        atomic_write_text(folder / "curve.json", json.dumps(report, indent=1))
+    with torch.no_grad():
+        for n, t in head.items():
+            params[n].copy_(t)
+    report["path"] = str(folder / HEAD_FILE)
+    return head, report
+
+
+def _train(
+    model: nn.Module,
+    tok: Any,
+    kind: str,
+    corpora: Mapping[str, Mapping[str, Sequence[str]]],
+    cfg: HeadWarmupConfig,
+    names: list[str],
+    max_length: int,
+    mlm_probability: float,
+    seed: int,
+    sparse_head: str | None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    ids = TokenIds.of(tok, vocab_size=getattr(getattr(model, "config", None), "vocab_size", None))
+    blocks = _blocks(corpora, tok, kind, max_length)
+    wrapped = MaskedModel(model, MaskScores({}), trainable=names)
+    params = dict(model.named_parameters())
+    opt = torch.optim.AdamW([params[n] for n in names], lr=cfg.lr, weight_decay=0.0)
+
+    def batch(rows: Tensor, key: tuple[Any, ...]) -> dict[str, Any]:
+        gen = derived_generator(seed, "head", *key)
+        b = lm_batch(rows, kind, ids=ids, generator=gen, mlm_probability=mlm_probability)
+        return {"inputs": b, "head": sparse_head}
+
+    order = list(blocks)
+    per = _val_losses(wrapped, blocks, batch, cfg)
+    curve: list[dict[str, Any]] = [
+        {"step": 0, "val_loss": sum(per.values()) / len(per), "per_corpus": per}
+    ]
+    wrapped.train()
+    step = 0
+    for step in range(1, cfg.max_steps + 1):  # noqa: B007 - step is reported after the loop
+        name = order[step % len(order)]  # round-robin over the corpora
+        train = blocks[name][0]
+        idx = torch.randint(0, train.shape[0], (cfg.batch_size,),
+                            generator=derived_generator(seed, "head-order", step))  # fmt: skip
+        b = batch(train[idx], ("train", step))
+        loss = wrapped(**b["inputs"], sparse_head=b["head"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            per = _val_losses(wrapped, blocks, batch, cfg)
+            curve.append({"step": step, "val_loss": sum(per.values()) / len(per), "per_corpus": per})
+            log.info("head warm-up step %d: val loss %.4f %s", step, curve[-1]["val_loss"], per)
+            if _plateaued(curve, cfg):
+                break
+    head = {n: params[n].detach().cpu().contiguous().clone() for n in names}
+    report = {"steps": step, "plateaued": _plateaued(curve, cfg), "curve": curve, "names": names}
+    return head, report
