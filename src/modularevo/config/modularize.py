@@ -32,6 +32,9 @@ class HeadWarmupConfig(BaseModel):
     max_steps: int = Field(600, ge=0, description="cap on head steps (0: no warm-up)")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the head")
     batch_size: int = Field(16, ge=1)
+    train_batches: int = Field(
+        48, ge=1, description="masked LMs: batches per corpus whose body features are cached"
+    )
     eval_every: int = Field(25, ge=1, description="steps between validation losses")
     eval_batches: int = Field(4, ge=1, description="validation batches per corpus")
     plateau_tol: float = Field(

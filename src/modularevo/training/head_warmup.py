@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from modularevo.config.modularize import HeadWarmupConfig
-from modularevo.modules.layers import MaskedModel, MaskScores
 from modularevo.modules.mask import fingerprint
 from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
@@ -92,22 +91,6 @@ def _blocks(
     }
 
 
-@torch.no_grad()
-def _val_losses(
-    wrapped: MaskedModel, blocks: Mapping[str, tuple[Tensor, Tensor]], batch: Any, cfg: Any
-) -> dict[str, float]:
-    wrapped.eval()
-    out = {}
-    for name, (_, val) in blocks.items():
-        losses = []
-        for i in range(min(cfg.eval_batches, -(-val.shape[0] // cfg.batch_size))):
-            b = batch(val[i * cfg.batch_size : (i + 1) * cfg.batch_size], ("val", name, i))
-            losses.append(float(wrapped(**b["inputs"], sparse_head=b["head"]).loss))
-        out[name] = sum(losses) / max(len(losses), 1)
-    wrapped.train()
-    return out
-
-
 def _plateaued(curve: list[dict[str, Any]], cfg: HeadWarmupConfig) -> bool:
     if len(curve) <= cfg.patience:
         return False
@@ -172,6 +155,17 @@ def warm_up_head(
     return head, report
 
 
+def _features(
+    model: nn.Module, rows: Tensor, batch: dict[str, Tensor], prefix: str
+) -> tuple[Tensor, Tensor]:
+    """Hidden states of the frozen dense body at the scored positions, and their labels."""
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        hidden = getattr(model, prefix)(**inputs)[0]  # (B, T, H)
+    scored = batch["labels"] != -100
+    return hidden[scored], batch["labels"][scored]  # (n_scored, H), (n_scored,)
+
+
 def _train(
     model: nn.Module,
     tok: Any,
@@ -184,40 +178,62 @@ def _train(
     seed: int,
     sparse_head: str | None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Train the head on body features computed once (the body is frozen and dense).
+
+    Only the scored-token path of masked LMs is supported here: the body runs once per
+    cached batch, then each step costs the head alone.
+    """
+    if sparse_head is None:
+        raise NotImplementedError(
+            f"head warm-up is implemented for masked LMs with a separate head; {kind!r} "
+            "models with a fresh head are not supported yet"
+        )
     ids = TokenIds.of(tok, vocab_size=getattr(getattr(model, "config", None), "vocab_size", None))
+    prefix = str(getattr(model, "base_model_prefix", ""))
     blocks = _blocks(corpora, tok, kind, max_length)
-    wrapped = MaskedModel(model, MaskScores({}), trainable=names)
+    model.eval()  # dense, no dropout: the features are fixed
+    feats: dict[str, dict[str, list[tuple[Tensor, Tensor]]]] = {}
+    for name, (train, val) in blocks.items():
+        feats[name] = {"train": [], "val": []}
+        for split, rows, n in (("train", train, cfg.train_batches), ("val", val, cfg.eval_batches)):
+            for i in range(min(n, -(-rows.shape[0] // cfg.batch_size))):
+                gen = derived_generator(seed, "head", split, name, i)
+                part = rows[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                b = lm_batch(part, kind, ids=ids, generator=gen, mlm_probability=mlm_probability)
+                feats[name][split].append(_features(model, part, b, prefix))
+    head = model.get_submodule(sparse_head)
     params = dict(model.named_parameters())
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
     opt = torch.optim.AdamW([params[n] for n in names], lr=cfg.lr, weight_decay=0.0)
 
-    def batch(rows: Tensor, key: tuple[Any, ...]) -> dict[str, Any]:
-        gen = derived_generator(seed, "head", *key)
-        b = lm_batch(rows, kind, ids=ids, generator=gen, mlm_probability=mlm_probability)
-        return {"inputs": b, "head": sparse_head}
+    def loss_of(h: Tensor, y: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(head(h).float(), y)
 
-    order = list(blocks)
-    per = _val_losses(wrapped, blocks, batch, cfg)
-    curve: list[dict[str, Any]] = [
-        {"step": 0, "val_loss": sum(per.values()) / len(per), "per_corpus": per}
-    ]
-    wrapped.train()
+    def val() -> dict[str, Any]:
+        with torch.no_grad():
+            per = {c: sum(float(loss_of(h, y)) for h, y in f["val"]) / len(f["val"])
+                   for c, f in feats.items()}  # fmt: skip
+        return {"val_loss": sum(per.values()) / len(per), "per_corpus": per}
+
+    curve: list[dict[str, Any]] = [{"step": 0, **val()}]
+    order = list(feats)
     step = 0
     for step in range(1, cfg.max_steps + 1):  # noqa: B007 - step is reported after the loop
-        name = order[step % len(order)]  # round-robin over the corpora
-        train = blocks[name][0]
-        idx = torch.randint(0, train.shape[0], (cfg.batch_size,),
-                            generator=derived_generator(seed, "head-order", step))  # fmt: skip
-        b = batch(train[idx], ("train", step))
-        loss = wrapped(**b["inputs"], sparse_head=b["head"]).loss
-        loss.backward()
+        cached = feats[order[step % len(order)]]["train"]  # round-robin over the corpora
+        i = int(torch.randint(0, len(cached), (1,), generator=derived_generator(seed, "hs", step)))
+        loss_of(*cached[i]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            per = _val_losses(wrapped, blocks, batch, cfg)
-            curve.append({"step": step, "val_loss": sum(per.values()) / len(per), "per_corpus": per})
-            log.info("head warm-up step %d: val loss %.4f %s", step, curve[-1]["val_loss"], per)
+            curve.append({"step": step, **val()})
+            log.info("head warm-up step %d: val loss %.4f", step, curve[-1]["val_loss"])
             if _plateaued(curve, cfg):
                 break
-    head = {n: params[n].detach().cpu().contiguous().clone() for n in names}
-    report = {"steps": step, "plateaued": _plateaued(curve, cfg), "curve": curve, "names": names}
-    return head, report
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = {n: params[n].detach().cpu().contiguous().clone() for n in names}
+    report = {"steps": step, "plateaued": _plateaued(curve, cfg), "curve": curve, "names": names,
+              "train_tokens_cached": sum(int(h.shape[0]) for f in feats.values()
+                                         for h, _ in f["train"])}  # fmt: skip
+    return out, report

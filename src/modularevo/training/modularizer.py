@@ -314,6 +314,24 @@ def _predicted_displacement(speed: Tensor, cfg: ModularizeConfig, level: float) 
     return b
 
 
+def _calibrated_alpha(ratio: Tensor, cfg: ModularizeConfig) -> float:
+    """α whose pressure is the ``pressure_quantile`` quantile of LM-gradient RMS / unit pressure.
+
+    Scores that get no LM gradient at all (a key bias, weights the data never reaches)
+    are left out of the quantile: they say nothing about how strong the signal is.
+
+    Raises:
+        InputError: if no score gets an LM gradient (the data carries no signal).
+    """
+    live = ratio[ratio > 0].double()
+    if live.numel() == 0:
+        raise InputError(
+            f"the LM loss of {cfg.dataset!r} gives no gradient to any score, so alpha cannot be "
+            "calibrated; check the corpus (constant or empty texts?) or give alpha explicitly"
+        )
+    return float(torch.quantile(live, cfg.pressure_quantile))
+
+
 def _calibrate(run: _Run) -> dict[str, Any]:
     """Set the pressure from the LM gradients of the domain and plan the lr."""
     cfg = run.cfg
@@ -332,9 +350,7 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     n = 1 << 21
     ratio = _sample([(b / k).sqrt() / u.clamp_min(1e-30) for b, u in zip(s2, unit, strict=True)],
                     n, gen)  # fmt: skip
-    alpha = cfg.alpha if cfg.alpha is not None else float(
-        torch.quantile(ratio.double(), cfg.pressure_quantile)
-    )
+    alpha = cfg.alpha if cfg.alpha is not None else _calibrated_alpha(ratio, cfg)
     mean = _sample([a / k for a in s1], n, derived_generator(run.seed, "calibration"))
     sq = _sample([b / k for b in s2], n, derived_generator(run.seed, "calibration"))
     press = _sample([alpha * u for u in unit], n, derived_generator(run.seed, "calibration"))
