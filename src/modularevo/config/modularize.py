@@ -56,7 +56,8 @@ class ModularizeConfig(BaseModel):
     ``pressure_quantile`` quantile of the per-score LM-gradient RMS, so that share of
     the weights has an LM gradient larger than the pressure. With ``lr: null`` the peak
     learning rate is chosen so the lowest level is predicted to be crossed after
-    ``cross_at`` of the steps (warm-up, then linear decay).
+    ``cross_at`` of the steps (warm-up, the peak held until that level falls, then a
+    linear decay to ``final_lr_ratio``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,12 +72,15 @@ class ModularizeConfig(BaseModel):
         None, ge=0, description="weight of the kept-fraction penalty; null: calibrated"
     )
     pressure_quantile: float = Field(
-        0.5, gt=0, lt=1, description="calibrated alpha: pressure = this quantile of LM-grad RMS"
+        0.75, gt=0, lt=1, description="calibrated alpha: pressure = this quantile of LM-grad RMS"
     )
     calibration_batches: int = Field(8, ge=1, description="batches of the alpha calibration")
     lr: float | None = Field(None, gt=0, description="peak AdamW lr of the scores; null: planned")
     cross_at: float = Field(
         0.5, gt=0, le=1, description="planned lr: share of steps at which the last level falls"
+    )
+    alpha_growth: float = Field(
+        1.0, ge=1, description="per-step growth of alpha once the planned crossing is late"
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps of lr warm-up")
     final_lr_ratio: float = Field(0.1, ge=0, le=1, description="lr at the last step / peak lr")

@@ -12,8 +12,8 @@ make the *data*, not the init or the pressure, decide the mask (issue 12):
 - α is calibrated so the pressure on a score equals a quantile of the per-score LM
   gradient (``pressure_quantile``): that share of weights has an LM gradient larger
   than the pressure (the diagnostic is logged at every evaluation and saved);
-- the lr warms up then decays linearly, and is planned so the lowest level falls
-  after ``cross_at`` of the steps (tokens seen per level are saved).
+- the lr warms up, holds its peak until the lowest level falls, then decays; the peak
+  is planned so that level falls after ``cross_at`` of the steps (tokens per level saved).
 
 When the kept fraction first falls to a snapshot level, the hard mask is written as
 ``module-<level>.safetensors`` (the head, if any, is ``head.safetensors`` beside it and
@@ -77,7 +77,6 @@ class _Run:
     head_report: dict[str, Any]
     sparse_head: str | None = None
     opt: Any = None
-    sched: Any = None
     calibration: dict[str, Any] = field(default_factory=dict)
     step: int = 0
     crossed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -283,14 +282,26 @@ def _sample(tensors: Sequence[Tensor], n: int, gen: torch.Generator) -> Tensor:
     return flat[torch.randint(0, flat.numel(), (n,), generator=gen)]
 
 
-def _schedule(cfg: ModularizeConfig) -> Tensor:
-    """lr multiplier per step: linear warm-up, then linear decay to ``final_lr_ratio``."""
-    t = torch.arange(cfg.steps, dtype=torch.float64) + 1
+def _lr_multiplier(cfg: ModularizeConfig, step: int, crossed_at: int | None) -> float:
+    """lr / peak lr at ``step`` (0-based): linear warm-up, the peak held until the last
+    level is crossed, then a linear decay to ``final_lr_ratio`` over the remaining steps.
+
+    Holding the peak guarantees the displacement keeps growing until the lowest level
+    falls, even when the LM gradient protects more weights than the calibration predicted.
+    """
     warm = max(int(cfg.warmup_ratio * cfg.steps), 1)
-    up = t / warm
-    frac = ((t - warm) / max(cfg.steps - warm, 1)).clamp(0, 1)
-    down = 1 - (1 - cfg.final_lr_ratio) * frac
-    return torch.where(t <= warm, up, down)  # (steps,)
+    if step < warm:
+        return (step + 1) / warm
+    if crossed_at is None or step < crossed_at:
+        return 1.0
+    frac = (step - crossed_at) / max(cfg.steps - crossed_at, 1)
+    return 1.0 - (1.0 - cfg.final_lr_ratio) * min(frac, 1.0)
+
+
+def _planned_area(cfg: ModularizeConfig) -> float:
+    """Sum of lr multipliers up to the planned crossing step (peak held until then)."""
+    n = max(int(cfg.cross_at * cfg.steps), 1)
+    return sum(_lr_multiplier(cfg, t, None) for t in range(n))
 
 
 def _predicted_displacement(speed: Tensor, cfg: ModularizeConfig, level: float) -> float:
@@ -357,8 +368,7 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     speed = (press + mean) / (press**2 + 2 * press * mean + sq).sqrt().clamp_min(1e-30)
     level = cfg.snapshot_levels[-1]
     disp = _predicted_displacement(speed.double(), cfg, level)
-    sched = _schedule(cfg)
-    area = float(sched[: max(int(cfg.cross_at * cfg.steps), 1)].sum())
+    area = _planned_area(cfg)
     lr = cfg.lr if cfg.lr is not None else disp / area
     share = float((sq.sqrt() > press).double().mean())
     out = {"alpha": alpha, "lr": lr, "pressure_per_score": float(press.median()),
@@ -372,16 +382,31 @@ def _calibrate(run: _Run) -> dict[str, Any]:
 def _make_optimizer(run: _Run) -> None:
     lr = float(run.calibration["lr"])
     run.opt = torch.optim.AdamW(_score_params(run), lr=lr, weight_decay=0.0)
-    mult = _schedule(run.cfg)
-    run.sched = torch.optim.lr_scheduler.LambdaLR(
-        run.opt, lambda i: float(mult[min(i, len(mult) - 1)])
-    )
     run.wrapped, run.opt = run.acc.prepare(run.wrapped, run.opt)
 
 
+def _last_crossing(run: _Run) -> int | None:
+    last = run.crossed.get(level_tag(run.cfg.snapshot_levels[-1]))
+    return int(last["step"]) if last else None
+
+
+def _alpha_at(run: _Run, step: int) -> float:
+    """α at ``step``: the calibrated value, grown by ``alpha_growth`` per step once the
+    planned crossing step has passed without the lowest level falling (a safeguard for
+    weights the LM gradient protects more than predicted; 1.0 turns it off)."""
+    late = step - int(run.calibration["planned_cross_step"])
+    crossed = _last_crossing(run)
+    if crossed is not None:
+        late = crossed - int(run.calibration["planned_cross_step"])
+    return float(run.calibration["alpha"]) * run.cfg.alpha_growth ** max(late, 0)
+
+
 def _step(run: _Run, step: int, unit: list[Tensor]) -> float:
+    lr = float(run.calibration["lr"]) * _lr_multiplier(run.cfg, step, _last_crossing(run))
+    for group in run.opt.param_groups:
+        group["lr"] = lr
     loss, grads = _lm_grads(run, _batch(run, step))
-    alpha = float(run.calibration["alpha"])
+    alpha = _alpha_at(run, step)
     above = 0
     total = 0
     for p, g, u in zip(_score_params(run), grads, unit, strict=True):
@@ -392,7 +417,6 @@ def _step(run: _Run, step: int, unit: list[Tensor]) -> float:
     run.share_sum += above / max(total, 1)
     run.share_n += 1
     run.opt.step()
-    run.sched.step()
     run.opt.zero_grad(set_to_none=True)
     return loss
 
@@ -437,7 +461,7 @@ def _checkpoint(run: _Run) -> None:
         "calibration": json.dumps(run.calibration),
         "share": [run.share_sum, run.share_n],
         "scores": run.scores.state_dict(), "opt": run.opt.state_dict(),
-        "sched": run.sched.state_dict(), "rng": ckpt.rng_state(),
+        "rng": ckpt.rng_state(),
     }  # fmt: skip
     ckpt.save_checkpoint(state, run.out / "checkpoint.pt")
 
@@ -450,7 +474,6 @@ def _resume(run: _Run) -> bool:
     run.calibration = json.loads(state["calibration"])
     _make_optimizer(run)
     run.opt.load_state_dict(state["opt"])
-    run.sched.load_state_dict(state["sched"])
     run.step = int(state["step"])
     run.crossed, run.history = json.loads(state["crossed"]), json.loads(state["history"])
     run.share_sum, run.share_n = float(state["share"][0]), int(state["share"][1])
@@ -465,7 +488,8 @@ def _after_step(run: _Run, loss: float) -> bool:
     kept = _hard_kept(run)
     tokens = run.step * cfg.batch_size * cfg.max_length
     record: dict[str, float] = {"step": run.step, "tokens": tokens, "loss": loss, "kept": kept,
-                                "lr": float(run.sched.get_last_lr()[0])}  # fmt: skip
+                                "lr": float(run.opt.param_groups[0]["lr"]),
+                                "alpha": _alpha_at(run, run.step - 1)}  # fmt: skip
     due = [lv for lv in cfg.snapshot_levels if kept <= lv and level_tag(lv) not in run.crossed]
     if due or run.step % cfg.eval_every == 0 or run.step == cfg.steps:
         record["val_loss"] = _evaluate(run)
