@@ -50,7 +50,7 @@ def _mcnemar(a: list[int], b: list[int]) -> float:
 
 def main() -> None:
     """Print and return the paired comparison as JSON."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("model_a")
     ap.add_argument("model_b")
     ap.add_argument("--task", default="lang-id")

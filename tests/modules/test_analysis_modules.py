@@ -99,7 +99,11 @@ def test_analyze_modules_report_and_plots(tmp_path: Path) -> None:
     assert all(len(v) == 4 for v in report["loss_per_batch"]["math@0.5"].values())
     v = report["verdicts"]["math@0.5"]
     assert v["module_minus_twin"]["n"] == 4
-    assert v["module_minus_twin"]["lo"] <= v["module_minus_twin"]["diff"] <= v["module_minus_twin"]["hi"]
+    assert (
+        v["module_minus_twin"]["lo"]
+        <= v["module_minus_twin"]["diff"]
+        <= v["module_minus_twin"]["hi"]
+    )
     assert set(v["other_minus_module"]) == {"law@0.5"}
     assert 0.4 < report["modules"]["math@0.5"]["density"] < 0.6
     assert 0.2 < report["overlap"]["math@0.5"]["law@0.5"]["jaccard"] < 0.45
@@ -156,4 +160,21 @@ def test_random_module_keeps_density_per_parameter_and_base(tmp_path: Path) -> N
     assert all(torch.equal(again.masks[n], rnd.masks[n]) for n in rnd.masks)
     assert expected_jaccard(learned, back) == pytest.approx(
         learned.overlap(back)["jaccard"], abs=0.03
+    )
+
+
+def test_random_module_is_accepted_where_a_learned_module_is(tmp_path: Path) -> None:
+    """Fine-tuning, the merge and deployment read modules through the same loaders."""
+    from modularevo.merging._checks import open_masks
+    from modularevo.modules.io import load_module
+    from modularevo.training.strategies import load_plan_masks
+
+    model = _tiny()
+    learned = load_module(_save_modules(model, tmp_path, density=0.25)[0])
+    path = save_module(random_module(learned, seed=1), tmp_path / "random.safetensors")
+    masks = load_plan_masks(path, model)  # the module strategy of `modularevo finetune`
+    assert set(masks) == set(learned.masks)
+    assert open_masks([str(path)])[0].density == pytest.approx(learned.density(), abs=1e-6)
+    assert load_module(path, params=model.named_parameters(), allow_modified=True).kept == (
+        learned.kept
     )

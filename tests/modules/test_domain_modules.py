@@ -85,13 +85,17 @@ def build_halves() -> tuple[nn.Module, object]:
 
     from modularevo.training.lm_batches import pack_texts
 
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3)  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+        tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     tok = _tokenizer()
-    ids = {h: [tok.convert_tokens_to_ids(c) for c in s] for h, s in enumerate((LETTERS_A, LETTERS_B))}
+    ids = {
+        h: [tok.convert_tokens_to_ids(c) for c in s] for h, s in enumerate((LETTERS_A, LETTERS_B))
+    }
     keep = {n: a | b for n, (a, b) in _halves(model).items()}
     emb = torch.zeros(128, 32, dtype=torch.bool)
     for h, rows in ids.items():
@@ -148,7 +152,8 @@ def _batches(tok: object, letters: str) -> list[dict[str, Tensor]]:
 
 @pytest.fixture(scope="module")
 def learned(two_halves, tmp_path_factory) -> dict[str, Path]:
-    return learn_all(*two_halves, tmp_path_factory.mktemp("halves"))
+    model, tok = two_halves
+    return learn_all(model, tok, tmp_path_factory.mktemp("halves"))
 
 
 def learn_all(model: nn.Module, tok: object, tmp: Path) -> dict[str, Path]:
@@ -194,7 +199,9 @@ def test_same_domain_seeds_overlap_more_than_domains(two_halves, learned, tmp_pa
     assert r["best_per_corpus"]["count"] == 2  # a's module best on a, b's on b
     for label in ("a@0.15", "b@0.15"):
         v = r["verdicts"][label]
-        assert v["beats_twin"] and v["best_on_own_corpus"] and v["domain_specific"], v
+        assert v["beats_twin"], v
+        assert v["best_on_own_corpus"], v
+        assert v["domain_specific"], v
 
 
 def test_a_data_ignoring_mask_fails_the_twin_test(two_halves, learned, tmp_path) -> None:
@@ -219,6 +226,7 @@ def test_paired_interval_excludes_zero_only_for_a_real_shift() -> None:
     g = torch.Generator().manual_seed(0)
     a = (torch.randn(32, generator=g) * 0.1).tolist()
     shifted = paired_interval([x - 0.2 for x in a], a)
-    assert shifted["hi"] < 0 and shifted["diff"] == pytest.approx(-0.2)
+    assert shifted["hi"] < 0
+    assert shifted["diff"] == pytest.approx(-0.2)
     noise = paired_interval((torch.randn(32, generator=g) * 0.1).tolist(), a)
     assert noise["lo"] < 0 < noise["hi"]

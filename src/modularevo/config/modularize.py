@@ -27,22 +27,32 @@ class HeadWarmupConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     corpora: tuple[str, ...] | None = Field(
-        None, description="corpus mix the head learns on; None: the run's own dataset"
+        default=None, description="corpus mix the head learns on; None: the run's own dataset"
     )
-    max_steps: int = Field(600, ge=0, description="cap on head steps (0: no warm-up)")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the head")
-    batch_size: int = Field(16, ge=1)
+    max_steps: int = Field(default=600, ge=0, description="cap on head steps (0: no warm-up)")
+    lr: float = Field(default=1e-3, gt=0, description="AdamW learning rate of the head")
+    batch_size: int = Field(default=16, ge=1)
     train_batches: int = Field(
-        48, ge=1, description="masked LMs: batches per corpus whose body features are cached"
+        default=48,
+        ge=1,
+        description="masked LMs: batches per corpus whose body features are cached",
     )
-    eval_every: int = Field(25, ge=1, description="steps between validation losses")
-    eval_batches: int = Field(4, ge=1, description="validation batches per corpus")
+    eval_every: int = Field(default=25, ge=1, description="steps between validation losses")
+    eval_batches: int = Field(default=4, ge=1, description="validation batches per corpus")
     plateau_tol: float = Field(
-        0.005, ge=0, description="relative improvement below which an evaluation counts as flat"
+        default=0.005,
+        ge=0,
+        description="relative improvement below which an evaluation counts as flat",
     )
-    patience: int = Field(2, ge=1, description="flat evaluations in a row that end the warm-up")
-    max_train_texts: int | None = Field(4000, ge=1, description="cap on train texts per corpus")
-    cache_dir: Path = Field(Path("runs/heads"), description="shared cache of warmed-up heads")
+    patience: int = Field(
+        default=2, ge=1, description="flat evaluations in a row that end the warm-up"
+    )
+    max_train_texts: int | None = Field(
+        default=4000, ge=1, description="cap on train texts per corpus"
+    )
+    cache_dir: Path = Field(
+        default=Path("runs/heads"), description="shared cache of warmed-up heads"
+    )
 
 
 class ModularizeConfig(BaseModel):

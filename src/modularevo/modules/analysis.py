@@ -276,8 +276,8 @@ def _best_per_corpus(
     corpora = sorted({c for k in learned for c in means[k]})
     best = {c: min(learned, key=lambda k: means[k][c]) for c in corpora}
     hits = [c for c in corpora if modules[best[c]].domain == c]
-    return {"best_module": best, "own_domain_best": hits, "count": len(hits),
-            "of": len([c for c in corpora if any(modules[k].domain == c for k in learned)])}  # fmt: skip
+    scored = [c for c in corpora if any(modules[k].domain == c for k in learned)]
+    return {"best_module": best, "own_domain_best": hits, "count": len(hits), "of": len(scored)}
 
 
 def analyze_modules(
@@ -342,10 +342,16 @@ def analyze_modules(
         "corpora": {c: len(b) for c, b in corpora.items()},
         "split": split,
         "twin_seed": seed,
-        "modules": {label: {"domain": m.domain, "density": m.density(), "seed": _seed_of(m),
-                            "random_control": bool(m.metadata.get("random_control")),
-                            "density_per_layer": density_per_layer(m)}
-                    for label, m in modules.items()},  # fmt: skip
+        "modules": {
+            label: {
+                "domain": m.domain,
+                "density": m.density(),
+                "seed": _seed_of(m),
+                "random_control": bool(m.metadata.get("random_control")),
+                "density_per_layer": density_per_layer(m),
+            }
+            for label, m in modules.items()
+        },
         "loss_matrix": means,
         "loss_per_batch": per_batch,
         "verdicts": _verdicts(modules, per_batch),

@@ -8,8 +8,8 @@ base model, corpus mix and warm-up settings), shared by every domain, and frozen
 while masks learn. The module never contains it; it is saved beside the module.
 
 Example:
-    >>> head, report = warm_up_head(model, tok, "minilm", "masked_lm", corpora, cfg)  # doctest: +SKIP
-    >>> report["curve"][-1]["val_loss"]  # doctest: +SKIP
+    >>> out = warm_up_head(model, tok, "minilm", "masked_lm", corpora, cfg)  # doctest: +SKIP
+    >>> out[1]["curve"][-1]["val_loss"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -210,23 +210,23 @@ def _train(
     def loss_of(h: Tensor, y: Tensor) -> Tensor:
         return nn.functional.cross_entropy(head(h).float(), y)
 
-    def val() -> dict[str, Any]:
+    def val_losses() -> dict[str, Any]:
         with torch.no_grad():
             per = {c: sum(float(loss_of(h, y)) for h, y in f["val"]) / len(f["val"])
                    for c, f in feats.items()}  # fmt: skip
         return {"val_loss": sum(per.values()) / len(per), "per_corpus": per}
 
-    curve: list[dict[str, Any]] = [{"step": 0, **val()}]
+    curve: list[dict[str, Any]] = [{"step": 0, **val_losses()}]
     order = list(feats)
     step = 0
-    for step in range(1, cfg.max_steps + 1):  # noqa: B007 - step is reported after the loop
+    for step in range(1, cfg.max_steps + 1):
         cached = feats[order[step % len(order)]]["train"]  # round-robin over the corpora
         i = int(torch.randint(0, len(cached), (1,), generator=derived_generator(seed, "hs", step)))
         loss_of(*cached[i]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            curve.append({"step": step, **val()})
+            curve.append({"step": step, **val_losses()})
             log.info("head warm-up step %d: val loss %.4f", step, curve[-1]["val_loss"])
             if _plateaued(curve, cfg):
                 break

@@ -28,11 +28,16 @@ RESUMABLE_KEYS = frozenset({"progress", "checkpoint_every", "output_dir", "eval_
 def rng_state() -> dict[str, Any]:
     """Every global random state, as plain tensors and numbers."""
     version, mt, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": [version, list(mt), gauss],
-        "numpy": [str(np_state[0]), torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
-                  int(np_state[2]), int(np_state[3]), float(np_state[4])],  # fmt: skip
+        "numpy": [
+            str(np_state[0]),
+            torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -270,9 +270,7 @@ def _unit_pressure(run: _Run) -> list[Tensor]:
     """Gradient of the kept fraction (α = 1) to every score: 1/N for unstructured scores."""
     params = _score_params(run)
     grads = torch.autograd.grad(run.scores.kept_fraction(), params, allow_unused=True)
-    return [
-        g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)
-    ]
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
 
 
 def _sample(tensors: Sequence[Tensor], n: int, gen: torch.Generator) -> Tensor:
@@ -373,7 +371,8 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     share = float((sq.sqrt() > press).double().mean())
     out = {"alpha": alpha, "lr": lr, "pressure_per_score": float(press.median()),
            "share_lm_rms_above_pressure": share, "predicted_displacement": disp,
-           "calibration_batches": k, "planned_cross_step": int(cfg.cross_at * cfg.steps)}  # fmt: skip
+           "calibration_batches": k,
+           "planned_cross_step": int(cfg.cross_at * cfg.steps)}  # fmt: skip
     log.info("calibrated: alpha %.4g, lr %.4g, %.1f%% of scores have an LM gradient RMS above "
              "the pressure", alpha, lr, 100 * share)  # fmt: skip
     return out
