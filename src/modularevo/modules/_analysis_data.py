@@ -171,5 +171,5 @@ def write_plots(report: dict[str, Any], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "overlap.png", dpi=120)
         plt.close(fig)
-    if report.get("loss_matrix"):
+    if report.get("corpora"):
         _heatmap(report, out, plt)

@@ -304,7 +304,7 @@ def analyze_modules(
             first module (``head.safetensors``), else the model's own head.
         seed: seed of the random twins.
         split: split of the default corpora (analysis reports, it selects nothing).
-        max_batches: batches per default corpus.
+        max_batches: batches per default corpus (0: no losses, only overlaps and seeds).
         plots: write the PNG plots.
 
     Returns:
@@ -327,6 +327,8 @@ def analyze_modules(
     if head is None and head_info.get("path"):
         head = data.read_head(head_info["path"])
     sparse = data.sparse_head_name(model, first)
+    if corpora is None and max_batches == 0:
+        corpora = {}  # overlaps and seed stability only
     if corpora is None:
         names = list(dict.fromkeys(m.domain for m in modules.values()))
         corpora = {c: data.corpus_batches(first, model, c, split=split, max_batches=max_batches)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,18 @@ from modularevo.config.modularize import HeadWarmupConfig
 from modularevo.modules.mask import fingerprint
 from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
-from modularevo.utils.seed import derived_generator
+from modularevo.utils.seed import derived_generator, derived_seed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HEAD_FILE", "cache_key", "fresh_head_names", "load_head", "warm_up_head"]
+__all__ = [
+    "HEAD_FILE",
+    "cache_key",
+    "fresh_head_names",
+    "init_fresh_head",
+    "load_head",
+    "warm_up_head",
+]
 
 HEAD_FILE = "head.safetensors"
 HEAD_FORMAT = "modularevo-head/1"
@@ -53,10 +60,37 @@ def fresh_head_names(model: nn.Module) -> list[str]:
 
 
 def cache_key(model_name: str, model: nn.Module, kind: str, **settings: Any) -> str:
-    """Hex key of a warmed-up head: base model (name and weights), objective and settings."""
-    body = fingerprint(model.named_parameters())
+    """Hex key of a warmed-up head: base model (name and body weights), objective, settings.
+
+    The fresh head tensors are left out: they are re-initialised from the seed
+    (:func:`init_fresh_head`), so they are part of the settings, not of the weights.
+    """
+    fresh = set(fresh_head_names(model))
+    body = fingerprint((n, p) for n, p in model.named_parameters() if n not in fresh)
     blob = json.dumps([model_name, body, kind, settings], sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+def init_fresh_head(model: nn.Module, seed: int) -> None:
+    """Re-initialise the fresh head tensors from ``seed`` alone (not the caller's RNG state).
+
+    Uses the model's own ``_init_weights`` on each submodule that holds a fresh tensor,
+    under a forked RNG, so the warm-up starts from the same head whatever domain or
+    process asks for it.
+    """
+    names = set(fresh_head_names(model))
+    owners = [
+        m
+        for prefix, m in model.named_modules()
+        if any(f"{prefix}.{p}" in names for p, _ in m.named_parameters(recurse=False))
+    ]
+    init = getattr(model, "_init_weights", None)
+    if init is None:
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed % 2**31)
+        for m in owners:
+            init(m)
 
 
 def load_head(path: str | Path) -> dict[str, Tensor]:
@@ -104,9 +138,10 @@ def warm_up_head(
     tokenizer: Any,
     model_name: str,
     kind: str,
-    corpora: Mapping[str, Mapping[str, Sequence[str]]],
+    corpora: Mapping[str, Mapping[str, Sequence[str]]] | Callable[[], Mapping[str, Any]],
     cfg: HeadWarmupConfig,
     *,
+    mix_id: Any = None,
     max_length: int,
     mlm_probability: float = 0.15,
     seed: int = 0,
@@ -119,7 +154,10 @@ def warm_up_head(
         tokenizer: its tokenizer.
         model_name: the base model's name (part of the cache key).
         kind: LM objective.
-        corpora: corpus name -> ``{"train": texts, "validation": texts}``.
+        corpora: corpus name -> ``{"train": texts, "validation": texts}``, or a function
+            returning that mapping (called only when the head is not cached).
+        mix_id: JSON-able identity of the corpus mix for the cache key (e.g. corpus
+            names and caps); by default a hash of the texts themselves.
         cfg: warm-up settings.
         max_length: tokens per packed block.
         mlm_probability: masking rate for ``masked_lm``.
@@ -134,7 +172,10 @@ def warm_up_head(
     if not names or cfg.max_steps == 0:
         return {}, {"skipped": "the checkpoint ships its LM head" if not names else "max_steps 0"}
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "cache_dir"}
-    key = cache_key(model_name, model, kind, mix=_corpus_digest(corpora), max_length=max_length,
+    if mix_id is None:
+        corpora = corpora() if callable(corpora) else corpora
+        mix_id = _corpus_digest(corpora)
+    key = cache_key(model_name, model, kind, mix=mix_id, max_length=max_length,
                     mlm=mlm_probability, seed=seed, head=names, **settings)  # fmt: skip
     folder = Path(cfg.cache_dir) / f"{Path(model_name).name}-{key}"
     params = dict(model.named_parameters())
@@ -143,6 +184,8 @@ def warm_up_head(
         report = json.loads((folder / "curve.json").read_text(encoding="utf-8"))
         log.info("LM head from cache %s (%d steps)", folder, report["steps"])
     else:
+        corpora = corpora() if callable(corpora) else corpora
+        init_fresh_head(model, derived_seed(seed, "head-init"))
         head, report = _train(model, tokenizer, kind, corpora, cfg, names, max_length,
                               mlm_probability, seed, sparse_head)  # fmt: skip
         report.update({"key": key, "model": model_name, "corpora": sorted(corpora)})

@@ -158,33 +158,48 @@ def _sparse_head_name(model: nn.Module, arch: Any, kind: str) -> str | None:
 
 
 def _prepare_head(
-    run_out: Path,
     cfg: ModularizeConfig,
     model: nn.Module,
     tok: Any,
-    corpora: Mapping[str, Mapping[str, Sequence[str]]],
+    own: Mapping[str, Sequence[str]],
+    texts_given: bool,
+    head_texts: Mapping[str, Mapping[str, Sequence[str]]] | None,
     sparse: str | None,
 ) -> dict[str, Any]:
     """Warm up (or reuse) the frozen LM head; write it beside the modules."""
-    saved = run_out / head_warmup.HEAD_FILE
-    names = head_warmup.fresh_head_names(model)
-    if not names:
-        return {"skipped": "the checkpoint ships its LM head"}
+    out = Path(cfg.output_dir)
+    saved = out / head_warmup.HEAD_FILE
+    params = dict(model.named_parameters())
     if saved.is_file():  # a resumed run keeps the head it started with
-        params = dict(model.named_parameters())
         with torch.no_grad():
             for n, t in head_warmup.load_head(saved).items():
                 params[n].copy_(t)
-        report = json.loads((run_out / "head_warmup.json").read_text(encoding="utf-8"))
-        return report
+        return json.loads((out / "head_warmup.json").read_text(encoding="utf-8"))
+    hw = cfg.head_warmup
+    names = list(hw.corpora or (cfg.dataset,))
+
+    def load() -> dict[str, Any]:
+        corpora = dict(head_texts or {})
+        for name in names:
+            if name not in corpora:
+                given = texts_given and name == cfg.dataset
+                corpora[name] = own if given else _corpus(name, cfg, None, None)
+        return {n: {"train": list(t["train"])[: hw.max_train_texts],
+                    "validation": list(t["validation"])[: cfg.max_val_texts]}
+                for n, t in corpora.items()}  # fmt: skip
+
+    # corpora loaded by name are identified by name and caps (no need to read them when cached)
+    by_name = head_texts is None and not (texts_given and cfg.dataset in names)
+    mix_id = ({"names": sorted(names), "max_train_texts": hw.max_train_texts,
+               "max_val_texts": cfg.max_val_texts} if by_name else None)  # fmt: skip
     head, report = head_warmup.warm_up_head(
-        model, tok, cfg.model, cfg.kind, corpora, cfg.head_warmup, max_length=cfg.max_length,
+        model, tok, cfg.model, cfg.kind, load, hw, mix_id=mix_id, max_length=cfg.max_length,
         mlm_probability=cfg.mlm_probability, seed=cfg.seed, sparse_head=sparse,
     )  # fmt: skip
     if head:
         meta = {"format": head_warmup.HEAD_FORMAT, "key": str(report.get("key", ""))}
         atomic_save_file(head, saved, metadata=meta)
-        atomic_write_text(run_out / "head_warmup.json", json.dumps(report, indent=1))
+        atomic_write_text(out / "head_warmup.json", json.dumps(report, indent=1))
     return report
 
 
@@ -208,12 +223,7 @@ def _setup(
     out.mkdir(parents=True, exist_ok=True)
     head_report: dict[str, Any] = {"skipped": "the checkpoint ships its LM head"}
     if head_warmup.fresh_head_names(model):
-        cap = cfg.head_warmup.max_train_texts
-        corpora = dict(head_texts or {})
-        for name in cfg.head_warmup.corpora or (cfg.dataset,):
-            if name not in corpora:
-                corpora[name] = own if name == cfg.dataset else _corpus(name, cfg, None, cap)
-        head_report = _prepare_head(out, cfg, model, tok, corpora, sparse)
+        head_report = _prepare_head(cfg, model, tok, own, texts is not None, head_texts, sparse)
     scores = _build_scores(model, arch, cfg, derived_generator(seed, "scores"))
     wrapped = MaskedModel(model, scores, trainable=())  # the head is frozen too
     ids = TokenIds.of(tok, vocab_size=getattr(model.config, "vocab_size", None))
