@@ -82,7 +82,8 @@ def init_fresh_head(model: nn.Module, seed: int) -> None:
     owners = [
         m
         for prefix, m in model.named_modules()
-        if any(f"{prefix}.{p}" in names for p, _ in m.named_parameters(recurse=False))
+        if (own := [f"{prefix}.{p}" for p, _ in m.named_parameters(recurse=False)])
+        and all(n in names for n in own)  # never re-initialise a module with a kept tensor
     ]
     init = getattr(model, "_init_weights", None)
     if init is None:
