@@ -131,6 +131,7 @@ def _learn(tmp: Path, model: nn.Module, tok: object, name: str, texts: dict, **k
     base = {"model": "tiny-llama-halves", "kind": "causal_lm", "dataset": name, "steps": 80,
             "batch_size": 8, "max_length": 24, "snapshot_levels": [0.15], "eval_every": 20,
             "eval_batches": 2, "progress": False, "calibration_batches": 4,
+            "pressure_quantile": 0.5,
             "output_dir": tmp / name / f"s{kw.get('seed', 0)}"}  # fmt: skip
     base.update(kw)
     cfg = ModularizeConfig.model_validate(base)
