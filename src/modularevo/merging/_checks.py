@@ -7,7 +7,7 @@ naming the tensors, what was found, what was expected and how to fix it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,17 +165,20 @@ def _equal_in(r: ModelReader, a: str, b: str) -> bool:
         r.release(b)
 
 
-def open_masks(paths: Sequence[str | None]) -> list[Any]:
-    """Open each model's module mask file (``None`` stays ``None``)."""
-    return [_open_module(p) if p else None for p in paths]
+def open_masks(paths: Sequence[str | None], tensor_names: Collection[str]) -> list[Any]:
+    """Open each model's module mask file (``None`` stays ``None``), under the names of
+    ``tensor_names`` (a module learned on ``BertForMaskedLM`` fits a bare encoder's
+    tensors; :func:`modularevo.modules.naming.match_names`)."""
+    return [_open_module(p, tensor_names) if p else None for p in paths]
 
 
-def _open_module(path: str) -> Any:
+def _open_module(path: str, tensor_names: Collection[str]) -> Any:
     """The single place that reads module mask files (``modularevo.modules.io``)."""
-    # deferred on purpose: module files need torch, and merges without masks run torch-free
+    # deferred: module files need torch, and merges without masks run torch-free
     from modularevo.modules.io import open_module
+    from modularevo.modules.naming import fit_masks
 
-    return open_module(path)
+    return fit_masks(open_module(path), tensor_names)
 
 
 def check_masks(

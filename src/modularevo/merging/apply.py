@@ -31,7 +31,7 @@ from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
 from modularevo.io.reader import model_dir
 from modularevo.io.writer import ShardedWriter, TensorSpec
 from modularevo.merging._checks import check_merged_finite
-from modularevo.merging.plan import MergePlan, plan_merge
+from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
@@ -182,7 +182,7 @@ def _check_sources(plan: MergePlan) -> None:
         InputError: naming the folder, what it holds and how to fix the recipe.
     """
     src = plan.config.tokenizer_source
-    if not src:
+    if src in (None, "base"):
         return
     folder = model_dir(src)
     found = sorted(n for n in TOKENIZER_FILES if folder is not None and (folder / n).is_file())
@@ -199,8 +199,9 @@ def _check_sources(plan: MergePlan) -> None:
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
     copy_model_files(_config_dir(plan), tmp, torch_dtype=cfg.output_dtype)
-    if cfg.tokenizer_source:
+    if cfg.tokenizer_source not in (None, "base"):  # tokenizer from there, config from the base
         copy_model_files(plan.source_dir, tmp, names=TOKENIZER_FILES)
+    write_config_updates(plan, tmp)  # slices: the new layer count
     resolved = cfg.model_dump(mode="json")
     card = model_card(
         recipe=plan.recipe,

@@ -15,15 +15,18 @@ All problems of one kind are reported together in one error.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
-from modularevo.io.hf_files import read_config
+from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
 from modularevo.merging._checks import (
     check_masks,
@@ -36,12 +39,14 @@ from modularevo.merging.backend import Backend, TorchBackend, choose_backend, nu
 from modularevo.merging.recipe import (
     MergeConfig,
     ModelEntry,
+    base_is_separate,
     effective_models,
     is_resolved,
     method_of,
     resolve_value,
 )
-from modularevo.merging.spec import MergeMethod
+from modularevo.merging.slices import plan_slices
+from modularevo.merging.spec import MergeMethod, Param
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +72,10 @@ class TensorTask:
         out_code: dtype written (safetensors code, e.g. ``"F32"``).
         present: per input model, whether it holds this tensor.
         alias_of: for ``alias``, the merged tensor it copies.
+        sources: in a ``slices:`` merge, per input model the tensor name read from it
+            (``None``: the model is not part of this tensor's slice); empty otherwise,
+            when every model is read at ``name``.
+        base_source: in a ``slices:`` merge, the tensor name read from the base.
     """
 
     name: str
@@ -75,6 +84,20 @@ class TensorTask:
     out_code: str
     present: tuple[bool, ...] = ()
     alias_of: str | None = None
+    sources: tuple[str | None, ...] = ()
+    base_source: str | None = None
+
+    def source(self, i: int) -> str:
+        """The tensor name read from input model ``i``."""
+        return (self.sources[i] if self.sources else None) or self.name
+
+    def inputs(self, k: int, has_base: bool) -> list[int]:
+        """The input models (of ``k``) the method gets for this tensor: in a ``slices:``
+        merge those of its slice; otherwise all when there is a base (a model lacking
+        the tensor stands in with the base's value), else those holding it."""
+        if self.sources:
+            return [i for i, src in enumerate(self.sources) if src is not None]
+        return [i for i in range(k) if has_base or self.present[i]]
 
     @property
     def numel(self) -> int:
@@ -105,6 +128,9 @@ class MergePlan:
     reference: ModelReader
     tasks: list[TensorTask]
     masks: list[Any] = field(default_factory=list)
+    depths: dict[str, float] = field(default_factory=dict)
+    config_updates: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -152,7 +178,7 @@ class MergePlan:
         problems: list[str] = []
         for p in self.method.params:
             if p.kind == "per_model":
-                vals = [self._value(p.name, p.default, name, self.entries[i]) for i in idx]
+                vals = [self._value(p, name, self.entries[i]) for i in idx]
                 missing = [
                     self.entries[i].model
                     for i, v in zip(idx, vals, strict=False)
@@ -160,7 +186,7 @@ class MergePlan:
                 ]
                 out[p.name] = vals
             else:
-                v = self._value(p.name, p.default, name, None)
+                v = self._value(p, name, None)
                 missing = [] if is_resolved(v) else ["parameters"]
                 out[p.name] = v
             problems += [
@@ -172,13 +198,14 @@ class MergePlan:
             raise ConfigError(problems)
         return out
 
-    def _value(self, key: str, default: Any, name: str | None, entry: ModelEntry | None) -> Any:
+    def _value(self, p: Param, name: str | None, entry: ModelEntry | None) -> Any:
+        t = self.depths.get(name, 0.0) if name is not None else 0.0
         for scope in ((entry.parameters,) if entry else ()) + (self.config.parameters,):
-            if key in scope:
-                v = resolve_value(scope[key], name)
+            if p.name in scope:
+                v = resolve_value(scope[p.name], name, t, takes_list=p.takes_list)
                 if is_resolved(v):
                     return v
-        return default if default is not None else resolve_value({}, name)
+        return p.default if p.default is not None else resolve_value({}, name)
 
     def threshold_densities(self) -> list[float]:
         """Each model's density for the global threshold pre-pass (plain values only).
@@ -215,18 +242,22 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     """
     method = method_of(config)
     entries = effective_models(config, method)
-    if len(entries) != len(config.models):
+    if not config.slices and len(entries) != len(config.models):
         log.info("the base model is listed among the models; it is not merged against itself")
-    keep_base = not method.needs_base and not method.max_models
+    keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
     base = _open(base_path, errors) if base_path else None
-    models = [_open(e.model, errors) for e in entries]
+    opened: dict[str, ModelReader | None] = {}
+    for e in entries:  # a model used by several slices is opened once
+        if e.model not in opened:
+            opened[e.model] = _open(e.model, errors)
+    models = [opened[e.model] for e in entries]
     if errors:
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
-    src = model_dir(config.tokenizer_source or base_path or entries[0].model)
+    src = tokenizer_dir(config, entries[0].model if entries else config.models[0].model)
     plan = MergePlan(
         config=config,
         recipe=recipe if recipe is not None else config.model_dump(exclude_defaults=True),
@@ -238,8 +269,17 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         tasks=[],
         source_dir=src,
     )
-    plan.tasks = _decide_tasks(plan, base)
-    plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
+    if config.slices:
+        _decide_slice_tasks(plan, base)
+    else:
+        plan.tasks = _decide_tasks(plan, base)
+        plan.depths = layer_depths(reference.names())
+    _check_tensor_params(plan)
+    plan.chat_template = chat_template(
+        config, [config.base_model or "", *(e.model for e in entries)]
+    )
+    if method.uses_masks:
+        plan.masks = open_masks([e.mask for e in entries], reference.tensors)
     if plan.masks:
         check_masks(plan.masks, entries, reference, allow_other_base=config.allow_other_base)
     modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
@@ -248,6 +288,81 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     )
     plan.backend = choose_backend(config.backend, blockers)
     return plan
+
+
+def _check_tensor_params(plan: MergePlan) -> None:
+    """Run the method's cross-parameter check on every tensor's resolved values, so
+    per-tensor rules and gradients (e.g. linear weights that sum to 0 on one layer)
+    fail here, before any weight is read, not midway through the merge."""
+    check = plan.method.validate
+    if check is None:
+        return
+    seen: set[str] = set()
+    problems: list[str] = []
+    for task in plan.merge_tasks():
+        idx = [i for i, p in enumerate(task.present) if p or plan.base is not None]
+        params = plan.params_for(task.name, idx)
+        for problem in check(params, len(idx)):
+            if problem not in seen:
+                seen.add(problem)
+                problems.append(f"tensor {task.name!r}: {problem}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def tokenizer_dir(config: MergeConfig, first_model: str) -> Path | None:
+    """The folder whose config and tokenizer files the output gets.
+
+    ``tokenizer_source`` unset or ``base`` (mergekit's keyword): the base model's
+    folder (the first model's without a base); otherwise the named model folder.
+
+    Raises:
+        InputError: the named source is not a model folder, or its vocabulary size
+            differs from the base's (that needs tokenizer surgery, not supported yet).
+    """
+    source = config.tokenizer_source
+    if source is None or source == "base":
+        return model_dir(config.base_model or first_model)
+    found = model_dir(source)
+    if found is None:
+        raise InputError(
+            f"tokenizer_source {source!r} is not a model folder; expected `base` or the "
+            "folder of a model whose config and tokenizer the output should get"
+        )
+    ref = model_dir(config.base_model or first_model)
+    want, got = vocab_size(read_config(ref)), vocab_size(read_config(found))
+    if want is not None and got is not None and want != got:
+        raise InputError(
+            f"tokenizer_source {source!r} has a vocabulary of {got} tokens but the merged "
+            f"models have {want}; aligning embeddings to another vocabulary (mergekit's "
+            "tokenizer surgery) is not supported yet"
+        )
+    return found
+
+
+_LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)(?:\.|$)")
+
+
+def layer_depths(names: list[str]) -> dict[str, float]:
+    """Each layer tensor's depth ``t`` in [0, 1] for mergekit's layer gradients.
+
+    A tensor's layer is the first dotted number in its name (``model.layers.7.mlp``);
+    tensors sharing the text before it form one stack of L layers, and layer i gets
+    ``i / (L - 1)`` (1 when L = 1), as mergekit 0.1.5 plans a full-depth slice.
+    Tensors outside a stack (embeddings, final norm, head) are absent: depth 0, as in
+    mergekit.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for n in names:
+        m = _LAYER.match(n)
+        if m:
+            found[n] = (m.group(1), int(m.group(2)))
+    size: dict[str, int] = {}
+    for prefix, i in found.values():
+        size[prefix] = max(size.get(prefix, 0), i + 1)
+    return {
+        n: (i / (size[prefix] - 1) if size[prefix] > 1 else 1.0) for n, (prefix, i) in found.items()
+    }
 
 
 def _open(path: str, errors: list[str]) -> ModelReader | None:
@@ -283,6 +398,104 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
         else:
             tasks.append(TensorTask(name, "merge", info.shape, dtype, present))
     return _aliases_after_targets(tasks)
+
+
+def _decide_slice_tasks(plan: MergePlan, base: ModelReader | None) -> None:
+    """Tasks, depths and the output layer count of a ``slices:`` merge (:mod:`.slices`)."""
+    if plan.method.global_stats and plan.needs_thresholds():
+        raise ConfigError(["slices: a global trim (trim_scope: global) needs `models:`"])
+    sliced, layers = plan_slices(plan.config, plan.entries, plan.models, plan.base)
+    out_code = _OUT_CODES.get(plan.config.output_dtype or "")
+    for t in sliced:
+        i = next((i for i, n in enumerate(t.sources) if n is not None), None)
+        reader, name = (plan.models[i], t.sources[i]) if i is not None else (base, t.base_source)
+        assert reader is not None
+        assert name is not None
+        info = reader.tensors[name]
+        present = tuple(n is not None for n in t.sources)
+        action: Action = "merge" if info.is_float else "copy"
+        code = (out_code or info.code) if info.is_float else info.code
+        plan.tasks.append(TensorTask(t.name, action, info.shape, code, present,
+                                     sources=t.sources, base_source=t.base_source))  # fmt: skip
+        if t.depth:
+            plan.depths[t.name] = t.depth
+    ref_config = read_config(model_dir(plan.entries[0].model if plan.entries else ""))
+    key = next((k for k in _LAYER_KEYS if k in ref_config), None)
+    if key is not None:
+        plan.config_updates[key] = layers
+    plan.notes.append(f"slices: {len(plan.config.slices or [])} slice(s), {layers} output layers")
+
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def write_config_updates(plan: MergePlan, folder: Path) -> None:
+    """Apply the plan's changes to the copied files: ``config.json``'s layer count (a
+    ``slices:`` merge) and the recipe's ``chat_template``."""
+    path = folder / "config.json"
+    if plan.config_updates and path.is_file():
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg.update(plan.config_updates)
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if plan.chat_template is None:
+        return
+    if (folder / "chat_template.jinja").is_file():  # transformers >= 4.43 reads this first
+        (folder / "chat_template.jinja").write_text(plan.chat_template, encoding="utf-8")
+    tok = folder / "tokenizer_config.json"
+    data = json.loads(tok.read_text(encoding="utf-8")) if tok.is_file() else {}
+    data["chat_template"] = plan.chat_template
+    tok.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""The ChatML layout (``<|im_start|>role\\n...<|im_end|>``), for ``chat_template: chatml``."""
+
+
+def chat_template(config: MergeConfig, models: list[str]) -> str | None:
+    """The chat template the output gets, from the recipe's ``chat_template``.
+
+    Jinja text (it holds ``{``) is used as written; ``chatml`` is :data:`CHATML`;
+    ``auto`` takes the template most of ``models`` share (mergekit 0.1.5's rule), or
+    none when no model has one.
+
+    Raises:
+        ConfigError: any other name (mergekit's other built-in names are not
+            supported yet; write the template's Jinja text instead).
+    """
+    value = config.chat_template
+    if value is None or "{" in value:
+        return value
+    if value == "chatml":
+        return CHATML
+    if value == "auto":
+        found = [t for t in (_model_template(m) for m in models if m) if t]
+        return Counter(found).most_common(1)[0][0] if found else None
+    raise ConfigError(
+        [f"chat_template: {value!r} is not a template this version knows (chatml, auto) and "
+         "holds no Jinja; mergekit's other built-in names are not supported yet: give the "
+         "template's Jinja text"]
+    )  # fmt: skip
+
+
+def _model_template(path: str) -> str | None:
+    folder = model_dir(path)
+    if folder is None:
+        return None
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8").strip()
+    tok = folder / "tokenizer_config.json"
+    try:
+        template = json.loads(tok.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    return template.strip() if isinstance(template, str) else None
 
 
 def _aliases_after_targets(tasks: list[TensorTask]) -> list[TensorTask]:

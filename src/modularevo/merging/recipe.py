@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modularevo.config.load import apply_overrides, load_yaml, validate
 from modularevo.errors import ConfigError, UnknownNameError
@@ -48,6 +48,11 @@ DTYPE_NAMES = {
     "half": "float16",
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
+}
+# mergekit recipe keys modularevo does not implement yet: named as such, never as typos.
+UNSUPPORTED_KEYS = {
+    "modules": "per-module recipes of multi-module models",
+    "tokenizer": "tokenizer surgery: merged vocabularies, force_token, pad_to_multiple_of",
 }
 # mergekit keys that only tune mergekit's own execution; accepted and ignored.
 IGNORED_KEYS = frozenset({"int8_mask"})
@@ -70,6 +75,52 @@ class ModelEntry(BaseModel):
     mask: str | None = None
 
 
+class SliceSource(BaseModel):
+    """One source of a mergekit slice: a model, the layers ``[start, end)`` taken from it,
+    and its per-model parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError("must be [start, end) with 0 <= start < end")
+        return v
+
+
+class SliceDef(BaseModel):
+    """One output slice of a mergekit ``slices:`` recipe: its sources (all with the same
+    number of layers), merged layer by layer, and parameters for this slice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sources: list[SliceSource] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    base_model: str | None = None
+    residual_weight: float | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _same_depth(cls, v: list[SliceSource]) -> list[SliceSource]:
+        depths = {s.layer_range[1] - s.layer_range[0] for s in v}
+        if len(depths) > 1:
+            raise ValueError(
+                "every source of a slice must span the same number of layers, got "
+                + ", ".join(f"{s.model} {list(s.layer_range)}" for s in v)
+            )
+        return v
+
+
+class SliceEntry(ModelEntry):
+    """A model entry made from one slice source (internal: the planner's view)."""
+
+    layer_range: tuple[int, int]
+    slice_index: int
+
+
 class MergeConfig(BaseModel):
     """A validated merge recipe (see the module docstring for the YAML form).
 
@@ -89,7 +140,10 @@ class MergeConfig(BaseModel):
         check_finite: refuse inputs holding NaN or Inf.
         allow_other_base: accept module masks learned on another base than ``base_model``
             (their stored base fingerprint differs).
-        tokenizer_source: folder to copy tokenizer/config files from (default: base).
+        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer/config
+            files from.
+        chat_template: written into the output's tokenizer: Jinja text, ``chatml``, or
+            ``auto`` (the template most of the input models share).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,
             ``task_arithmetic``) on numpy without importing torch when every tensor
             allows it, else on torch; ``torch`` or ``numpy`` force one (``numpy``
@@ -99,7 +153,8 @@ class MergeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     merge_method: str
     base_model: str | None = None
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(default_factory=list)
+    slices: list[SliceDef] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     out_dtype: str | None = None
@@ -109,6 +164,7 @@ class MergeConfig(BaseModel):
     check_finite: bool = True
     allow_other_base: bool = False
     tokenizer_source: str | None = None
+    chat_template: str | None = None
     name: str | None = None
     backend: Literal["auto", "torch", "numpy"] = "auto"
 
@@ -124,6 +180,15 @@ class MergeConfig(BaseModel):
     def _size(cls, v: int | str) -> int | str:
         shard_bytes(v)
         return v
+
+    @model_validator(mode="after")
+    def _models_or_slices(self) -> MergeConfig:
+        if bool(self.models) == bool(self.slices):
+            raise ValueError(
+                "give either `models:` (whole models) or `slices:` (layer ranges), not both "
+                "and not neither"
+            )
+        return self
 
     @property
     def output_dtype(self) -> str | None:
@@ -165,10 +230,30 @@ def load_methods() -> None:
                 raise
 
 
+_REGEX_CHARS = frozenset("\\^$*+?{}[]|()")
+
+
+def is_regex(pattern: str) -> bool:
+    """Whether a mapping-rule key is a regular expression.
+
+    It is one when it holds any of ``\\ ^ $ * + ? { } [ ] | ( )``.
+
+    Any other key, dots included, is a plain substring: ``"layers.1."`` matches
+    ``layers.1.mlp`` and not ``layers.10.mlp``.
+    """
+    return any(c in _REGEX_CHARS for c in pattern)
+
+
 def matches(pattern: str, name: str) -> bool:
-    """Whether the per-tensor rule ``pattern`` applies to tensor ``name`` (substring or regex)."""
-    if pattern in name:
+    """Whether the per-tensor rule ``pattern`` applies to tensor ``name``.
+
+    A plain key (see :func:`is_regex`) is searched as a substring; a key with regex
+    characters is searched as a regular expression; ``"*"`` matches every tensor.
+    """
+    if pattern == "*":
         return True
+    if not is_regex(pattern):
+        return pattern in name
     try:
         return re.search(pattern, name) is not None
     except re.error:
@@ -178,26 +263,65 @@ def matches(pattern: str, name: str) -> bool:
 _NO_MATCH = object()
 
 
-def resolve_value(value: Any, name: str | None) -> Any:
-    """The value of a (possibly per-tensor) parameter for tensor ``name``.
+def is_gradient(value: Any) -> bool:
+    """A mergekit layer gradient: a non-empty list of plain values (``[0, 0.5, 1]``)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and not any(isinstance(e, (dict, list)) for e in value)
+    )
 
-    With ``name=None`` only a plain value or a rule's ``default`` resolves.
+
+def interpolate(values: list[Any], t: float) -> Any:
+    """A gradient's value at depth ``t`` in [0, 1], as mergekit 0.1.5 evaluates it.
+
+    Numbers are interpolated linearly between the two neighbouring anchors
+    (``scaled = t·(n−1)``); a list holding a non-number picks ``values[int(t·(n−1))]``.
+    """
+    n = len(values)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return values[int(t * (n - 1))]
+    scaled = t * (n - 1)
+    i0 = int(scaled)
+    i1 = min(n - 1, i0 + 1)
+    frac = scaled - i0
+    return (1 - frac) * values[i0] + frac * values[i1]
+
+
+def resolve_value(value: Any, name: str | None, t: float = 0.0, *, takes_list: bool = False) -> Any:
+    """The value of a (possibly per-tensor) parameter for tensor ``name`` at layer depth ``t``.
+
+    Forms (mergekit 0.1.5's ``evaluate_setting`` for the list forms):
+
+    * a plain value;
+    * a gradient ``[v0, ..., vn]``: interpolated at ``t`` (:func:`interpolate`), unless
+      the parameter's value is itself a list (``takes_list``);
+    * mergekit's filter list ``[{filter: s, value: v}, ...]``: the *first* entry whose
+      filter is a substring of ``name``, is ``"*"`` or is absent wins (an entry without
+      a filter therefore only acts as a fallback when it comes last); ``v`` may be a
+      gradient;
+    * modularevo's mapping ``{pattern: v, ..., default: v}``: the first key that
+      :func:`matches` ``name`` wins, else ``default`` (or ``"*"``).
+
+    With ``name=None`` only plain values, gradients and fallbacks resolve.
     Returns a sentinel (not a value) when no rule matches.
     """
+    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "filter"}:
+        value = [value]  # mergekit's single conditional parameter
     if isinstance(value, dict):
         for pattern, v in value.items():
             if pattern not in ("default", "*") and name is not None and matches(pattern, name):
-                return v
-        return value.get("default", value.get("*", _NO_MATCH))
-    if isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
-        fallback: Any = _NO_MATCH
+                return resolve_value(v, name, t, takes_list=takes_list)
+        fallback = value.get("default", value.get("*", _NO_MATCH))
+        return resolve_value(fallback, name, t, takes_list=takes_list)
+    if _is_filter_list(value):
         for entry in value:
             flt = entry.get("filter")
-            if flt is None:
-                fallback = entry.get("value")
-            elif name is not None and flt in name:
-                return entry.get("value")
-        return fallback
+            if flt is None or flt == "*" or (name is not None and str(flt) in name):
+                return resolve_value(entry.get("value"), name, t, takes_list=takes_list)
+        return _NO_MATCH
+    if is_gradient(value) and not takes_list:
+        return interpolate(value, t)
     return value
 
 
@@ -206,12 +330,16 @@ def is_resolved(value: Any) -> bool:
     return value is not _NO_MATCH
 
 
-def leaf_values(value: Any) -> list[Any]:
-    """Every value a (possibly per-tensor) parameter can take, for range checks."""
+def leaf_values(value: Any, *, takes_list: bool = False) -> list[Any]:
+    """Every value a (possibly per-tensor, possibly graded) parameter can take, for range checks."""
+    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "filter"}:
+        value = [value]
     if isinstance(value, dict):
-        return list(value.values())
-    if isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
-        return [e.get("value") for e in value]
+        return [x for v in value.values() for x in leaf_values(v, takes_list=takes_list)]
+    if _is_filter_list(value):
+        return [x for e in value for x in leaf_values(e.get("value"), takes_list=takes_list)]
+    if is_gradient(value) and not takes_list:
+        return list(value)
     return [value]
 
 
@@ -232,14 +360,19 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
         problems.append(
             f"base_model: method {method.name!r} needs a base_model (the pretrained model)"
         )
-    n = len(effective_models(cfg, method))
-    if n < method.min_models or (method.max_models is not None and n > method.max_models):
-        most = "" if method.max_models is None else f" and at most {method.max_models}"
-        problems.append(
-            f"models: method {method.name!r} takes at least {method.min_models}{most} model(s) "
-            f"besides the base, got {n}"
-        )
+    entries = effective_models(cfg, method)
+    groups = _slice_groups(cfg, entries)
+    n = max(len(g) for g in groups.values()) if groups else 0
+    for where, group in groups.items():
+        k = len(group)
+        if k < method.min_models or (method.max_models is not None and k > method.max_models):
+            most = "" if method.max_models is None else f" and at most {method.max_models}"
+            problems.append(
+                f"{where}: method {method.name!r} takes at least {method.min_models}{most} "
+                f"model(s) besides the base, got {k}"
+            )
     problems += _check_params(cfg.parameters, method, "parameters", allow_per_model=True)
+    problems += _check_slices(cfg, method)
     for i, entry in enumerate(cfg.models):
         problems += _check_params(entry.parameters, method, f"models.{i}.parameters")
         if entry.mask is not None and not method.uses_masks:
@@ -249,8 +382,46 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
             if entry.mask is None:
                 problems.append(f"models: {entry.model!r} needs `mask: <module file>`")
     problems += _check_required(cfg, method)
-    if not problems and method.validate is not None:
+    if not problems and method.validate is not None and not cfg.slices:
         problems += method.validate(_plain_params(cfg, method), n)
+    return problems
+
+
+def _slice_groups(cfg: MergeConfig, entries: list[ModelEntry]) -> dict[str, list[ModelEntry]]:
+    """The merged models per output group: ``models`` as one, or each slice."""
+    if not cfg.slices:
+        return {"models": entries}
+    groups: dict[str, list[ModelEntry]] = {f"slices.{i}": [] for i in range(len(cfg.slices))}
+    for e in entries:
+        if isinstance(e, SliceEntry):
+            groups[f"slices.{e.slice_index}"].append(e)
+    return groups
+
+
+def _check_slices(cfg: MergeConfig, method: MergeMethod) -> list[str]:
+    if not cfg.slices:
+        return []
+    problems: list[str] = []
+    if method.uses_masks:
+        problems.append(f"slices: method {method.name!r} uses module masks; use `models:`")
+    base = _norm(cfg.base_model) if cfg.base_model else None
+    for i, sl in enumerate(cfg.slices):
+        for key in ("base_model", "residual_weight"):
+            if getattr(sl, key) is not None:
+                problems.append(
+                    f"slices.{i}.{key}: mergekit's per-slice `{key}` is not supported yet by "
+                    "modularevo; set base_model at the top level"
+                )
+        problems += _check_params(sl.parameters, method, f"slices.{i}.parameters",
+                                  allow_per_model=True)  # fmt: skip
+        for j, src in enumerate(sl.sources):
+            problems += _check_params(src.parameters, method, f"slices.{i}.sources.{j}.parameters")
+        has_base = base is not None and any(_norm(s.model) == base for s in sl.sources)
+        if method.needs_base and base is not None and not has_base:
+            problems.append(
+                f"slices.{i}: method {method.name!r} takes task vectors against the base; list "
+                "base_model among this slice's sources with the layer range to use"
+            )
     return problems
 
 
@@ -260,7 +431,7 @@ def _plain_params(cfg: MergeConfig, method: MergeMethod) -> dict[str, Any]:
     def value(scopes: list[dict[str, Any]], p: Param) -> Any:
         for scope in scopes:
             if p.name in scope:
-                v = resolve_value(scope[p.name], None)
+                v = resolve_value(scope[p.name], None, takes_list=p.takes_list)
                 if is_resolved(v):
                     return v
         return p.default
@@ -292,18 +463,10 @@ def _check_params(
             problems.append(
                 f"{where}.{key}: {key!r} is a global parameter; set it under `parameters:`"
             )
-        if p.takes_list and not isinstance(value, dict) and not _is_filter_list(value):
-            err = p.check(value)
-            if err:
-                problems.append(f"{where}.{key}: {err} (got {value!r})")
+        if isinstance(value, list) and not value and not p.takes_list:
+            problems.append(f"{where}.{key}: an empty list gives no value")
             continue
-        if isinstance(value, list) and value and not isinstance(value[0], dict):
-            problems.append(
-                f"{where}.{key}: lists of values (mergekit gradients) are not supported; "
-                "use a mapping of tensor-name patterns to values"
-            )
-            continue
-        for leaf in leaf_values(value):
+        for leaf in leaf_values(value, takes_list=p.takes_list):
             err = p.check(leaf)
             if err:
                 problems.append(f"{where}.{key}: {err} (got {leaf!r})")
@@ -341,13 +504,50 @@ def _check_required(cfg: MergeConfig, method: MergeMethod) -> list[str]:
     return problems
 
 
+def base_is_separate(method: MergeMethod) -> bool:
+    """Whether the method receives the base model as its own ``base`` argument.
+
+    True for methods on task vectors (``needs_base``) and for those with an optional
+    base (``slerp``: the base is the t=0 end); false for averages that take the base,
+    if listed, as one more input (``linear``).
+    """
+    return method.needs_base or method.optional_base
+
+
 def effective_models(cfg: MergeConfig, method: MergeMethod) -> list[ModelEntry]:
-    """The models merged against the base: as mergekit does, an entry naming the base
-    model itself is dropped for methods that take task vectors against it."""
-    if not method.needs_base or not cfg.base_model:
-        return list(cfg.models)
+    """The models merged besides the base: as mergekit does, an entry naming the base
+    model itself is dropped when the method receives the base separately
+    (:func:`base_is_separate`), e.g. mergekit's SLERP form that lists both ends."""
+    models = list(cfg.models) if not cfg.slices else _slice_entries(cfg)
+    if not base_is_separate(method) or not cfg.base_model:
+        return models
     base = _norm(cfg.base_model)
-    return [m for m in cfg.models if _norm(m.model) != base]
+    return [m for m in models if _norm(m.model) != base]
+
+
+def _slice_entries(cfg: MergeConfig) -> list[ModelEntry]:
+    """One entry per slice source; its parameters over the slice's (mergekit's order)."""
+    return [
+        SliceEntry(
+            model=src.model,
+            parameters={**sl.parameters, **src.parameters},
+            layer_range=src.layer_range,
+            slice_index=i,
+        )
+        for i, sl in enumerate(cfg.slices or [])
+        for src in sl.sources
+    ]
+
+
+def slice_base_range(cfg: MergeConfig, slice_index: int) -> tuple[int, int] | None:
+    """The layer range of the base model's source in slice ``slice_index`` (None: absent)."""
+    if not cfg.slices or not cfg.base_model:
+        return None
+    base = _norm(cfg.base_model)
+    for src in cfg.slices[slice_index].sources:
+        if _norm(src.model) == base:
+            return src.layer_range
+    return None
 
 
 def _norm(path: str) -> str:
@@ -378,11 +578,107 @@ def load_merge_config(
     else:
         data = load_yaml(source)
     data = apply_overrides(data, overrides or [])
-    cfg = validate(MergeConfig, data, source=where)
+    unsupported = [
+        f"{key}: mergekit's `{key}` ({what}) is not supported yet by modularevo; "
+        "docs/merging.md lists what is"
+        for key, what in UNSUPPORTED_KEYS.items()
+        if data.get(key) is not None
+    ]
+    if data.get("tokenizer_source") == "union":
+        unsupported.append(
+            "tokenizer_source: 'union' (a merged vocabulary, mergekit's tokenizer surgery) is "
+            "not supported yet by modularevo; use `base` or a model folder with the same vocabulary"
+        )
+    checked = {k: v for k, v in coerce_numbers(data).items() if k not in UNSUPPORTED_KEYS}
+    if unsupported:
+        try:
+            validate(MergeConfig, checked, source=where)
+        except ConfigError as exc:
+            unsupported += [p for p in exc.problems if not p.startswith("models:")]
+        raise ConfigError(unsupported, source=where)
+    cfg = validate(MergeConfig, checked, source=where)
     problems = check_merge_config(cfg)
     if problems:
         raise ConfigError(problems, source=where)
     return cfg, data
+
+
+def coerce_numbers(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the recipe with quoted numbers and booleans of known parameters as values.
+
+    mergekit 0.1.5 validates each parameter with its declared type in pydantic's lax
+    mode, so ``weight: "0.5"`` is 0.5 and ``normalize: "true"`` is true; this does the
+    same for the method's numeric and boolean parameters (strings of choice
+    parameters are left alone). Unknown methods and parameters are left as written.
+    """
+    load_methods()
+    name = data.get("merge_method")
+    if not isinstance(name, str) or name not in MERGE_METHODS.names():
+        return data
+    schema = {p.name: p for p in MERGE_METHODS.get(name).params}
+    out = dict(data)
+
+    def fix(params: Any) -> Any:
+        if not isinstance(params, dict):
+            return params
+        return {
+            k: _map_leaves(v, lambda x, p=schema[k]: _coerce(p, x)) if k in schema else v
+            for k, v in params.items()
+        }
+
+    if "parameters" in out:
+        out["parameters"] = fix(out["parameters"])
+    if isinstance(out.get("slices"), list):
+        out["slices"] = [_fix_slice(sl, fix) for sl in out["slices"]]
+    if isinstance(out.get("models"), list):
+        out["models"] = [
+            {**m, "parameters": fix(m["parameters"])}
+            if isinstance(m, dict) and "parameters" in m
+            else m
+            for m in out["models"]
+        ]
+    return out
+
+
+def _fix_slice(sl: Any, fix: Any) -> Any:
+    if not isinstance(sl, dict):
+        return sl
+    out = dict(sl)
+    if "parameters" in out:
+        out["parameters"] = fix(out["parameters"])
+    if isinstance(out.get("sources"), list):
+        out["sources"] = [
+            {**src, "parameters": fix(src["parameters"])}
+            if isinstance(src, dict) and "parameters" in src
+            else src
+            for src in out["sources"]
+        ]
+    return out
+
+
+_TRUE = frozenset({"true", "yes", "on", "1", "y", "t"})
+_FALSE = frozenset({"false", "no", "off", "0", "n", "f"})
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    if not isinstance(value, str) or p.choices or p.takes_list:
+        return value
+    text = value.strip().lower()
+    if p.default is not None and isinstance(p.default, bool):
+        return True if text in _TRUE else False if text in _FALSE else value
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
+def _map_leaves(value: Any, fn: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, fn) if k != "filter" else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_leaves(v, fn) for v in value]
+    return fn(value)
 
 
 def method_of(cfg: MergeConfig) -> MergeMethod:

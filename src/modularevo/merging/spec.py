@@ -129,7 +129,14 @@ class Param:
 
 @dataclass(frozen=True)
 class MergeMethod:
-    """A registered merge method: the tensor function plus what the executor must know."""
+    """A registered merge method: the tensor function plus what the executor must know.
+
+    ``needs_base``: the function takes task vectors against ``base`` (required).
+    ``optional_base``: it works without a base, and when the recipe names one it is
+    passed as ``base`` and dropped from the models (``slerp``, ``nuslerp``,
+    ``multislerp``). Otherwise a base listed among the models is one more input
+    (``linear``).
+    """
 
     name: str
     fn: MergeFn
@@ -137,6 +144,7 @@ class MergeMethod:
     summary: str
     params: tuple[Param, ...] = ()
     needs_base: bool = True
+    optional_base: bool = False
     uses_masks: bool = False
     randomized: bool = False
     global_stats: bool = False

@@ -48,25 +48,29 @@ def check_finite(t: Tensor, name: str, where: str) -> None:
     TorchBackend().check_finite(t, name, where)
 
 
-def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str]]:
-    """What to read for ``task``: (reader or ``None`` for "use the base", label) pairs.
+def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str, str]]:
+    """What to read for ``task``: (reader or ``None`` for "use the base", tensor name,
+    label) triples.
 
     For ``merge`` the base comes first (when the method takes one), then each input
-    model; a model lacking the tensor (``missing_tensors: base``) gets ``None``.
-    ``copy`` reads the reference model; ``alias`` reads nothing.
+    model taking part (:meth:`~modularevo.merging.plan.TensorTask.inputs`); a model
+    lacking the tensor (``missing_tensors: base``) gets ``None``. ``copy`` reads the
+    reference model (in a ``slices:`` merge, the slice's first source); ``alias`` reads
+    nothing. Names differ from ``task.name`` only in ``slices:`` merges.
     """
     if task.action == "copy":
-        return [(plan.reference, str(plan.reference.path))]
+        if task.sources:
+            i = next(i for i, src in enumerate(task.sources) if src is not None)
+            return [(plan.models[i], task.source(i), plan.entries[i].model)]
+        return [(plan.reference, task.name, str(plan.reference.path))]
     if task.action != "merge":
         return []
-    out: list[tuple[ModelReader | None, str]] = []
+    out: list[tuple[ModelReader | None, str, str]] = []
     if plan.base is not None:
-        out.append((plan.base, plan.config.base_model or ""))
-    for i, entry in enumerate(plan.entries):
-        if task.present[i]:
-            out.append((plan.models[i], entry.model))
-        elif plan.base is not None:
-            out.append((None, entry.model))
+        out.append((plan.base, task.base_source or task.name, plan.config.base_model or ""))
+    for i in task.inputs(len(plan.entries), plan.base is not None):
+        reader = plan.models[i] if task.present[i] else None
+        out.append((reader, task.source(i), plan.entries[i].model))
     return out
 
 
@@ -93,8 +97,8 @@ class Prefetcher:
         self._held = 0
 
     def _bytes(self, task: TensorTask) -> int:
-        return sum(r.tensors[task.name].end - r.tensors[task.name].start
-                   for r, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
+        return sum(r.tensors[n].end - r.tensors[n].start
+                   for r, n, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
 
     def _read(self, reader: ModelReader, name: str, label: str) -> Any:
         backend = self.plan.backend
@@ -112,8 +116,8 @@ class Prefetcher:
             if size > self.ahead_bytes:
                 release_free_heap()  # before a big read: keep the peak at what is in use
             futs = [
-                self._pool.submit(self._read, r, task.name, label) if r is not None else None
-                for r, label in task_readers(self.plan, task)
+                self._pool.submit(self._read, r, n, label) if r is not None else None
+                for r, n, label in task_readers(self.plan, task)
             ]
             self._queue.append((task, futs, size))
             self._held += size
@@ -125,7 +129,7 @@ class Prefetcher:
             self._top_up()
             task, futs, size = self._queue.popleft()
             self._top_up()
-            labels = [label for _, label in task_readers(self.plan, task)]
+            labels = [label for _, _, label in task_readers(self.plan, task)]
             inputs = [(f.result() if f is not None else None, lb)
                       for f, lb in zip(futs, labels, strict=True)]  # fmt: skip
             yield task, inputs
@@ -156,7 +160,7 @@ def merge_tensor(
     """
     has_base = plan.base is not None
     base = inputs[0][0] if has_base else None
-    idx = [i for i in range(len(plan.entries)) if has_base or task.present[i]]
+    idx = task.inputs(len(plan.entries), has_base)
     models = [t if t is not None else base for t, _ in inputs[1 if has_base else 0 :]]
     params = plan.params_for(task.name, idx)
     extra = _extra(plan, task, idx, params, thresholds)

@@ -129,9 +129,13 @@ def finetune(
 
         dataset = load_dataset(config.task, **dataset_columns(config))
     if model is None:
+        from modularevo.models.heads import SequenceClassifier
         from modularevo.models.load import load_model
 
-        model, tokenizer = load_model(config.model, "classifier", num_labels=label_info(dataset)[0])
+        num_labels, label_names = label_info(dataset)
+        model, tokenizer = load_model(config.model, "classifier", num_labels=num_labels)
+        if isinstance(model, SequenceClassifier):
+            model.set_label_names(label_names)
     elif tokenizer is None:
         raise InputError("finetune(model=...) needs the model's `tokenizer` too")
     if config.emoe is not None:

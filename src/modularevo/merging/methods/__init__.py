@@ -6,12 +6,33 @@ for the contract between these pure tensor functions and the executor.
 """
 
 from modularevo.merging.methods import (
+    arcee_fusion,
     cabs,
     linear,
+    magmax,
     model_stock,
     modularevo,
+    nearswap,
+    passthrough,
+    sce,
     slerp,
+    spectral,
+    spherical,
     task_arithmetic,
 )
 
-__all__ = ["cabs", "linear", "model_stock", "modularevo", "slerp", "task_arithmetic"]
+__all__ = [
+    "arcee_fusion",
+    "cabs",
+    "linear",
+    "magmax",
+    "model_stock",
+    "modularevo",
+    "nearswap",
+    "passthrough",
+    "sce",
+    "slerp",
+    "spectral",
+    "spherical",
+    "task_arithmetic",
+]
