@@ -231,7 +231,10 @@ def _check_mask_bases(masks: Sequence[Any], entries: Sequence[Any], ref: ModelRe
         if reader is None or not stored:
             continue
         names = sorted(reader.names())
-        got = fingerprint((n, ref.read(n)) for n in names)
+        # the fingerprint hashes the names the module was saved with (a module of
+        # ``bert.encoder…`` fits a base saved as ``encoder…``; modules.naming)
+        stored_as = getattr(reader, "stored_name", lambda n: n)
+        got = fingerprint((stored_as(n), ref.read(n)) for n in names)
         for n in names:
             ref.release(n)
         if got != stored:

@@ -182,7 +182,7 @@ def _check_sources(plan: MergePlan) -> None:
         InputError: naming the folder, what it holds and how to fix the recipe.
     """
     src = plan.config.tokenizer_source
-    if src in (None, "base"):
+    if not src or src == "base":
         return
     folder = model_dir(src)
     found = sorted(n for n in TOKENIZER_FILES if folder is not None and (folder / n).is_file())
@@ -199,9 +199,9 @@ def _check_sources(plan: MergePlan) -> None:
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
     copy_model_files(_config_dir(plan), tmp, torch_dtype=cfg.output_dtype)
-    if cfg.tokenizer_source not in (None, "base"):  # tokenizer from there, config from the base
-        copy_model_files(plan.source_dir, tmp, names=TOKENIZER_FILES)
     write_config_updates(plan, tmp)  # slices: the new layer count
+    if cfg.tokenizer_source and cfg.tokenizer_source != "base":
+        copy_model_files(plan.source_dir, tmp, names=TOKENIZER_FILES)
     resolved = cfg.model_dump(mode="json")
     card = model_card(
         recipe=plan.recipe,

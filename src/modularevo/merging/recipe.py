@@ -140,8 +140,8 @@ class MergeConfig(BaseModel):
         check_finite: refuse inputs holding NaN or Inf.
         allow_other_base: accept module masks learned on another base than ``base_model``
             (their stored base fingerprint differs).
-        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer/config
-            files from.
+        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer files
+            from (config.json always comes from the base).
         chat_template: written into the output's tokenizer: Jinja text, ``chatml``, or
             ``auto`` (the template most of the input models share).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,

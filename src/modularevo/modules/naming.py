@@ -78,6 +78,10 @@ class RenamedMasks:
         """Tensor names that have a mask."""
         return sorted(self.shapes)
 
+    def stored_name(self, name: str) -> str:
+        """The name the module file stores for tensor ``name``."""
+        return self._stored[name]
+
     def mask(self, name: str) -> Any:
         """The bool mask of tensor ``name``, or ``None`` when it has none."""
         stored = self._stored.get(name)
