@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import re
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
+from modularevo.io.torch_bin import bin_files, convert_bin
 from modularevo.merging._checks import (
     check_masks,
     check_names,
@@ -131,6 +134,7 @@ class MergePlan:
     depths: dict[str, float] = field(default_factory=dict)
     config_updates: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None
+    scratch: list[Path] = field(default_factory=list)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -230,6 +234,8 @@ class MergePlan:
         """Close every input reader."""
         for r in {id(r): r for r in [self.reference, *self.models]}.values():
             r.close()
+        for d in self.scratch:  # safetensors re-saved from .bin inputs
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> MergePlan:
@@ -247,13 +253,16 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
-    base = _open(base_path, errors) if base_path else None
+    scratch: list[Path] = []
+    base = _open(base_path, errors, scratch) if base_path else None
     opened: dict[str, ModelReader | None] = {}
     for e in entries:  # a model used by several slices is opened once
         if e.model not in opened:
-            opened[e.model] = _open(e.model, errors)
+            opened[e.model] = _open(e.model, errors, scratch)
     models = [opened[e.model] for e in entries]
     if errors:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
@@ -268,24 +277,29 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         reference=reference,
         tasks=[],
         source_dir=src,
+        scratch=scratch,
     )
-    if config.slices:
-        _decide_slice_tasks(plan, base)
-    else:
-        plan.tasks = _decide_tasks(plan, base)
-        plan.depths = layer_depths(reference.names())
-    _check_tensor_params(plan)
-    plan.chat_template = chat_template(
-        config, [config.base_model or "", *(e.model for e in entries)]
-    )
-    plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
-    if plan.masks:
-        check_masks(plan.masks, entries, reference)
-    modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
-    blockers = numpy_blockers(
-        method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
-    )
-    plan.backend = choose_backend(config.backend, blockers)
+    try:
+        if config.slices:
+            _decide_slice_tasks(plan, base)
+        else:
+            plan.tasks = _decide_tasks(plan, base)
+            plan.depths = layer_depths(reference.names())
+        _check_tensor_params(plan)
+        plan.chat_template = chat_template(
+            config, [config.base_model or "", *(e.model for e in entries)]
+        )
+        plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
+        if plan.masks:
+            check_masks(plan.masks, entries, reference)
+        modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
+        blockers = numpy_blockers(
+            method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
+        )
+        plan.backend = choose_backend(config.backend, blockers)
+    except BaseException:
+        plan.close()  # readers and any .bin scratch folder
+        raise
     return plan
 
 
@@ -364,9 +378,21 @@ def layer_depths(names: list[str]) -> dict[str, float]:
     }
 
 
-def _open(path: str, errors: list[str]) -> ModelReader | None:
+def _open(path: str, errors: list[str], scratch: list[Path]) -> ModelReader | None:
+    """Open a model; one holding only ``.bin`` weights is first re-saved as safetensors
+    into a scratch folder (:mod:`modularevo.io.torch_bin`), removed by ``plan.close()``."""
     try:
         return open_model(path)
+    except InputError as exc:
+        bins = bin_files(path)
+        if not bins:
+            errors.append(str(exc))
+            return None
+    tmp = Path(tempfile.mkdtemp(prefix="modularevo-bin-"))
+    scratch.append(tmp)
+    log.info("%s holds .bin weights: re-saving them as safetensors in %s", path, tmp)
+    try:
+        return open_model(convert_bin(bins, tmp))
     except InputError as exc:
         errors.append(str(exc))
         return None
