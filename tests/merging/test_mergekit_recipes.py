@@ -330,6 +330,11 @@ def test_slerp_t_gradient_and_density_gradient_validate(zoo):
             "merge_method": "ties", "base_model": p["base"],
             "models": [{"model": p["a"], "parameters": {"density": [0.5, 1.5]}}],
         })  # fmt: skip
+    with pytest.raises(ConfigError, match="one number when trimming globally"):
+        make_plan({
+            "merge_method": "ties", "base_model": p["base"], "parameters": {"trim_scope": "global"},
+            "models": [{"model": p["a"], "parameters": {"density": [0.2, 0.8]}}],
+        })  # fmt: skip
 
 
 def test_quoted_recipe_file_round_trip_keeps_what_was_written(tmp_path: Path, zoo):

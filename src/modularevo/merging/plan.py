@@ -219,7 +219,12 @@ class MergePlan:
         """
         key = "density"
         dens = self.params_for(None)[key]
-        bad = [self.entries[i].model for i, d in enumerate(dens) if not is_resolved(d)]
+        raw = [e.parameters.get(key, self.config.parameters.get(key)) for e in self.entries]
+        bad = [
+            self.entries[i].model
+            for i, d in enumerate(dens)
+            if not is_resolved(d) or isinstance(raw[i], (list, dict))  # rules, gradients
+        ]
         if bad:
             raise ConfigError(
                 [f"{m}: {key!r} must be one number when trimming globally" for m in bad]
@@ -286,6 +291,8 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
             plan.tasks = _decide_tasks(plan, base)
             plan.depths = layer_depths(reference.names())
         _check_tensor_params(plan)
+        if plan.needs_thresholds():
+            plan.threshold_densities()  # one number per model, checked before any read
         plan.chat_template = chat_template(
             config, [config.base_model or "", *(e.model for e in entries)]
         )
