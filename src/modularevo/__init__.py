@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import ConfigError, InputError, ModularEvoError, UnknownNameError
 from modularevo.registry import Registry
+from modularevo.utils.post_import import run_first, when_imported
 
 if TYPE_CHECKING:
     from modularevo.cost.meter import measure_cost
@@ -47,6 +48,24 @@ _LAZY: dict[str, str] = {
     "quickstart": "modularevo.evolution.quickstart",
     "pretrain": "modularevo.training.pretrain",
 }
+
+
+def _register_pruned_classes(_auto: Any) -> None:
+    """Make extracted-module folders load with ``AutoConfig``/``AutoModel*.from_pretrained``
+    without ``trust_remote_code``: the classes of :mod:`modularevo.deploy.hf_pruned` are
+    registered right before the first such call (not at import: half-imported then)."""
+    from transformers.models.auto import auto_factory, configuration_auto
+
+    def register() -> None:
+        importlib.import_module("modularevo.deploy.hf_pruned").register_auto_classes()
+
+    run_first(configuration_auto.AutoConfig, ["from_pretrained"], register)
+    run_first(auto_factory._BaseAutoModelClass, ["from_pretrained", "from_config"], register)
+
+
+# Armed when transformers' Auto classes are imported (by the user or by modularevo);
+# `import modularevo` itself stays fast and torch-free.
+when_imported("transformers.models.auto.modeling_auto", _register_pruned_classes)
 
 
 def __getattr__(name: str) -> Any:

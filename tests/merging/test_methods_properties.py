@@ -27,6 +27,10 @@ ACTIVE = {
     "model_stock": {},
     "cabs": {"n": 1, "m": 4},
     "modularevo": {},
+    "tsv_m": {},
+    "iso_c": {},
+    "iso_cts": {},
+    "magmax": {},
     "nearswap": {"t": 0.5},
     "sce": {"select_topk": 0.5},
     "nuslerp": {"weight": [0.3, 0.7]},
@@ -52,6 +56,10 @@ IDENTITY = {
     "model_stock": (3, {}),
     "cabs": (2, {"n": 4, "m": 4}),  # first model takes every position
     "modularevo": (1, {}),
+    "tsv_m": (1, {}),  # one task keeps its full SVD: the task matrix itself
+    "iso_c": (1, {}),  # see NOT_IDENTITY
+    "iso_cts": (1, {}),  # see NOT_IDENTITY
+    "magmax": (3, {}),
     "nearswap": (1, {"t": 100.0}),  # every difference is below t: the model's values
     "sce": (1, {}),
     "nuslerp": (2, {}),
@@ -65,6 +73,8 @@ IDENTITY = {
 # Methods for which one model in does not give that model, and why.
 NOT_IDENTITY = {
     "arcee_fusion": "keeps only the changes whose importance is an upper outlier, by design",
+    "iso_c": "flattens the spectrum of even one task vector, by design",
+    "iso_cts": "flattens the spectrum of even one task vector, by design",
 }
 # Methods that take a fixed number of models besides the base.
 FIXED_COUNT = {"slerp": 1, "nearswap": 1, "arcee_fusion": 1, "nuslerp": 2, "passthrough": 1}
@@ -231,6 +241,7 @@ BAD_GOOD = {
     "gamma": ([-0.01, 1.0], [0.0, 0.01, 0.5]),
     "epsilon": ([-0.01, 0.5], [0.0, 0.15]),
     "t": ([math.nan, "x"], [0.0, 0.5, 1.0, -0.1, 1.1]),  # extrapolation, as mergekit
+    "common_fraction": ([0.0, 1.0, -0.1], [0.1, 0.8, 0.99]),
     "n": ([0, 1.5, True, "2"], [1, 64]),
     "m": ([0, 4.0], [1, 256]),
     "order": ([[0, 0], [-1], "01", [0.5]], [[], [1, 0], (0, 1, 2)]),

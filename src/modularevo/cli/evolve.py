@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modularevo.utils.atomic import claim_output
+
 console = Console()
 
 
@@ -44,9 +46,11 @@ def evolve_cmd(
 ) -> None:
     """Fine-tune every task, merge, evaluate; repeat for each round (resumes a killed run)."""
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
-    from modularevo.evolution.loop import evolve
+    from modularevo.evolution.loop import as_config, evolve
 
     extra = ["progress=false"] if no_progress else []
     t0 = time.perf_counter()
-    run = evolve(config, overrides=[*(overrides or []), *extra])
+    cfg = as_config(config, [*(overrides or []), *extra])
+    with claim_output(Path(cfg.output_dir)):  # one run per folder; a second is refused
+        run = evolve(cfg)
     print_summary(run, time.perf_counter() - t0)

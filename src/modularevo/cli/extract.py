@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -33,6 +34,6 @@ def extract_cmd(
     save_extracted(small, out, tokenizer=tok, overwrite=overwrite)
     cfg = getattr(small, "config", None)
     console.print(
-        f"wrote {out}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
+        f"wrote {escape(str(out))}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
         f"heads {getattr(cfg, 'head_counts', '?')}"
     )

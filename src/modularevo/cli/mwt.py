@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 app = typer.Typer(
@@ -41,7 +42,9 @@ def train_cmd(
     from modularevo.mwt.train import train_mwt
 
     run = train_mwt(cfg, out, overwrite=overwrite)
-    console.print(f"[green]wrote[/] {run} (metrics in {run / 'metrics.jsonl'})")
+    console.print(
+        f"[green]wrote[/] {escape(str(run))} (metrics in {escape(str(run / 'metrics.jsonl'))})"
+    )
 
 
 @app.command("extract")
@@ -62,8 +65,8 @@ def extract_cmd(
                             keep_gates=not drop_gates, finetune_epochs=finetune_epochs,
                             overwrite=overwrite)  # fmt: skip
     console.print(
-        f"[green]module[/] {report['classes']} -> {out}: KRR {report['krr']:.4f}, test acc "
-        f"{report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
+        f"[green]module[/] {report['classes']} -> {escape(str(out))}: KRR {report['krr']:.4f}, "
+        f"test acc {report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
     )
 
 

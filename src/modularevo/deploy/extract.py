@@ -185,8 +185,9 @@ def save_extracted(
 ) -> Path:
     """Save a pruned model as a HF folder that ``from_pretrained`` reloads, atomically.
 
-    The folder holds ``modeling_modularevo_pruned.py`` and an ``auto_map``, so it also
-    loads with ``trust_remote_code=True`` where modularevo is not installed.
+    The folder holds ``modeling_modularevo_pruned.py`` (a copy of :mod:`.hf_pruned`) and
+    an ``auto_map``: with modularevo installed it loads without ``trust_remote_code``;
+    elsewhere ``trust_remote_code=True`` executes that copy (check it first; docs/deploy.md).
     """
     cls = type(getattr(model, "backbone", model)).__name__
     cfg: Any = model.config

@@ -61,8 +61,31 @@ def module_variant(dense: nn.Module, cfg: CostConfig) -> tuple[str, nn.Module, P
     return f"module ({cfg.sparse_layout} sparse)", sparse, path
 
 
+def _check_paths(cfg: CostConfig) -> None:
+    """Name missing local paths (``runs/...`` folders a benchmark creates) before loading."""
+    problems = []
+    for key in ("model", "module"):
+        value = getattr(cfg, key)
+        if value is None or Path(str(value)).exists():
+            continue
+        text = str(value)
+        if key == "module" or text.startswith(("runs/", "./", "../", "/")):
+            problems.append(f"{key}={text!r} does not exist")
+    if problems:
+        raise InputError(
+            f"{'; '.join(problems)}. The shipped configs/cost files point at folders that "
+            "`python benchmarks/bench_deploy.py` creates; run it first, or pass your own: "
+            "`modularevo cost CONFIG model=RUN/model module=MODULE.safetensors`"
+        )
+
+
 def run_cost(cfg: CostConfig) -> tuple[Table, Path]:
-    """Measure the dense model and (if given) the module, interleaved; write JSON + plot."""
+    """Measure the dense model and (if given) the module, interleaved; write JSON + plot.
+
+    Raises:
+        InputError: a model or module path that does not exist (checked before any load).
+    """
+    _check_paths(cfg)
     dense, _ = load_any_model(cfg.model, cfg.kind, cfg.num_labels)
     models: dict[str, nn.Module] = {"dense": dense}
     disk: dict[str, Any] = {"dense": cfg.model if Path(cfg.model).exists() else None}

@@ -14,34 +14,73 @@ Example:
     >>> model, tok = load_emoe("runs/minilm-emoe")  # doctest: +SKIP
 """
 
-from modularevo.emoe.config import EMoEConfig, as_config, resolve_layers
-from modularevo.emoe.convert import (
-    FFNSite,
-    emoe_convert,
-    emoe_layers,
-    emoe_to_dense,
-    find_ffn_sites,
-    permute_ffn_,
-    refresh_gates,
-)
-from modularevo.emoe.layer import EMoEFFN, FFNLayout, ffn_keys
-from modularevo.emoe.report import EMoEReport, LayerReport, inspect_emoe
-from modularevo.emoe.split import (
-    avg_k_gates,
-    balanced_kmeans,
-    cluster_sizes,
-    expert_mask,
-    expert_permutation,
-    invert_permutation,
-    normalize_rows,
-)
-from modularevo.emoe.store import (
-    attach_emoe,
-    convert_pretrained,
-    load_emoe,
-    read_emoe_meta,
-    save_emoe,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modularevo.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from modularevo.emoe.config import EMoEConfig, as_config, resolve_layers
+    from modularevo.emoe.convert import (
+        FFNSite,
+        emoe_convert,
+        emoe_layers,
+        emoe_to_dense,
+        find_ffn_sites,
+        permute_ffn_,
+        refresh_gates,
+    )
+    from modularevo.emoe.layer import EMoEFFN, FFNLayout, ffn_keys
+    from modularevo.emoe.report import EMoEReport, LayerReport, inspect_emoe
+    from modularevo.emoe.split import (
+        avg_k_gates,
+        balanced_kmeans,
+        cluster_sizes,
+        expert_mask,
+        expert_permutation,
+        invert_permutation,
+        normalize_rows,
+    )
+    from modularevo.emoe.store import (
+        attach_emoe,
+        convert_pretrained,
+        load_emoe,
+        read_emoe_meta,
+        save_emoe,
+    )
+
+_EXPORTS = {
+    "EMoEConfig": "config",
+    "as_config": "config",
+    "resolve_layers": "config",
+    "FFNSite": "convert",
+    "emoe_convert": "convert",
+    "emoe_layers": "convert",
+    "emoe_to_dense": "convert",
+    "find_ffn_sites": "convert",
+    "permute_ffn_": "convert",
+    "refresh_gates": "convert",
+    "EMoEFFN": "layer",
+    "FFNLayout": "layer",
+    "ffn_keys": "layer",
+    "EMoEReport": "report",
+    "LayerReport": "report",
+    "inspect_emoe": "report",
+    "avg_k_gates": "split",
+    "balanced_kmeans": "split",
+    "cluster_sizes": "split",
+    "expert_mask": "split",
+    "expert_permutation": "split",
+    "invert_permutation": "split",
+    "normalize_rows": "split",
+    "attach_emoe": "store",
+    "convert_pretrained": "store",
+    "load_emoe": "store",
+    "read_emoe_meta": "store",
+    "save_emoe": "store",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "EMoEConfig",

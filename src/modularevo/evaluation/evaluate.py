@@ -17,6 +17,7 @@ from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
 from modularevo.evaluation.metrics import accuracy, macro_f1
 from modularevo.evaluation.predict import eval_predictions
+from modularevo.io.hf_files import check_head_fits
 from modularevo.utils.device import build_accelerator
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def evaluate_model(
         # deferred: transformers is a heavy import; models passed in need none
         from modularevo.models.load import load_model
 
+        check_head_fits(model, num_labels, task)  # before any weight is read
         model, tokenizer = load_model(model, "classifier", num_labels=num_labels)
     elif tokenizer is None:
         raise InputError("an in-memory model needs its `tokenizer` to be evaluated")

@@ -296,9 +296,10 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         plan.chat_template = chat_template(
             config, [config.base_model or "", *(e.model for e in entries)]
         )
-        plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
+        if method.uses_masks:
+            plan.masks = open_masks([e.mask for e in entries], reference.tensors)
         if plan.masks:
-            check_masks(plan.masks, entries, reference)
+            check_masks(plan.masks, entries, reference, allow_other_base=config.allow_other_base)
         modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
         blockers = numpy_blockers(
             method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)

@@ -138,8 +138,10 @@ class MergeConfig(BaseModel):
             contributes the base's value (no change); tensors missing from the
             base are left out.
         check_finite: refuse inputs holding NaN or Inf.
-        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer/config
-            files from.
+        allow_other_base: accept module masks learned on another base than ``base_model``
+            (their stored base fingerprint differs).
+        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer files
+            from (config.json always comes from the base).
         chat_template: written into the output's tokenizer: Jinja text, ``chatml``, or
             ``auto`` (the template most of the input models share).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,
@@ -160,6 +162,7 @@ class MergeConfig(BaseModel):
     shard_size: int | str = "2GB"
     missing_tensors: Literal["error", "base"] = "error"
     check_finite: bool = True
+    allow_other_base: bool = False
     tokenizer_source: str | None = None
     chat_template: str | None = None
     name: str | None = None

@@ -23,14 +23,18 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from modularevo.errors import InputError
 from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
 from modularevo.registry import Registry
 from modularevo.utils.cache import cache_dir
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")  # listing the embedded models does not import torch
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +189,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
-    # deferred: _tiny imports transformers; listing models stays fast
-    from modularevo.models._tiny import tiny_params
+    def params() -> int:
+        # deferred: _tiny imports transformers; listing models stays fast
+        from modularevo.models._tiny import tiny_params
+
+        return tiny_params(name)
 
     def locate() -> Path:
         # deferred: _tiny imports transformers
@@ -196,7 +203,7 @@ def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
 
     return ModelSpec(
         name, kind, family, "random init, for tests", locate,
-        lambda: True, lambda: tiny_params(name), tiny=True,
+        lambda: True, params, tiny=True,
     )  # fmt: skip
 
 

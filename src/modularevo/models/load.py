@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,8 @@ def load_model(
         close = difflib.get_close_matches(kind, KINDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown model kind {kind!r}.{hint} Kinds: {', '.join(KINDS)}.")
+    if kind == "classifier" and is_extracted_classifier(name_or_path):
+        return _load_extracted_classifier(name_or_path)
     saved = Path(name_or_path).is_dir() and is_saved_classifier(name_or_path)
     if kind == "classifier" and not saved and (num_labels is None or num_labels < 2):
         raise InputError(
@@ -164,12 +168,38 @@ def load_model(
     model, tok, fresh = _build(name_or_path, source, kind, num_labels=num_labels, **kw)
     if fresh:
         shown = ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else "")
-        log.warning(
+        # a new classifier head is what fine-tuning trains: no reason to warn about it
+        head_only = kind == "classifier" and set(fresh) <= {"classifier.weight", "classifier.bias"}
+        (log.info if head_only else log.warning)(
             "%s has no weights for %d tensor(s) of its %s form; they were initialised fresh: %s",
             name_or_path, len(fresh), kind, shown,
         )  # fmt: skip
     object.__setattr__(model, "modularevo_fresh_keys", tuple(fresh))
     return model.eval(), tok
+
+
+def is_extracted_classifier(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a classifier written by ``modularevo extract`` (pruned classes)."""
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = data.get("architectures") or [] if isinstance(data, dict) else []
+    return str(data.get("model_type", "")).startswith("modularevo_pruned") and any(
+        str(a).endswith("ForSequenceClassification") for a in archs
+    )
+
+
+def _load_extracted_classifier(folder: str | Path) -> tuple[nn.Module, Any]:
+    """The pruned classifier and its tokenizer, through the Auto classes (registered by
+    ``import modularevo``; no ``trust_remote_code``)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
 def is_saved_classifier(folder: str | Path) -> bool:
@@ -188,6 +218,32 @@ __all__ = [
 ]
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own load report and progress bar around a project load.
+
+    ``load_model`` reports what matters once, in its own words: the tensors a kind adds
+    fresh (an MLM head MiniLM does not ship, a classifier head). transformers would
+    print the same as a LOAD REPORT table, a "checkpoint seem corrupted" note for
+    MiniLM's absent MLM head and a "Loading weights" bar on every load. Its errors
+    still show. Tokenizers truncate explicitly in this project, so the "sequence
+    length is longer than the maximum" note stays off after the first load too.
+    """
+    from transformers.utils import logging as hf_logging  # deferred: heavy import
+
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _role(config: Any) -> str:
     kinds = allowed_kinds(config)
     if "seq2seq" in kinds:
@@ -203,8 +259,9 @@ def _config_and_tokenizer(name: str, source: str | None) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer  # deferred: heavy import
 
     try:
-        config = AutoConfig.from_pretrained(source)
-        tok = AutoTokenizer.from_pretrained(source)
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(source)
+            tok = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
         raise InputError(
             f"could not load model {name!r} from {source!r} ({exc.__class__.__name__}: "
@@ -237,10 +294,12 @@ def _instantiate(
     auto_cls: Any, config: Any, source: str | None, kw: dict[str, Any]
 ) -> tuple[nn.Module, list[str]]:
     if source is None:
-        from modularevo.models._tiny import build_tiny_from  # deferred: transformers
+        # deferred: _tiny imports transformers
+        from modularevo.models._tiny import build_tiny_kind
 
-        return build_tiny_from(config, auto_cls), []
-    model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kw)
+        return build_tiny_kind(config, auto_cls), []
+    with quiet_transformers():
+        model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kw)
     return model, sorted(info.get("missing_keys", []))
 
 

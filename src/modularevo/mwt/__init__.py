@@ -11,36 +11,78 @@ Example:
     >>> evaluate_module("runs/mwt-012")["test_acc"]
 """
 
-from modularevo.mwt.config import MwTConfig, load_mwt_config
-from modularevo.mwt.layers import GatedConv, MaskGenerator, slice_gated
-from modularevo.mwt.losses import (
-    MwTLoss,
-    PairSimilarity,
-    class_kernel_frequency,
-    cohesion_coupling_losses,
-    keep_kernels,
-    mwt_loss,
-    pair_similarity,
-)
-from modularevo.mwt.models import (
-    CNN_MODELS,
-    MaskedCNN,
-    MaskedResNet,
-    MaskedVGG,
-    build_model,
-    gated_layers,
-)
-from modularevo.mwt.reuse import (
-    class_masks,
-    collect_gates,
-    compose_module,
-    evaluate_module,
-    extract_module,
-    kernel_retention_rate,
-    load_module,
-    module_keep,
-)
-from modularevo.mwt.train import evaluate_accuracy, load_images, load_run, train_mwt, train_step
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modularevo.utils.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from modularevo.mwt.config import MwTConfig, load_mwt_config
+    from modularevo.mwt.layers import GatedConv, MaskGenerator, slice_gated
+    from modularevo.mwt.losses import (
+        MwTLoss,
+        PairSimilarity,
+        class_kernel_frequency,
+        cohesion_coupling_losses,
+        keep_kernels,
+        mwt_loss,
+        pair_similarity,
+    )
+    from modularevo.mwt.models import (
+        CNN_MODELS,
+        MaskedCNN,
+        MaskedResNet,
+        MaskedVGG,
+        build_model,
+        gated_layers,
+    )
+    from modularevo.mwt.reuse import (
+        class_masks,
+        collect_gates,
+        compose_module,
+        evaluate_module,
+        extract_module,
+        kernel_retention_rate,
+        load_module,
+        module_keep,
+    )
+    from modularevo.mwt.train import evaluate_accuracy, load_images, load_run, train_mwt, train_step
+
+_EXPORTS = {
+    "MwTConfig": "config",
+    "load_mwt_config": "config",
+    "GatedConv": "layers",
+    "MaskGenerator": "layers",
+    "slice_gated": "layers",
+    "MwTLoss": "losses",
+    "PairSimilarity": "losses",
+    "class_kernel_frequency": "losses",
+    "cohesion_coupling_losses": "losses",
+    "keep_kernels": "losses",
+    "mwt_loss": "losses",
+    "pair_similarity": "losses",
+    "CNN_MODELS": "models",
+    "MaskedCNN": "models",
+    "MaskedResNet": "models",
+    "MaskedVGG": "models",
+    "build_model": "models",
+    "gated_layers": "models",
+    "class_masks": "reuse",
+    "collect_gates": "reuse",
+    "compose_module": "reuse",
+    "evaluate_module": "reuse",
+    "extract_module": "reuse",
+    "kernel_retention_rate": "reuse",
+    "load_module": "reuse",
+    "module_keep": "reuse",
+    "evaluate_accuracy": "train",
+    "load_images": "train",
+    "load_run": "train",
+    "train_mwt": "train",
+    "train_step": "train",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CNN_MODELS",

@@ -63,6 +63,11 @@ class FinetuneConfig(BaseModel):
 
     model: str = Field(description="embedded model name (minilm, tiny-bert, ...), path or Hub name")
     task: str = Field(description="dataset name for modularevo.data.load_dataset")
+    text_column: str | None = Field(None, description="text column of a local file/Hub dataset")
+    label_column: str | None = Field(None, description="label column of a local file/Hub dataset")
+    label_names: list[str] | None = Field(
+        None, description="labels in id order, for a local file/Hub dataset"
+    )
     strategy: Strategy = "module"
     module: str | None = Field(None, description="module .safetensors file (strategy: module)")
     allow_modified_base: bool = Field(

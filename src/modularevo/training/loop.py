@@ -9,7 +9,12 @@ One CPU process, DDP or FSDP under ``accelerate launch`` run the same code:
   optimizer and scheduler step.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: model + optimizer + scheduler + RNG of
   every process + :class:`TrainState`, written to a temporary folder and renamed, so a
-  killed run resumes from its last complete checkpoint.
+  killed run resumes from its last complete checkpoint. Nothing in a checkpoint can run
+  code when it is loaded: model weights are safetensors, Accelerate's optimizer and RNG
+  files are read with ``torch.load(weights_only=True)``, and the scheduler and every
+  RNG state are also written as JSON + safetensors (:mod:`.checkpoint_state`); no
+  object is registered with Accelerate's ``register_for_checkpointing``, whose files are
+  unpickled with ``weights_only=False``.
 
 Example:
     >>> acc = Accelerator(cpu=True)                                 # doctest: +SKIP
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +37,14 @@ import torch
 from accelerate import Accelerator
 
 from modularevo.errors import InputError
+from modularevo.io.checkpoint import (
+    load_rng_state,
+    load_scheduler_state,
+    refuse_unsafe,
+    save_rng_state,
+    save_scheduler_state,
+)
+from modularevo.utils.atomic import apply_umask
 from modularevo.utils.seed import derived_generator
 
 logger = logging.getLogger(__name__)
@@ -142,8 +156,9 @@ def save_checkpoint(
     *,
     keep: int = 1,
     extra_files: Sequence[Path] = (),
+    scheduler: Any = None,
 ) -> Path:
-    """Save model, optimizer, registered objects (scheduler), RNG and ``state`` atomically.
+    """Save model, optimizer, ``scheduler`` (JSON), RNG and ``state`` atomically.
 
     Every process writes its part into ``root/.tmp-step-N``; the main process then
     copies ``extra_files`` in (e.g. the best weights so far), renames the folder to
@@ -157,12 +172,17 @@ def save_checkpoint(
     final = root / f"{_PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{final.name}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(f".tmp-{_PREFIX}*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
+        apply_umask(tmp, folder=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if scheduler is not None:
+            save_scheduler_state(tmp, scheduler)
         (tmp / _STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         for extra in extra_files:
             if Path(extra).is_file():
@@ -176,17 +196,33 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, root: str | Path) -> tuple[TrainState, Path] | None:
-    """Restore the newest complete checkpoint under ``root``.
+def load_checkpoint(
+    accelerator: Accelerator, root: str | Path, *, scheduler: Any = None
+) -> tuple[TrainState, Path] | None:
+    """Restore the newest complete checkpoint under ``root`` without running code from it.
 
     Returns:
         (the saved :class:`TrainState`, the checkpoint folder), or ``None`` when there is none.
+
+    Raises:
+        InputError: a checkpoint file holds pickled code or is incomplete or unreadable.
     """
     found = checkpoint_dirs(root)
     if not found:
         return None
     latest = found[-1]
-    accelerator.load_state(str(latest))
+    refuse_unsafe(latest)
+    try:
+        accelerator.load_state(str(latest))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
+        raise InputError(
+            f"checkpoint {str(latest)!r} cannot be read safely ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else '-'}); nothing from it was run. Delete "
+            "the folder or set resume=false to start over"
+        ) from None
+    load_rng_state(latest, accelerator.process_index)
+    if scheduler is not None:
+        load_scheduler_state(latest, scheduler)
     data = json.loads((latest / _STATE_FILE).read_text(encoding="utf-8"))
     logger.info("resumed from %s (step %d)", latest, data["step"])
     return TrainState(**data), latest

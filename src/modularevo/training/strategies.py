@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from modularevo.errors import InputError
 from modularevo.models.arch import describe
 from modularevo.modules import ModuleMask, load_module, open_module
+from modularevo.modules.naming import match_names
 from modularevo.training.masked_optim import MaskedAdamW
 
 logger = logging.getLogger(__name__)
@@ -57,33 +58,6 @@ def is_head(name: str, prefixes: Iterable[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def _name_map(mask_names: list[str], param_names: set[str]) -> dict[str, str]:
-    """Map mask names to parameter names, allowing a different leading prefix.
-
-    A module learned on ``BertForMaskedLM`` names ``bert.encoder...`` while a bare
-    ``BertModel`` names ``encoder...``; the first name that resolves fixes the rule.
-    """
-    if all(n in param_names for n in mask_names):
-        return {n: n for n in mask_names}
-    for probe in mask_names:
-        parts = probe.split(".")
-        for k in range(len(parts)):
-            suffix = ".".join(parts[k:])
-            strip = ".".join(parts[:k])
-            hits = [p for p in param_names if p == suffix or p.endswith("." + suffix)]
-            for hit in hits:
-                add = hit[: len(hit) - len(suffix)]
-                mapping = {
-                    n: add + n[len(strip) + 1 if strip else 0 :]
-                    for n in mask_names
-                    if n.startswith(strip)
-                }
-                mapped = {n: p for n, p in mapping.items() if p in param_names}
-                if len(mapped) >= max(1, len(mask_names) // 2):
-                    return mapped
-    return {}
-
-
 def load_plan_masks(
     path: str | Path, model: nn.Module, *, allow_modified: bool = False
 ) -> dict[str, Tensor]:
@@ -99,7 +73,7 @@ def load_plan_masks(
     params = dict(model.named_parameters())
     reader = open_module(path)
     names = reader.names()
-    mapping = _name_map(names, set(params))
+    mapping = match_names(names, params)
     if not mapping:
         raise InputError(
             f"module {str(path)!r} masks parameters such as {names[:2]} that model "

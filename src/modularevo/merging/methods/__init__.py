@@ -9,6 +9,7 @@ from modularevo.merging.methods import (
     arcee_fusion,
     cabs,
     linear,
+    magmax,
     model_stock,
     modularevo,
     nearswap,
@@ -16,6 +17,7 @@ from modularevo.merging.methods import (
     ram,
     sce,
     slerp,
+    spectral,
     spherical,
     task_arithmetic,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "arcee_fusion",
     "cabs",
     "linear",
+    "magmax",
     "model_stock",
     "modularevo",
     "nearswap",
@@ -31,6 +34,7 @@ __all__ = [
     "ram",
     "sce",
     "slerp",
+    "spectral",
     "spherical",
     "task_arithmetic",
 ]
