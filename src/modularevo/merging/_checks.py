@@ -228,7 +228,7 @@ def _check_mask_bases(masks: Sequence[Any], entries: Sequence[Any], ref: ModelRe
     problems: list[str] = []
     for reader, entry in zip(masks, entries, strict=False):
         stored = getattr(reader, "base_fingerprint", "") if reader is not None else ""
-        if not stored:
+        if reader is None or not stored:
             continue
         names = sorted(reader.names())
         # the fingerprint hashes the names the module was saved with (a module of

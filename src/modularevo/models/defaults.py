@@ -175,7 +175,7 @@ def _gptneo_small_params() -> int:
     if (target / "config.json").is_file():
         config = AutoConfig.from_pretrained(target)
     else:
-        config = gptneo_config(GPTNeoArch(), vocab_size=DEFAULT_VOCAB_SIZE)
+        config = gptneo_config(GPTNeoArch.model_validate({}), vocab_size=DEFAULT_VOCAB_SIZE)
     with torch.device("meta"):
         return count_params(AutoModelForCausalLM.from_config(config))
 

@@ -127,58 +127,42 @@ def _merge(name: str, tensors: Sequence[Tensor], base: Tensor, params: dict[str,
     return base.float() + float(p["lambda"]) * delta
 
 
-@register_method(
+def _register(name: str, paper: str, summary: str, params: tuple[Any, ...], doc: str) -> None:
+    """Register the spectral method ``name`` (one tensor function per method name)."""
+
+    def fn(
+        tensors: Sequence[Tensor],
+        base: Tensor,
+        *,
+        generators: Any = None,
+        masks: Any = None,
+        thresholds: Any = None,
+        **params: Any,
+    ) -> Tensor:
+        return _merge(name, tensors, base, params)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{doc}\n\nPaper: {paper}\n\nSee :mod:`{__name__}`."
+    register_method(name, paper=paper, summary=summary, params=params)(fn)
+
+
+_TSV = "https://arxiv.org/abs/2412.00081"
+_ISO = "https://arxiv.org/abs/2502.04959"
+_register(
     "tsv_m",
-    paper="https://arxiv.org/abs/2412.00081",
-    summary="per task the top r/T singular vectors, stacked and orthogonalised (TSV-M)",
-    params=(weight_param(), LAMBDA),
+    _TSV,
+    "per task the top r/T singular vectors, stacked and orthogonalised (TSV-M)",
+    (weight_param(), LAMBDA),
+    "``θ_0 + λ U_⊥ diag(σ) V_⊥ᵀ`` per matrix; the mean elsewhere.",
 )
-def tsv_m(
-    tensors: Sequence[Tensor],
-    base: Tensor,
-    *,
-    generators: Any = None,
-    masks: Any = None,
-    thresholds: Any = None,
-    **params: Any,
-) -> Tensor:
-    """``θ_0 + λ U_⊥ diag(σ) V_⊥ᵀ`` per matrix; the mean task vector elsewhere."""
-    return _merge("tsv_m", tensors, base, params)
-
-
-@register_method(
+_register(
     "iso_c",
-    paper="https://arxiv.org/abs/2502.04959",
-    summary="task arithmetic sum with a flat spectrum: mean(σ) U Vᵀ (Iso-C)",
-    params=(weight_param(), LAMBDA),
+    _ISO,
+    "task arithmetic sum with a flat spectrum: mean(σ) U Vᵀ (Iso-C)",
+    (weight_param(), LAMBDA),
+    "``θ_0 + λ mean(σ) U Vᵀ`` for the sum ``U diag(σ) Vᵀ``.",
 )
-def iso_c(
-    tensors: Sequence[Tensor],
-    base: Tensor,
-    *,
-    generators: Any = None,
-    masks: Any = None,
-    thresholds: Any = None,
-    **params: Any,
-) -> Tensor:
-    """``θ_0 + λ mean(σ) U Vᵀ`` for the sum ``U diag(σ) Vᵀ`` per matrix."""
-    return _merge("iso_c", tensors, base, params)
-
-
-@register_method(
-    "iso_cts",
-    paper="https://arxiv.org/abs/2502.04959",
-    summary="common subspace of the sum + task-specific directions, flat spectrum (Iso-CTS)",
-    params=(weight_param(), LAMBDA, COMMON),
-)
-def iso_cts(
-    tensors: Sequence[Tensor],
-    base: Tensor,
-    *,
-    generators: Any = None,
-    masks: Any = None,
-    thresholds: Any = None,
-    **params: Any,
-) -> Tensor:
-    """``θ_0 + λ mean(σ) U_⊥ V_⊥ᵀ`` over common and task-specific directions per matrix."""
-    return _merge("iso_cts", tensors, base, params)
+_register("iso_cts", _ISO,
+          "common subspace of the sum + task-specific directions, flat spectrum (Iso-CTS)",
+          (weight_param(), LAMBDA, COMMON),
+          "``θ_0 + λ mean(σ) U_⊥ V_⊥ᵀ`` over common and task-specific directions.")  # fmt: skip
