@@ -24,8 +24,8 @@ import time
 import torch
 
 from modularevo.data import load_dataset
+from modularevo.emoe import emoe_convert
 from modularevo.models import load_model
-from modularevo.moe import emoe_convert
 
 
 def _batches(ds, tok, batch_size: int, max_length: int, seed: int, limit: int | None = None):

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from modularevo.cnn.config import MwTConfig
 from modularevo.config import load_config
-from modularevo.config.cost import CostConfig
-from modularevo.config.evolve import EvolveConfig
-from modularevo.config.finetune import FinetuneConfig
-from modularevo.config.merge import MergeConfig
-from modularevo.config.modularize import ModularizeConfig
-from modularevo.models.pretrain import PretrainConfig
-from modularevo.moe.config import EMoEConfig
+from modularevo.cost.config import CostConfig
+from modularevo.emoe.config import EMoEConfig
+from modularevo.evolution.config import EvolveConfig
+from modularevo.merging.recipe import MergeConfig
+from modularevo.mwt.config import MwTConfig
+from modularevo.training.finetune_config import FinetuneConfig
+from modularevo.training.modularize_config import ModularizeConfig
+from modularevo.training.pretrain import PretrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SCHEMAS: dict[str, type[BaseModel]] = {

@@ -8,7 +8,7 @@ from typing import Any
 import datasets
 import torch
 
-from modularevo.config.evolve import EvolveConfig
+from modularevo.evolution.config import EvolveConfig
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from modularevo.config import load_config
-from modularevo.config.evolve import EvolveConfig
 from modularevo.errors import ConfigError
+from modularevo.evolution.config import EvolveConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "evolve"
 

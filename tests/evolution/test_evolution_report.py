@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modularevo.config.evolve import EvolveConfig
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.report import last_round_rows, markdown_table, table_rows, write_report
 from modularevo.evolution.state import RoundRecord, RunDir
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modularevo.config.evolve import ALL_STRATEGIES
 from modularevo.errors import UnknownNameError
+from modularevo.evolution.config import ALL_STRATEGIES
 from modularevo.evolution.strategies import STRATEGIES, get_strategy
 from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params

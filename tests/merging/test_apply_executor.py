@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from modularevo import merge
 from modularevo.errors import ConfigError, InputError
 from modularevo.merging.apply import make_plan
-from modularevo.merging.spec import MERGE_METHODS, Param, register_method
+from modularevo.merging.spec import MERGE_METHODS, Capabilities, Param, register_method
 from modularevo.merging.thresholds import kth_largest_bits
 
 
@@ -28,7 +28,7 @@ def mean_chunked():
         summary="test only",
         params=(Param("weight", "per_model", default=1.0),),
         needs_base=False,
-        extras={"elementwise": True},
+        capabilities=Capabilities(elementwise=True),
     )(_mean_fn)
     yield "_test_mean_chunked"
     MERGE_METHODS.remove("_test_mean_chunked")

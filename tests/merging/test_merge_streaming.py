@@ -191,8 +191,10 @@ def test_cabs_order_list_is_a_value_not_a_gradient(tmp_path: Path, four):
     with pytest.raises(ConfigError, match="must not repeat"):
         make_plan(cfg)
     cfg["parameters"]["order"] = [1, 0]
-    cfg["models"][0]["parameters"]["weight"] = [0.1, 0.2]
-    with pytest.raises(ConfigError, match="mergekit gradients"):
+    cfg["models"][0]["parameters"]["weight"] = [0.1, 0.2]  # a gradient, not a value
+    assert make_plan(cfg).params_for("emb.weight")["weight"][0] == 0.1  # no layer: t = 0
+    cfg["models"][0]["parameters"]["weight"] = [0.1, "x"]
+    with pytest.raises(ConfigError, match="must be a number"):
         make_plan(cfg)
 
 

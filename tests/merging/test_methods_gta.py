@@ -141,7 +141,8 @@ def test_random_drop_keeps_the_task_arithmetic_expectation(name, extra):
     runs = []
     for s in range(1000):
         gens = [torch.Generator().manual_seed(2 * s + i) for i in range(2)]
-        runs.append(fn(name)(ts, BASE, generators=gens, weight=w, density=0.5, **extra))
+        runs.append(fn(name)(ts, BASE, generators=gens, weight=w, density=0.5,
+                             rescale="inverse_p", **extra))  # fmt: skip
     ta = fn("task_arithmetic")(ts, BASE, weight=w)
     assert torch.allclose(torch.stack(runs).mean(0), ta, atol=0.15)
 
@@ -150,7 +151,7 @@ def test_dare_drops_about_one_minus_density_per_model():
     base = torch.zeros(4000)
     t = torch.ones(4000)
     out = fn("dare_linear")([t], base, generators=[torch.Generator().manual_seed(0)],
-                            density=0.25)  # fmt: skip
+                            density=0.25, rescale="inverse_p")  # fmt: skip
     assert abs(float((out != 0).float().mean()) - 0.25) < 0.03
     assert torch.allclose(out[out != 0], torch.tensor(4.0))
 

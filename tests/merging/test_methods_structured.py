@@ -143,8 +143,15 @@ def test_slerp_endpoints_and_midpoint():
 def test_slerp_colinear_falls_back_to_lerp():
     a = torch.tensor([1.0, 2.0, 3.0])
     assert torch.allclose(slerp_tensors(0.25, a, 3 * a), 0.75 * a + 0.25 * 3 * a)
+
+
+def test_slerp_with_a_zero_end_follows_the_circle_as_mergekit():
+    """mergekit 0.1.5 does not normalize a zero tensor: cos = 0, Ω = π/2, so the result
+    is sin(tπ/2)·a (0.7071·a at t = 0.5), not the straight line 0.5·a."""
+    a = torch.tensor([1.0, 2.0, 3.0])
     zero = torch.zeros(3)
-    assert torch.allclose(slerp_tensors(0.5, zero, a), 0.5 * a)
+    torch.testing.assert_close(slerp_tensors(0.5, zero, a), math.sin(math.pi / 4) * a)
+    torch.testing.assert_close(slerp_tensors(0.25, a, zero), math.sin(0.75 * math.pi / 2) * a)
 
 
 def test_slerp_needs_exactly_two_endpoints():

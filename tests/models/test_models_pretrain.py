@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from modularevo.config import load_config
 from modularevo.errors import ConfigError, InputError
 from modularevo.models import describe, load_model
-from modularevo.models.pretrain import METRICS_FILE, PretrainConfig, _lr_factor, pretrain
+from modularevo.training.pretrain import METRICS_FILE, PretrainConfig, _lr_factor, pretrain
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_YAML = ROOT / "configs" / "pretrain" / "tiny_test.yaml"

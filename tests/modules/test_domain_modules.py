@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from modularevo.config.modularize import ModularizeConfig
 from modularevo.modules.analysis import analyze_modules, paired_interval
 from modularevo.modules.io import load_module
 from modularevo.modules.mask import ModuleMask
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.training.modularizer import modularize
 
 pytest.importorskip("transformers")
@@ -83,7 +83,7 @@ def build_halves() -> tuple[nn.Module, object]:
     """Build and briefly train the two-halves model (block structure kept at every step)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from modularevo.training.lm_batches import pack_texts
+    from modularevo.data.lm_batches import pack_texts
 
     cfg = LlamaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -144,7 +144,7 @@ def _share_in_half(module: ModuleMask, halves: dict, half: int) -> float:
 
 
 def _batches(tok: object, letters: str) -> list[dict[str, Tensor]]:
-    from modularevo.training.lm_batches import pack_texts
+    from modularevo.data.lm_batches import pack_texts
 
     blocks = pack_texts(_texts(letters, 80, 99), tok, max_length=24, kind="causal_lm")
     return [{"input_ids": blocks[i : i + 8], "labels": blocks[i : i + 8]}

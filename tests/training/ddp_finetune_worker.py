@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.training.finetune import finetune
+from modularevo.training.finetune_config import FinetuneConfig
 
 
 def main() -> None:

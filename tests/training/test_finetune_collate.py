@@ -1,8 +1,8 @@
 import pytest
 from finetune_helpers import tiny_dataset, tiny_tokenizer
 
+from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
-from modularevo.training.collate import pad_batch, pad_id_of, tokenize_split
 
 
 def test_pad_batch_right_pads_to_longest():

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from modularevo.cli.main import app
 from modularevo.config import load_config
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.training.finetune_config import FinetuneConfig
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "finetune").glob("*.yaml"))
 

@@ -7,9 +7,9 @@ import torch
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 from pydantic import ValidationError
 
-from modularevo.config.finetune import FinetuneConfig
-from modularevo.moe import emoe_layers, emoe_to_dense, load_emoe
+from modularevo.emoe import emoe_layers, emoe_to_dense, load_emoe
 from modularevo.training.finetune import finetune
+from modularevo.training.finetune_config import FinetuneConfig
 
 EMOE = {"experts": 4, "top_k": 2, "layers": [1], "assign": "greedy"}
 

@@ -6,9 +6,9 @@ from finetune_helpers import random_module, tiny_classifier, tiny_dataset, tiny_
 from transformers import BertForSequenceClassification
 
 from modularevo.config import validate
-from modularevo.config.finetune import FinetuneConfig, TrainShard
 from modularevo.errors import ConfigError, InputError
 from modularevo.training.finetune import bits_differ, finetune
+from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.training.finetune_data import shard_indices
 
 

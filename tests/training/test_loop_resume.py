@@ -4,9 +4,9 @@ from accelerate import Accelerator
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 from safetensors.torch import load_file
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.errors import InputError
 from modularevo.training.finetune import finetune
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.loop import checkpoint_dirs, global_batches, local_part
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from modularevo.config.modularize import ModularizeConfig
 from modularevo.errors import InputError
 from modularevo.models import load_model
 from modularevo.modules.io import load_module
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.training.modularizer import modularize, run_seed
 
 WORDS = [

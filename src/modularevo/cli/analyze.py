@@ -18,6 +18,7 @@ def analyze_cmd(
     no_plots: bool = typer.Option(False, "--no-plots", help="Write analysis.json only."),
 ) -> None:
     """Domain x corpus loss matrix vs dense and random twins (one frozen head), verdicts, seeds."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.modules.analysis import analyze_modules
 
     r = analyze_modules(modules, out_dir=out, seed=seed, max_batches=max_batches,
@@ -43,6 +44,7 @@ def random_module_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the random draw."),
 ) -> None:
     """Write the random control of MODULE: same per-layer density, seeded, same file format."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.modules.analysis import random_module
     from modularevo.modules.io import load_module, save_module
 

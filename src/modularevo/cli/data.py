@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from modularevo.data import DATASETS, build_dataset, cached_card, load_dataset
-from modularevo.data.build import describe
-from modularevo.data.card import DataCard
 from modularevo.utils.cache import cache_dir
+
+if TYPE_CHECKING:
+    from modularevo.data.card import DataCard
 
 app = typer.Typer(help="Offline datasets: list, inspect, build.", no_args_is_help=True)
 console = Console()
@@ -34,6 +35,9 @@ def _labels(names: list[str] | tuple[str, ...] | None) -> str:
 @app.command("ls")
 def ls_cmd() -> None:
     """List every registered dataset: kind, domain, sizes (train/val/test) and labels."""
+    # deferred: the dataset registry imports `datasets`; `modularevo --help` stays fast
+    from modularevo.data import DATASETS, cached_card
+
     table = Table(title=f"datasets (cache: {cache_dir('datasets')})")
     for col in ("name", "kind", "domain", "train / val / test", "labels", "source"):
         table.add_column(col, no_wrap=col in {"name", "train / val / test"})
@@ -57,6 +61,11 @@ def show_cmd(
     label_column: str = typer.Option(None, help="Label column of a local file."),
 ) -> None:
     """Show a dataset's card (building it first if needed) and a few samples."""
+    # deferred: the dataset registry imports `datasets`; `modularevo --help` stays fast
+    from modularevo.data import DATASETS, build_dataset, load_dataset
+    from modularevo.data.build import describe
+    from modularevo.data.card import DataCard
+
     if name in DATASETS:
         dsd, card = build_dataset(name)
     else:
@@ -98,6 +107,9 @@ def build_cmd(
     rebuild: bool = typer.Option(False, help="Build again even if cached."),
 ) -> None:
     """Build datasets into the cache and print each build time."""
+    # deferred: the dataset registry imports `datasets`; `modularevo --help` stays fast
+    from modularevo.data import DATASETS, build_dataset
+
     for name in names or DATASETS.names():
         start = time.perf_counter()
         _, card = build_dataset(name, rebuild=rebuild)

@@ -20,7 +20,8 @@ from rich.table import Table
 from modularevo.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modularevo.moe.report import EMoEReport
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.emoe.report import EMoEReport
 
 app = typer.Typer(help="Emergent MoE (arXiv 2310.10908): FFNs -> experts.", no_args_is_help=True)
 console = Console()
@@ -56,7 +57,8 @@ def convert_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Cluster FFN keys into equal-size experts and save the EMoE model."""
-    from modularevo.moe.store import convert_pretrained
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.emoe.store import convert_pretrained
 
     cfg = _settings(config, experts=experts, top_k=top_k, layers=layers, seed=seed)
     meta = convert_pretrained(model, out, cfg, kind=kind, overwrite=overwrite)
@@ -69,6 +71,7 @@ def convert_cmd(
 
 def _settings(config: Path | None, **flags: object) -> dict[str, object]:
     """The YAML config (if any) with the flags that were given laid over it."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.config.load import load_yaml
 
     if isinstance(flags.get("layers"), str):
@@ -84,8 +87,9 @@ def inspect_cmd(
     max_length: int = typer.Option(64, help="Truncate inputs to this many tokens."),
 ) -> None:
     """Experts per layer, cluster sizes, and how much of the dense FFN output top-k keeps."""
-    from modularevo.moe.report import inspect_emoe
-    from modularevo.moe.store import load_emoe
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.emoe.report import inspect_emoe
+    from modularevo.emoe.store import load_emoe
 
     model, tok = load_emoe(folder)
     report = inspect_emoe(model, tok, text or None, max_length=max_length)

@@ -18,11 +18,20 @@ def evaluate_cmd(
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per forward pass."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="First N only."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    text_column: str | None = typer.Option(None, help="Text column of a local file."),
+    label_column: str | None = typer.Option(None, help="Label column of a local file."),
+    label_names: str | None = typer.Option(None, help="Labels in id order, comma-separated."),
 ) -> None:
     """Evaluate a classifier on one split of a task."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.data import load_dataset
     from modularevo.evaluation.evaluate import evaluate_model
 
-    res = evaluate_model(model, task=task, split=split, max_length=max_length,
+    names = [n.strip() for n in label_names.split(",")] if label_names else None
+    columns = {"text_column": text_column, "label_column": label_column, "label_names": names}
+    given = {k: v for k, v in columns.items() if v is not None}
+    data = load_dataset(task, **given) if given else None
+    res = evaluate_model(model, task=task, split=split, max_length=max_length, dataset=data,
                          batch_size=batch_size, max_examples=max_examples)  # fmt: skip
     if as_json:
         console.print_json(json.dumps(res))

@@ -10,11 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modularevo.utils.atomic import claim_output
+
 console = Console()
 
 
 def print_summary(run: Path, seconds: float) -> None:
     """Print the last round's comparison table and where the report is."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.evolution.report import last_round_rows
 
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
@@ -42,9 +45,12 @@ def evolve_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Fine-tune every task, merge, evaluate; repeat for each round (resumes a killed run)."""
-    from modularevo.evolution.loop import evolve
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.evolution.loop import as_config, evolve
 
     extra = ["progress=false"] if no_progress else []
     t0 = time.perf_counter()
-    run = evolve(config, overrides=[*(overrides or []), *extra])
+    cfg = as_config(config, [*(overrides or []), *extra])
+    with claim_output(Path(cfg.output_dir)):  # one run per folder; a second is refused
+        run = evolve(cfg)
     print_summary(run, time.perf_counter() - t0)

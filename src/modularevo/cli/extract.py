@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -22,6 +23,7 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
 ) -> None:
     """Remove the FFN neurons and attention heads the module drops; save a loadable folder."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.deploy.extract import extract_module, save_extracted
     from modularevo.deploy.runner import load_any_model
     from modularevo.modules.io import load_module
@@ -29,9 +31,9 @@ def extract_cmd(
     net, tok = load_any_model(model, kind, num_labels)
     mask = load_module(module, params=net.named_parameters(), allow_modified=True)
     small = extract_module(net, mask, strict=not lenient)
-    save_extracted(small, out, tokenizer=tok, overwrite=overwrite)
+    save_extracted(small, out, tokenizer=tok, overwrite=overwrite, source=(model, str(module)))
     cfg = getattr(small, "config", None)
     console.print(
-        f"wrote {out}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
+        f"wrote {escape(str(out))}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
         f"heads {getattr(cfg, 'head_counts', '?')}"
     )

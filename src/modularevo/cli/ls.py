@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modularevo.config.merge import load_methods
+from modularevo.merging.recipe import load_methods
 from modularevo.merging.spec import MERGE_METHODS, Param
 
 console = Console()
@@ -39,7 +39,7 @@ def ls_cmd(
     for name in names:
         m = MERGE_METHODS.get(name)
         marks = (("needs base", m.needs_base), ("masks", m.uses_masks), ("random", m.randomized),
-                 ("numpy backend", m.extras.get("numpy", False)))  # fmt: skip
+                 ("numpy backend", m.capabilities.numpy))  # fmt: skip
         flags = [f for f, on in marks if on]
         summary = m.summary + (f" [dim]({', '.join(flags)})[/]" if flags else "")
         params = "\n".join(_describe(p) for p in m.params) or "—"

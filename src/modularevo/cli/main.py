@@ -7,11 +7,13 @@ are printed as one message and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from modularevo.errors import ModularEvoError
 from modularevo.utils.logging import setup_logging
@@ -65,12 +67,7 @@ def _install_commands(app: typer.Typer, only: str | None) -> None:
     for module, attr, name in _COMMANDS:
         if only is not None and name != only:
             continue
-        try:
-            mod = importlib.import_module(f"modularevo.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"modularevo.cli.{module}":
-                continue  # command not built yet in this checkout
-            raise
+        mod = importlib.import_module(f"modularevo.cli.{module}")
         obj = getattr(mod, attr)
         if isinstance(obj, typer.Typer):
             app.add_typer(obj, name=name)
@@ -87,13 +84,44 @@ def _requested_command(argv: list[str]) -> str | None:
     return None
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "free space on that disk or write the output elsewhere",
+    errno.EDQUOT: "free space within your quota or write the output elsewhere",
+    errno.EROFS: "the file system is read-only; write the output to a writable folder",
+    errno.EACCES: "you lack permission there; fix the permissions or choose another path",
+    errno.EPERM: "the operation is not permitted there; choose another path",
+    errno.ENOTDIR: "a parent of that path is a file, not a folder; choose another path",
+    errno.EEXIST: "it already exists; choose another path or pass --overwrite",
+    errno.ENOENT: "it does not exist; check the path",
+    errno.EISDIR: "it is a folder where a file was expected; check the path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: what failed, on which path, and how to fix it."""
+    where = " ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or str(exc)
+    fix = _OS_FIXES.get(exc.errno or -1, "check the path and try again")
+    return f"{what}{(' (' + where + ')') if where else ''}; {fix}. Nothing was published."
+
+
+def _print_error(message: str) -> None:
+    """Print ``error: message`` in red; the message is plain text, never rich markup."""
+    err_console.print(
+        Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True
+    )
+
+
 def main() -> None:
-    """Run the CLI; user errors become one red message and exit status 2."""
+    """Run the CLI; user and OS errors become one red message and exit status 2."""
     app = build_app(only=_requested_command(sys.argv[1:]))
     try:
         app(standalone_mode=False)
     except ModularEvoError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        _print_error(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        _print_error(describe_os_error(exc))
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from modularevo.merging.apply import make_plan, merge
@@ -42,7 +43,7 @@ def merge_cmd(
         overwrite=overwrite,
         progress=not no_progress,
     )
-    console.print(f"[green]merged[/] into {path}")
+    console.print(f"[green]merged[/] into {escape(str(path))}")
 
 
 def validate_cmd(
@@ -52,7 +53,9 @@ def validate_cmd(
     """Check a recipe and its input models (headers only) without merging."""
     plan = make_plan(config, overrides=overrides or [])
     plan.close()
-    console.print(f"[green]ok[/]: {config} ({plan.method.name}, {len(plan.tasks)} tensors)")
+    console.print(
+        f"[green]ok[/]: {escape(str(config))} ({plan.method.name}, {len(plan.tasks)} tensors)"
+    )
 
 
 def _print_plan(plan: MergePlan) -> None:

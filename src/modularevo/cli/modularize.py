@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.config.modularize import ModularizeConfig
+from modularevo.training.modularize_config import ModularizeConfig
 
 console = Console()
 
@@ -26,8 +26,15 @@ def modularize_cmd(
     extra = [*(overrides or []), *([f"seed={seed}"] if seed is not None else [])]
     cfg = load_config(ModularizeConfig, config, extra)
     if dry_run:
+        # deferred: datasets/transformers are heavy; only a dry run checks names up front
+        from modularevo.data import check_dataset_name
+        from modularevo.models.load import resolve_model
+
+        check_dataset_name(cfg.dataset)  # a misspelt name fails here, with did-you-mean
+        resolve_model(cfg.model)
         console.print_json(cfg.model_dump_json())
         return
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.training.modularizer import modularize
 
     paths = modularize(cfg)

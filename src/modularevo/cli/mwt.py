@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 app = typer.Typer(
@@ -29,17 +30,21 @@ def train_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the config only."),
 ) -> None:
     """Train a gated CNN with the MwT loss (CE + alpha*cohesion + beta*coupling losses)."""
-    from modularevo.cnn.config import load_mwt_config
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.mwt.config import load_mwt_config
 
     extra = [*([f"data={data}"] if data else []), *(overrides or [])]
     cfg = load_mwt_config(config, extra)
     if dry_run:
         console.print_json(cfg.model_dump_json())
         return
-    from modularevo.cnn.train import train_mwt
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.mwt.train import train_mwt
 
     run = train_mwt(cfg, out, overwrite=overwrite)
-    console.print(f"[green]wrote[/] {run} (metrics in {run / 'metrics.jsonl'})")
+    console.print(
+        f"[green]wrote[/] {escape(str(run))} (metrics in {escape(str(run / 'metrics.jsonl'))})"
+    )
 
 
 @app.command("extract")
@@ -53,14 +58,15 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
 ) -> None:
     """Compose the per-class modules of CLASSES into a smaller CNN; report KRR and accuracy."""
-    from modularevo.cnn.reuse import extract_module, parse_classes
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.mwt.reuse import extract_module, parse_classes
 
     report = extract_module(run, parse_classes(classes), out, threshold=threshold,
                             keep_gates=not drop_gates, finetune_epochs=finetune_epochs,
                             overwrite=overwrite)  # fmt: skip
     console.print(
-        f"[green]module[/] {report['classes']} -> {out}: KRR {report['krr']:.4f}, test acc "
-        f"{report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
+        f"[green]module[/] {report['classes']} -> {escape(str(out))}: KRR {report['krr']:.4f}, "
+        f"test acc {report['test_acc']:.4f} (full model {report['full_model_test_acc']:.4f})"
     )
 
 
@@ -70,6 +76,7 @@ def eval_cmd(
     split: str = typer.Option("test", help="Split to evaluate on: test or validation."),
 ) -> None:
     """Accuracy and kernel retention rate of a saved module on its classes."""
-    from modularevo.cnn.reuse import evaluate_module
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
+    from modularevo.mwt.reuse import evaluate_module
 
     console.print_json(data=evaluate_module(module, split=split))

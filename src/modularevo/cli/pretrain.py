@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modularevo.config import load_config
-from modularevo.models.pretrain import PretrainConfig, output_dir, pretrain
+from modularevo.training.pretrain_config import PretrainConfig
 
 
 def pretrain_cmd(
@@ -16,6 +16,9 @@ def pretrain_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Pretrain a GPT-Neo decoder on the offline corpora and cache it as an HF folder."""
+    # deferred: pretraining imports torch; `modularevo --help` stays fast without it
+    from modularevo.training.pretrain import output_dir, pretrain
+
     extra = ["progress=false"] if no_progress else []
     cfg = load_config(PretrainConfig, config, [*(overrides or []), *extra])
     metrics = pretrain(cfg, overwrite=overwrite)

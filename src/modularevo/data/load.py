@@ -56,6 +56,29 @@ def resolve_spec(name: str) -> DatasetSpec:
     return DATASETS.get(name)
 
 
+def check_dataset_name(name: str | Path) -> None:
+    """Check, without loading anything, that ``name`` can be a dataset (for dry runs).
+
+    Accepts a registered name, an existing local file or folder, or a Hub id ``org/name``.
+
+    Raises:
+        UnknownDatasetError: a misspelt registered name (did-you-mean).
+        InputError: a path that does not exist.
+    """
+    text = str(name)
+    if text in DATASETS or ("/" in text and not looks_like_path(text)):
+        return
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    if looks_like_path(text):
+        raise InputError(
+            f"dataset file {text!r} does not exist; pass an existing jsonl/csv/parquet/txt "
+            "file or a registered name (see `modularevo data ls`)"
+        )
+    resolve_spec(text)
+
+
 def resolved_options(spec: DatasetSpec, overrides: dict[str, Any]) -> dict[str, Any]:
     """Spec defaults updated with ``overrides``; unknown option names raise InputError."""
     unknown = sorted(set(overrides) - set(spec.options) - {"seed"})

@@ -3,9 +3,11 @@
 This file is self-contained on purpose: it imports only ``torch`` and
 ``transformers``. :func:`modularevo.deploy.extract.save_extracted` copies it into
 every extracted folder as ``modeling_modularevo_pruned.py`` and points the
-config's ``auto_map`` at it, so the folder loads anywhere with
-``AutoModel*.from_pretrained(folder, trust_remote_code=True)``; with modularevo
-imported the classes are registered and ``trust_remote_code`` is not needed.
+config's ``auto_map`` at it. With modularevo installed, ``import modularevo``
+registers these classes with the Auto classes before the first ``from_pretrained``
+(no ``trust_remote_code``; the copied file is never executed). Without modularevo,
+``AutoModel*.from_pretrained(folder, trust_remote_code=True)`` executes the copied
+file: only do that for a folder whose copy you have checked (see docs/deploy.md).
 
 The pruned shape is stored in two config fields:
 

@@ -11,12 +11,14 @@ from typing import Any
 from rich.table import Table
 from torch import nn
 
-from modularevo.config.cost import CostConfig
+from modularevo.cost.config import CostConfig
 from modularevo.cost.meter import cpu_name, measure_cost, token_inputs
 from modularevo.cost.report import cost_json, cost_table, plot_cost
 from modularevo.deploy.extract import extract_module
 from modularevo.deploy.sparse import sparsify_linears
 from modularevo.errors import InputError
+from modularevo.models.load import load_model
+from modularevo.modules.io import load_module
 from modularevo.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ def load_any_model(name_or_path: str, kind: str, num_labels: int | None) -> tupl
                 else None
             )
             return model, tok
-    from modularevo.models.load import load_model
-
     return load_model(name_or_path, kind, num_labels=num_labels)
 
 
@@ -51,8 +51,6 @@ def module_variant(dense: nn.Module, cfg: CostConfig) -> tuple[str, nn.Module, P
     if path.is_dir():
         model, _ = load_any_model(str(path), cfg.kind, cfg.num_labels)
         return "module (extracted)", model, path
-    from modularevo.modules.io import load_module
-
     mask = load_module(path, params=dense.named_parameters(), allow_modified=True)
     try:
         return "module (extracted)", extract_module(dense, mask), path
@@ -63,8 +61,31 @@ def module_variant(dense: nn.Module, cfg: CostConfig) -> tuple[str, nn.Module, P
     return f"module ({cfg.sparse_layout} sparse)", sparse, path
 
 
+def _check_paths(cfg: CostConfig) -> None:
+    """Name missing local paths (``runs/...`` folders a benchmark creates) before loading."""
+    problems = []
+    for key in ("model", "module"):
+        value = getattr(cfg, key)
+        if value is None or Path(str(value)).exists():
+            continue
+        text = str(value)
+        if key == "module" or text.startswith(("runs/", "./", "../", "/")):
+            problems.append(f"{key}={text!r} does not exist")
+    if problems:
+        raise InputError(
+            f"{'; '.join(problems)}. The shipped configs/cost files point at folders that "
+            "`python benchmarks/bench_deploy.py` creates; run it first, or pass your own: "
+            "`modularevo cost CONFIG model=RUN/model module=MODULE.safetensors`"
+        )
+
+
 def run_cost(cfg: CostConfig) -> tuple[Table, Path]:
-    """Measure the dense model and (if given) the module, interleaved; write JSON + plot."""
+    """Measure the dense model and (if given) the module, interleaved; write JSON + plot.
+
+    Raises:
+        InputError: a model or module path that does not exist (checked before any load).
+    """
+    _check_paths(cfg)
     dense, _ = load_any_model(cfg.model, cfg.kind, cfg.num_labels)
     models: dict[str, nn.Module] = {"dense": dense}
     disk: dict[str, Any] = {"dense": cfg.model if Path(cfg.model).exists() else None}

@@ -13,9 +13,12 @@ from typing import Any
 
 from torch import nn
 
+from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
 from modularevo.errors import InputError
 from modularevo.evaluation.metrics import accuracy, macro_f1
-from modularevo.training.collate import pad_batch, pad_id_of, tokenize_split
+from modularevo.evaluation.predict import eval_predictions
+from modularevo.io.hf_files import check_head_fits
+from modularevo.utils.device import build_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def score_split(
     batch_size: int = 64,
     accelerator: Any = None,
 ) -> dict[str, float]:
-    """Score tokenized ``examples`` (from :func:`~modularevo.training.collate.tokenize_split`).
+    """Score tokenized ``examples`` (from :func:`~modularevo.data.collate.tokenize_split`).
 
     Args:
         model: classifier returning ``.logits``.
@@ -42,8 +45,6 @@ def score_split(
     Returns:
         ``accuracy``, ``macro_f1``, ``loss`` and ``n``.
     """
-    from modularevo.training.loop import build_accelerator, eval_predictions
-
     if not examples:
         raise InputError("the split to evaluate is empty; nothing to score")
     acc = accelerator or build_accelerator()
@@ -99,6 +100,7 @@ def evaluate_model(
     if dataset is None:
         if task is None:
             raise InputError("evaluate_model needs `task` (a dataset name) or `dataset`")
+        # deferred: datasets is a heavy import; scoring in-memory examples needs none
         from modularevo.data import load_dataset
 
         dataset = load_dataset(task)
@@ -109,8 +111,10 @@ def evaluate_model(
         data = data.select(range(min(max_examples, len(data))))
     num_labels = _num_labels(data)
     if isinstance(model, str):
+        # deferred: transformers is a heavy import; models passed in need none
         from modularevo.models.load import load_model
 
+        check_head_fits(model, num_labels, task)  # before any weight is read
         model, tokenizer = load_model(model, "classifier", num_labels=num_labels)
     elif tokenizer is None:
         raise InputError("an in-memory model needs its `tokenizer` to be evaluated")

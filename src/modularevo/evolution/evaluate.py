@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modularevo.data.collate import Example, pad_batch, pad_id_of, tokenize_split
 from modularevo.evaluation.evaluate import score_split
-from modularevo.training.collate import Example, pad_batch, pad_id_of, tokenize_split
 from modularevo.training.finetune_data import label_info
 from modularevo.utils.seed import derived_generator
 

@@ -130,7 +130,7 @@ def _worker(
     if device:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     torch.set_num_threads(threads)
-    from modularevo.config.evolve import EvolveConfig
+    from modularevo.evolution.config import EvolveConfig
     from modularevo.evolution.runner import JobRunner
 
     runner = JobRunner(EvolveConfig.model_validate(config_json))

@@ -29,16 +29,16 @@ import yaml
 from tqdm.auto import tqdm
 
 from modularevo.config import load_config
-from modularevo.config.evolve import EvolveConfig
 from modularevo.errors import InputError
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import TaskEvaluator
 from modularevo.evolution.jobs import TUNED_FILE, FinetuneJob, resolve_workers, run_jobs
-from modularevo.evolution.merge_mem import merge_state_dicts
 from modularevo.evolution.prepare import build_evaluator, ensure_base, ensure_modules, split_heads
 from modularevo.evolution.runner import JobRunner, Workspace, load_tuned
 from modularevo.evolution.search import search_merge
 from modularevo.evolution.state import STATE_FILE, ModelState, RoundRecord, RunDir
 from modularevo.evolution.strategies import Strategy, get_strategy
+from modularevo.merging.in_memory import merge_state_dicts
 from modularevo.utils.atomic import atomic_write_text
 from modularevo.utils.seed import derived_seed
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from modularevo.config.evolve import EvolveConfig
 from modularevo.errors import InputError
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import (
     TaskEvaluator,
     pooled_features,
@@ -78,7 +78,7 @@ def _lm_kind(cfg: EvolveConfig, ws: Workspace) -> str:
 def _learn_module(
     cfg: EvolveConfig, ws: Workspace, domain: str, out: Path, texts: Any
 ) -> dict[float, Path]:
-    from modularevo.config.modularize import ModularizeConfig
+    from modularevo.training.modularize_config import ModularizeConfig
     from modularevo.training.modularizer import modularize
 
     o = cfg.modularize
@@ -170,7 +170,7 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
     """Write round 0: the base backbone with linear-probe heads, scored on val and test."""
     if run.has_round("base", 0):
         return
-    from modularevo.config.finetune import TrainShard
+    from modularevo.training.finetune_config import TrainShard
     from modularevo.training.finetune_data import shard_indices
 
     first = ws.template(cfg.tasks[0])
@@ -187,7 +187,7 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
         shard = TrainShard(index=0, count=cfg.rounds, seed=cfg.seed)
         cap = min(cfg.finetune.max_train_examples or _PROBE_MAX_TRAIN, _PROBE_MAX_TRAIN)
         idx = shard_indices(len(train), shard)[:cap]
-        from modularevo.training.collate import tokenize_split
+        from modularevo.data.collate import tokenize_split
 
         ex = tokenize_split(train.select(idx), ws.tokenizer, max_length=cfg.finetune.max_length)
         feats = pooled_features(model, ex, ev.data[task].pad_id, 64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modularevo.config.evolve import EvolveConfig
+from modularevo.evolution.config import EvolveConfig
 
 PREFERRED_TASKS = ("lang-id", "legal-category", "math-type", "code-package")
 

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modularevo.config.evolve import EvolveConfig
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.state import RoundRecord, RunDir
 from modularevo.utils.atomic import atomic_write_text
 

@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modularevo.config.evolve import EvolveConfig
-from modularevo.config.finetune import FinetuneConfig, TrainShard
+from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import subset_indices
 from modularevo.evolution.jobs import SUMMARY_FILE, TUNED_FILE, FinetuneJob
 from modularevo.evolution.state import ModelState
+from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.training.finetune_data import label_info
 from modularevo.utils.atomic import atomic_write_text
 from modularevo.utils.seed import derived_seed

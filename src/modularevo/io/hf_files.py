@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from modularevo.errors import InputError
+from modularevo.io.reader import read_header
+
 # Files copied from the source model folder next to the merged weights.
 COPIED_FILES = (
     "config.json",
@@ -33,6 +36,11 @@ COPIED_FILES = (
     "preprocessor_config.json",
 )
 
+TOKENIZER_FILES = tuple(
+    n for n in COPIED_FILES if n not in ("config.json", "generation_config.json")
+)
+"""The tokenizer (and processor) files among :data:`COPIED_FILES`."""
+
 
 def read_config(folder: Path | None) -> dict[str, Any]:
     """The ``config.json`` of ``folder`` as a dict ({} when there is none or it is unreadable)."""
@@ -45,6 +53,58 @@ def read_config(folder: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def saved_num_labels(folder: str | Path) -> int | None:
+    """Classes of the head saved in a model folder, read from headers only (``None``: no head).
+
+    Looks at ``classifier_head.safetensors`` (modularevo's pooled head), else at a
+    ``*ForSequenceClassification`` config's ``id2label``/``num_labels``.
+    """
+    folder = Path(folder)
+    head = folder / "classifier_head.safetensors"
+    if head.is_file():
+        tensors, _ = read_header(head)
+        shapes = [info.shape for name, info in tensors.items() if name.endswith("weight")]
+        return int(shapes[0][0]) if shapes and shapes[0] else None
+    cfg = read_config(folder if folder.is_dir() else None)
+    archs = cfg.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return None
+    if isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
+        return len(cfg["id2label"])
+    n = cfg.get("num_labels")
+    return n if isinstance(n, int) else None
+
+
+def check_head_fits(folder: str | Path, num_labels: int | None, task: str | None) -> None:
+    """Refuse, before any weight is read, a saved head whose class count differs from the task's.
+
+    Raises:
+        InputError: naming both counts, the task the model was trained on (when its run
+            folder says so) and what to do.
+    """
+    folder = Path(folder)
+    if num_labels is None or not folder.is_dir():
+        return
+    have = saved_num_labels(folder)
+    if have is None or have == num_labels:
+        return
+    trained = ""
+    resolved = folder.parent / "config.resolved.yaml"
+    if resolved.is_file():
+        try:
+            data = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+            trained = (
+                f" (it was fine-tuned on task {data.get('task')!r})" if data.get("task") else ""
+            )
+        except (OSError, yaml.YAMLError, AttributeError):
+            trained = ""
+    raise InputError(
+        f"model {str(folder)!r} has a classification head for {have} labels{trained}, but task "
+        f"{task!r} has {num_labels}; evaluate it on the task it was fine-tuned on, or fine-tune "
+        f"a model for {task!r} first (`modularevo finetune ... task={task}`)"
+    )
+
+
 def vocab_size(config: dict[str, Any]) -> int | None:
     """``vocab_size`` of an HF config (top level or inside ``text_config``)."""
     for cfg in (config, config.get("text_config") or {}):
@@ -54,13 +114,20 @@ def vocab_size(config: dict[str, Any]) -> int | None:
     return None
 
 
-def copy_model_files(src: Path | None, dst: Path, *, torch_dtype: str | None = None) -> list[str]:
+def copy_model_files(
+    src: Path | None,
+    dst: Path,
+    *,
+    torch_dtype: str | None = None,
+    names: tuple[str, ...] = COPIED_FILES,
+) -> list[str]:
     """Copy config and tokenizer files from ``src`` into ``dst``.
 
     Args:
         src: the source model folder (``None``: nothing to copy).
         dst: the output folder.
         torch_dtype: if given, written as the config's ``dtype``/``torch_dtype``.
+        names: which files to copy (default: config, generation config and tokenizer).
 
     Returns:
         The names of the copied files.
@@ -68,7 +135,7 @@ def copy_model_files(src: Path | None, dst: Path, *, torch_dtype: str | None = N
     copied: list[str] = []
     if src is None:
         return copied
-    for name in COPIED_FILES:
+    for name in names:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
             copied.append(name)

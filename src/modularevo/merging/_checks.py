@@ -7,7 +7,7 @@ naming the tensors, what was found, what was expected and how to fix it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,18 +104,18 @@ def check_shapes(
                     f"{name!r}: {label} stores {info.dtype_info.name}, "
                     f"{labels[0]} stores {want.dtype_info.name}"
                 )
+    if problems:  # other sizes first: a hidden-size mismatch is not a vocabulary one
+        _raise(
+            "tensor shapes or kinds differ between the models",
+            problems + vocab_problems,
+            "Merge models of one architecture and size (same config.json).",
+        )
     if vocab_problems:
         _raise(
             "the models have different vocabulary sizes",
             vocab_problems,
             "Merge models that share one tokenizer, or resize the embeddings of the others to "
             "the base's vocabulary first (model.resize_token_embeddings(n); save_pretrained).",
-        )
-    if problems:
-        _raise(
-            "tensor shapes or kinds differ between the models",
-            problems,
-            "Merge models of one architecture and size (same config.json).",
         )
 
 
@@ -124,7 +124,7 @@ def _is_vocab_mismatch(
 ) -> bool:
     if not a or len(a) != len(b) or a[1:] != b[1:]:
         return False
-    return (va is not None and a[0] == va) or (vb is not None and b[0] == vb) or va != vb
+    return (va is not None and a[0] == va) or (vb is not None and b[0] == vb)
 
 
 def find_tied_groups(readers: Sequence[ModelReader], config: dict[str, Any]) -> dict[str, str]:
@@ -165,28 +165,35 @@ def _equal_in(r: ModelReader, a: str, b: str) -> bool:
         r.release(b)
 
 
-def open_masks(paths: Sequence[str | None]) -> list[Any]:
-    """Open each model's module mask file (``None`` stays ``None``)."""
-    return [_open_module(p) if p else None for p in paths]
+def open_masks(paths: Sequence[str | None], tensor_names: Collection[str]) -> list[Any]:
+    """Open each model's module mask file (``None`` stays ``None``), under the names of
+    ``tensor_names`` (a module learned on ``BertForMaskedLM`` fits a bare encoder's
+    tensors; :func:`modularevo.modules.naming.match_names`)."""
+    return [_open_module(p, tensor_names) if p else None for p in paths]
 
 
-def _open_module(path: str) -> Any:
+def _open_module(path: str, tensor_names: Collection[str]) -> Any:
     """The single place that reads module mask files (``modularevo.modules.io``)."""
-    try:
-        from modularevo.modules.io import open_module
-    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        raise InputError(
-            f"cannot read module mask {path!r}: modularevo.modules.io is not available "
-            f"in this installation ({exc})"
-        ) from None
-    return open_module(path)
+    # deferred: module files need torch, and merges without masks run torch-free
+    from modularevo.modules.io import open_module
+    from modularevo.modules.naming import fit_masks
+
+    return fit_masks(open_module(path), tensor_names)
 
 
-def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) -> None:
-    """Check every mask names a tensor of the model and has its shape.
+def check_masks(
+    masks: Sequence[Any],
+    entries: Sequence[Any],
+    ref: ModelReader,
+    *,
+    allow_other_base: bool = False,
+) -> None:
+    """Check every mask names a tensor of the model, has its shape and, unless
+    ``allow_other_base``, was learned on this base (the module file's base fingerprint).
 
     Raises:
-        InputError: listing each mask whose tensor is missing or whose shape differs.
+        InputError: listing each mask whose tensor is missing, whose shape differs, or
+            whose module was learned on another base.
     """
     problems: list[str] = []
     for reader, entry in zip(masks, entries, strict=False):
@@ -210,3 +217,86 @@ def check_masks(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) 
             problems,
             "Use masks learned on this architecture (re-run `modularevo modularize` on the base).",
         )
+    if not allow_other_base:
+        _check_mask_bases(masks, entries, ref)
+
+
+def _check_mask_bases(masks: Sequence[Any], entries: Sequence[Any], ref: ModelReader) -> None:
+    """Compare each module's stored base fingerprint with the reference model's tensors."""
+    from modularevo.modules.mask import fingerprint  # deferred: torch, only for masked merges
+
+    problems: list[str] = []
+    for reader, entry in zip(masks, entries, strict=False):
+        stored = getattr(reader, "base_fingerprint", "") if reader is not None else ""
+        if reader is None or not stored:
+            continue
+        names = sorted(reader.names())
+        # the fingerprint hashes the names the module was saved with (a module of
+        # ``bert.encoder…`` fits a base saved as ``encoder…``; modules.naming)
+        stored_as = getattr(reader, "stored_name", lambda n: n)
+        got = fingerprint((stored_as(n), ref.read(n)) for n in names)
+        for n in names:
+            ref.release(n)
+        if got != stored:
+            problems.append(f"{entry.mask}: learned on base {stored}, this base is {got}")
+    if problems:
+        _raise(
+            "module masks were learned on another base model (their fingerprints differ)",
+            problems,
+            "Use the modules learned on this base_model, or set `allow_other_base: true` in the "
+            "recipe if applying them to this base is intended.",
+        )
+
+
+def _bad_count(t: Any) -> tuple[int, int]:
+    """(NaN/Inf count, numel) of a torch tensor or numpy array (``uint16`` = BF16 bits)."""
+    if isinstance(t, np.ndarray):
+        if t.dtype == np.uint16:  # bf16 bit patterns: exponent all ones is Inf/NaN
+            return int(((t & 0x7F80) == 0x7F80).sum()), int(t.size)
+        if not np.issubdtype(t.dtype, np.floating):
+            return 0, int(t.size)
+        return int((~np.isfinite(t)).sum()), int(t.size)
+    if not t.is_floating_point():
+        return 0, t.numel()
+    import torch
+
+    finite = torch.isfinite(t)
+    if bool(finite.all()):
+        return 0, t.numel()
+    return int((~finite).sum()), t.numel()
+
+
+def check_merged_finite(t: Any, name: str, params: dict[str, Any]) -> None:
+    """Refuse to publish a merged tensor holding NaN/Inf (the inputs were finite).
+
+    Args:
+        t: the merged tensor, in its output dtype.
+        name: its name.
+        params: the method's parameters for it (named in the message).
+
+    Raises:
+        InputError: naming the tensor, the count, the parameters and the likeliest culprit.
+    """
+    bad, numel = _bad_count(t)
+    if not bad:
+        return
+    numbers = {k: v for k, v in params.items() if _magnitude(v) is not None}
+    shown = ", ".join(f"{k}={v!r}" for k, v in numbers.items()) or "none"
+    culprit = max(numbers, key=lambda k: _magnitude(numbers[k]) or 0.0, default=None)
+    blame = f"; the likeliest cause is {culprit}={numbers[culprit]!r}" if culprit else ""
+    raise InputError(
+        f"merged tensor {name!r} has {bad} NaN/Inf value(s) of {numel}, though every input is "
+        f"finite: the merge overflowed its output dtype (parameters: {shown}){blame}. "
+        "Use parameter values of ordinary size (lambda and weights near 1); nothing was written"
+    )
+
+
+def _magnitude(v: Any) -> float | None:
+    """Largest |number| in a number or a list of numbers (``None`` if it is neither)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return abs(float(v))
+    if isinstance(v, list | tuple) and v and all(_magnitude(x) is not None for x in v):
+        return max(_magnitude(x) or 0.0 for x in v)
+    return None

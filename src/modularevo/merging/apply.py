@@ -26,14 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from modularevo.config.merge import MergeConfig, load_merge_config
-from modularevo.errors import ConfigError
-from modularevo.io.hf_files import copy_model_files, model_card
+from modularevo.errors import ConfigError, InputError
+from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
+from modularevo.io.reader import model_dir
 from modularevo.io.writer import ShardedWriter, TensorSpec
-from modularevo.merging.plan import MergePlan, plan_merge
+from modularevo.merging._checks import check_merged_finite
+from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
+from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits
-from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.atomic import atomic_dir, check_output_path
 from modularevo.utils.heap import reuse_freed_memory
 from modularevo.utils.lazy import LazyModule
 from modularevo.utils.runinfo import run_info
@@ -96,6 +98,8 @@ def execute(
     """
     out = Path(out)
     _check_out(plan, out)
+    check_output_path(out, overwrite=overwrite)
+    _check_sources(plan)
     start = time.perf_counter()
     thresholds = global_thresholds(plan) if plan.needs_thresholds() else None
     specs = [TensorSpec(t.name, t.out_code, t.shape) for t in plan.tasks]
@@ -127,6 +131,8 @@ def _stream(
             for task, inputs in reads:
                 if task.action == "merge":
                     t = merge_tensor(plan, task, inputs, thresholds, pool)
+                    if plan.config.check_finite:
+                        check_merged_finite(t, task.name, plan.params_for(task.name))
                     if task.name in aliased:
                         held[task.name] = t
                 elif task.action == "alias":
@@ -164,9 +170,38 @@ def _chunked(plan: MergePlan) -> bool:
         return True
 
 
+def _config_dir(plan: MergePlan) -> Path | None:
+    """The folder whose config.json the output takes: the base's, else the first model's."""
+    return model_dir(plan.config.base_model or plan.entries[0].model)
+
+
+def _check_sources(plan: MergePlan) -> None:
+    """A ``tokenizer_source`` must hold a tokenizer (checked before any weight is read).
+
+    Raises:
+        InputError: naming the folder, what it holds and how to fix the recipe.
+    """
+    src = plan.config.tokenizer_source
+    if not src or src == "base":
+        return
+    folder = model_dir(src)
+    found = sorted(n for n in TOKENIZER_FILES if folder is not None and (folder / n).is_file())
+    if not found:
+        held = sorted(p.name for p in folder.iterdir())[:8] if folder is not None else []
+        raise InputError(
+            f"tokenizer_source {src!r} holds no tokenizer files (expected one of "
+            f"tokenizer.json, vocab.txt, tokenizer.model ...; found {held or 'no such folder'}); "
+            "point tokenizer_source at a model folder saved with its tokenizer, or remove the key "
+            "to take the base model's"
+        )
+
+
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
-    copy_model_files(plan.source_dir, tmp, torch_dtype=cfg.output_dtype)
+    copy_model_files(_config_dir(plan), tmp, torch_dtype=cfg.output_dtype)
+    if cfg.tokenizer_source and cfg.tokenizer_source != "base":
+        copy_model_files(plan.source_dir, tmp, names=TOKENIZER_FILES)
+    write_config_updates(plan, tmp)  # slices: the layer count; the chat template
     resolved = cfg.model_dump(mode="json")
     card = model_card(
         recipe=plan.recipe,

@@ -5,7 +5,7 @@ in the stored dtype, check for NaN/Inf, widen to float32, run the method, narrow
 to the output dtype, write. :class:`TorchBackend` does these steps with torch and
 runs every method. :class:`NumpyBackend` does them with numpy and runs the methods
 whose tensor function is written with array operators only and declares so
-(``extras["numpy"]``: ``linear``, ``task_arithmetic``). A merge on it never
+(``Capabilities.numpy``: ``linear``, ``task_arithmetic``). A merge on it never
 imports torch, which saves 2-4 s of start-up, more than the arithmetic of a
 GPT-2-sized task-arithmetic merge on 2 cores. Both backends give the same bytes:
 the kernels apply the same float32 operations in the same order, and bfloat16 is
@@ -195,7 +195,7 @@ def numpy_blockers(
         chunk_modes: the chunk modes the merge's parameter sets lead to.
     """
     reasons = []
-    if not method.extras.get("numpy", False):
+    if not method.capabilities.numpy:
         reasons.append(f"method {method.name!r} has no numpy kernel")
     if method.randomized:
         reasons.append(f"method {method.name!r} draws random numbers (torch generators)")

@@ -15,25 +15,22 @@ All problems of one kind are reported together in one error.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Callable
+import re
+import shutil
+import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from modularevo.config.merge import (
-    MergeConfig,
-    ModelEntry,
-    effective_models,
-    is_resolved,
-    method_of,
-    resolve_value,
-)
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
-from modularevo.io.hf_files import read_config
+from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
+from modularevo.io.torch_bin import bin_files, convert_bin
 from modularevo.merging._checks import (
     check_masks,
     check_names,
@@ -42,12 +39,26 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
-from modularevo.merging.spec import MergeMethod
+from modularevo.merging.recipe import (
+    MergeConfig,
+    ModelEntry,
+    base_is_separate,
+    effective_models,
+    is_resolved,
+    method_of,
+    resolve_value,
+)
+from modularevo.merging.slices import plan_slices
+from modularevo.merging.spec import MergeMethod, Param
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+CHUNK = 1 << 18
+"""Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
+in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 Action = Literal["merge", "copy", "alias"]
 _OUT_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -64,6 +75,10 @@ class TensorTask:
         out_code: dtype written (safetensors code, e.g. ``"F32"``).
         present: per input model, whether it holds this tensor.
         alias_of: for ``alias``, the merged tensor it copies.
+        sources: in a ``slices:`` merge, per input model the tensor name read from it
+            (``None``: the model is not part of this tensor's slice); empty otherwise,
+            when every model is read at ``name``.
+        base_source: in a ``slices:`` merge, the tensor name read from the base.
     """
 
     name: str
@@ -72,6 +87,20 @@ class TensorTask:
     out_code: str
     present: tuple[bool, ...] = ()
     alias_of: str | None = None
+    sources: tuple[str | None, ...] = ()
+    base_source: str | None = None
+
+    def source(self, i: int) -> str:
+        """The tensor name read from input model ``i``."""
+        return (self.sources[i] if self.sources else None) or self.name
+
+    def inputs(self, k: int, has_base: bool) -> list[int]:
+        """The input models (of ``k``) the method gets for this tensor: in a ``slices:``
+        merge those of its slice; otherwise all when there is a base (a model lacking
+        the tensor stands in with the base's value), else those holding it."""
+        if self.sources:
+            return [i for i, src in enumerate(self.sources) if src is not None]
+        return [i for i in range(k) if has_base or self.present[i]]
 
     @property
     def numel(self) -> int:
@@ -102,6 +131,10 @@ class MergePlan:
     reference: ModelReader
     tasks: list[TensorTask]
     masks: list[Any] = field(default_factory=list)
+    depths: dict[str, float] = field(default_factory=dict)
+    config_updates: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
+    scratch: list[Path] = field(default_factory=list)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -115,27 +148,22 @@ class MergePlan:
         """Whether the method wants each model's global |τ| threshold (pre-pass)."""
         if not self.method.global_stats:
             return False
-        pred: Callable[[dict[str, Any]], bool] | None = self.method.extras.get("needs_thresholds")
-        return True if pred is None else bool(pred(self.params_for(None)))
+        return self.method.capabilities.wants_thresholds(self.params_for(None))
 
     def elementwise(self, params: dict[str, Any]) -> bool:
         """Whether the method may be run on flat chunks of a tensor (declared by the method)."""
-        flag = self.method.extras.get("elementwise", False)
-        if callable(flag):
-            flag = flag(params)
-        return bool(flag) and not self.method.randomized
+        return self.method.capabilities.is_elementwise(params) and not self.method.randomized
 
     def chunk_mode(self, params: dict[str, Any]) -> str | None:
         """How the executor may split a tensor for the method, given its parameters.
 
-        ``"elementwise"``: any flat chunks (``extras["elementwise"]``); ``"cuts"``: flat
-        chunks after exact per-tensor top-k cuts of ``|τ|`` (``extras["topk_cuts"]``,
+        ``"elementwise"``: any flat chunks (``Capabilities.elementwise``); ``"cuts"``: flat
+        chunks after exact per-tensor top-k cuts of ``|τ|`` (``Capabilities.topk_cuts``,
         per-tensor TIES); ``None``: whole tensors.
         """
         if self.method.randomized:
             return None
-        cuts = self.method.extras.get("topk_cuts")
-        if callable(cuts) and cuts(params) and self.base is not None:
+        if self.method.capabilities.wants_cuts(params) and self.base is not None:
             return "cuts"
         return "elementwise" if self.elementwise(params) else None
 
@@ -154,7 +182,7 @@ class MergePlan:
         problems: list[str] = []
         for p in self.method.params:
             if p.kind == "per_model":
-                vals = [self._value(p.name, p.default, name, self.entries[i]) for i in idx]
+                vals = [self._value(p, name, self.entries[i]) for i in idx]
                 missing = [
                     self.entries[i].model
                     for i, v in zip(idx, vals, strict=False)
@@ -162,7 +190,7 @@ class MergePlan:
                 ]
                 out[p.name] = vals
             else:
-                v = self._value(p.name, p.default, name, None)
+                v = self._value(p, name, None)
                 missing = [] if is_resolved(v) else ["parameters"]
                 out[p.name] = v
             problems += [
@@ -174,13 +202,14 @@ class MergePlan:
             raise ConfigError(problems)
         return out
 
-    def _value(self, key: str, default: Any, name: str | None, entry: ModelEntry | None) -> Any:
+    def _value(self, p: Param, name: str | None, entry: ModelEntry | None) -> Any:
+        t = self.depths.get(name, 0.0) if name is not None else 0.0
         for scope in ((entry.parameters,) if entry else ()) + (self.config.parameters,):
-            if key in scope:
-                v = resolve_value(scope[key], name)
+            if p.name in scope:
+                v = resolve_value(scope[p.name], name, t, takes_list=p.takes_list)
                 if is_resolved(v):
                     return v
-        return default if default is not None else resolve_value({}, name)
+        return p.default if p.default is not None else resolve_value({}, name)
 
     def threshold_densities(self) -> list[float]:
         """Each model's density for the global threshold pre-pass (plain values only).
@@ -188,9 +217,14 @@ class MergePlan:
         Raises:
             ConfigError: if a density is given per tensor (one global threshold per model).
         """
-        key = self.method.extras.get("threshold_param", "density")
+        key = "density"
         dens = self.params_for(None)[key]
-        bad = [self.entries[i].model for i, d in enumerate(dens) if not is_resolved(d)]
+        raw = [e.parameters.get(key, self.config.parameters.get(key)) for e in self.entries]
+        bad = [
+            self.entries[i].model
+            for i, d in enumerate(dens)
+            if not is_resolved(d) or isinstance(raw[i], (list, dict))  # rules, gradients
+        ]
         if bad:
             raise ConfigError(
                 [f"{m}: {key!r} must be one number when trimming globally" for m in bad]
@@ -205,6 +239,8 @@ class MergePlan:
         """Close every input reader."""
         for r in {id(r): r for r in [self.reference, *self.models]}.values():
             r.close()
+        for d in self.scratch:  # safetensors re-saved from .bin inputs
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> MergePlan:
@@ -217,18 +253,25 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     """
     method = method_of(config)
     entries = effective_models(config, method)
-    if len(entries) != len(config.models):
+    if not config.slices and len(entries) != len(config.models):
         log.info("the base model is listed among the models; it is not merged against itself")
-    keep_base = method.extras.get("base_in_models", not method.needs_base and not method.max_models)
+    keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
-    base = _open(base_path, errors) if base_path else None
-    models = [_open(e.model, errors) for e in entries]
+    scratch: list[Path] = []
+    base = _open(base_path, errors, scratch) if base_path else None
+    opened: dict[str, ModelReader | None] = {}
+    for e in entries:  # a model used by several slices is opened once
+        if e.model not in opened:
+            opened[e.model] = _open(e.model, errors, scratch)
+    models = [opened[e.model] for e in entries]
     if errors:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
-    src = model_dir(config.tokenizer_source or base_path or entries[0].model)
+    src = tokenizer_dir(config, entries[0].model if entries else config.models[0].model)
     plan = MergePlan(
         config=config,
         recipe=recipe if recipe is not None else config.model_dump(exclude_defaults=True),
@@ -239,22 +282,125 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         reference=reference,
         tasks=[],
         source_dir=src,
+        scratch=scratch,
     )
-    plan.tasks = _decide_tasks(plan, base)
-    plan.masks = open_masks([e.mask for e in entries]) if method.uses_masks else []
-    if plan.masks:
-        check_masks(plan.masks, entries, reference)
-    modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
-    blockers = numpy_blockers(
-        method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
-    )
-    plan.backend = choose_backend(config.backend, blockers)
+    try:
+        if config.slices:
+            _decide_slice_tasks(plan, base)
+        else:
+            plan.tasks = _decide_tasks(plan, base)
+            plan.depths = layer_depths(reference.names())
+        _check_tensor_params(plan)
+        if plan.needs_thresholds():
+            plan.threshold_densities()  # one number per model, checked before any read
+        plan.chat_template = chat_template(
+            config, [config.base_model or "", *(e.model for e in entries)]
+        )
+        if method.uses_masks:
+            plan.masks = open_masks([e.mask for e in entries], reference.tensors)
+        if plan.masks:
+            check_masks(plan.masks, entries, reference, allow_other_base=config.allow_other_base)
+        modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
+        blockers = numpy_blockers(
+            method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
+        )
+        plan.backend = choose_backend(config.backend, blockers)
+    except BaseException:
+        plan.close()  # readers and any .bin scratch folder
+        raise
     return plan
 
 
-def _open(path: str, errors: list[str]) -> ModelReader | None:
+def _check_tensor_params(plan: MergePlan) -> None:
+    """Run the method's cross-parameter check on every tensor's resolved values, so
+    per-tensor rules and gradients (e.g. linear weights that sum to 0 on one layer)
+    fail here, before any weight is read, not midway through the merge."""
+    check = plan.method.validate
+    if check is None:
+        return
+    seen: set[str] = set()
+    problems: list[str] = []
+    for task in plan.merge_tasks():
+        idx = [i for i, p in enumerate(task.present) if p or plan.base is not None]
+        params = plan.params_for(task.name, idx)
+        for problem in check(params, len(idx)):
+            if problem not in seen:
+                seen.add(problem)
+                problems.append(f"tensor {task.name!r}: {problem}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def tokenizer_dir(config: MergeConfig, first_model: str) -> Path | None:
+    """The folder whose config and tokenizer files the output gets.
+
+    ``tokenizer_source`` unset or ``base`` (mergekit's keyword): the base model's
+    folder (the first model's without a base); otherwise the named model folder.
+
+    Raises:
+        InputError: the named source is not a model folder, or its vocabulary size
+            differs from the base's (that needs tokenizer surgery, not supported yet).
+    """
+    source = config.tokenizer_source
+    if source is None or source == "base":
+        return model_dir(config.base_model or first_model)
+    found = model_dir(source)
+    if found is None:
+        raise InputError(
+            f"tokenizer_source {source!r} is not a model folder; expected `base` or the "
+            "folder of a model whose config and tokenizer the output should get"
+        )
+    ref = model_dir(config.base_model or first_model)
+    want, got = vocab_size(read_config(ref)), vocab_size(read_config(found))
+    if want is not None and got is not None and want != got:
+        raise InputError(
+            f"tokenizer_source {source!r} has a vocabulary of {got} tokens but the merged "
+            f"models have {want}; aligning embeddings to another vocabulary (mergekit's "
+            "tokenizer surgery) is not supported yet"
+        )
+    return found
+
+
+_LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)(?:\.|$)")
+
+
+def layer_depths(names: list[str]) -> dict[str, float]:
+    """Each layer tensor's depth ``t`` in [0, 1] for mergekit's layer gradients.
+
+    A tensor's layer is the first dotted number in its name (``model.layers.7.mlp``);
+    tensors sharing the text before it form one stack of L layers, and layer i gets
+    ``i / (L - 1)`` (1 when L = 1), as mergekit 0.1.5 plans a full-depth slice.
+    Tensors outside a stack (embeddings, final norm, head) are absent: depth 0, as in
+    mergekit.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for n in names:
+        m = _LAYER.match(n)
+        if m:
+            found[n] = (m.group(1), int(m.group(2)))
+    size: dict[str, int] = {}
+    for prefix, i in found.values():
+        size[prefix] = max(size.get(prefix, 0), i + 1)
+    return {
+        n: (i / (size[prefix] - 1) if size[prefix] > 1 else 1.0) for n, (prefix, i) in found.items()
+    }
+
+
+def _open(path: str, errors: list[str], scratch: list[Path]) -> ModelReader | None:
+    """Open a model; one holding only ``.bin`` weights is first re-saved as safetensors
+    into a scratch folder (:mod:`modularevo.io.torch_bin`), removed by ``plan.close()``."""
     try:
         return open_model(path)
+    except InputError as exc:
+        bins = bin_files(path)
+        if not bins:
+            errors.append(str(exc))
+            return None
+    tmp = Path(tempfile.mkdtemp(prefix="modularevo-bin-"))
+    scratch.append(tmp)
+    log.info("%s holds .bin weights: re-saving them as safetensors in %s", path, tmp)
+    try:
+        return open_model(convert_bin(bins, tmp))
     except InputError as exc:
         errors.append(str(exc))
         return None
@@ -287,6 +433,100 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
     return _aliases_after_targets(tasks)
 
 
+def _decide_slice_tasks(plan: MergePlan, base: ModelReader | None) -> None:
+    """Tasks, depths and the output layer count of a ``slices:`` merge (:mod:`.slices`)."""
+    if plan.method.global_stats and plan.needs_thresholds():
+        raise ConfigError(["slices: a global trim (trim_scope: global) needs `models:`"])
+    sliced, layers = plan_slices(plan.config, plan.entries, plan.models, plan.base)
+    out_code = _OUT_CODES.get(plan.config.output_dtype or "")
+    for t in sliced:
+        i = next((i for i, n in enumerate(t.sources) if n is not None), None)
+        reader, name = (plan.models[i], t.sources[i]) if i is not None else (base, t.base_source)
+        assert reader is not None
+        assert name is not None
+        info = reader.tensors[name]
+        present = tuple(n is not None for n in t.sources)
+        action: Action = "merge" if info.is_float else "copy"
+        code = (out_code or info.code) if info.is_float else info.code
+        plan.tasks.append(TensorTask(t.name, action, info.shape, code, present,
+                                     sources=t.sources, base_source=t.base_source))  # fmt: skip
+        if t.depth:
+            plan.depths[t.name] = t.depth
+    ref_config = read_config(model_dir(plan.entries[0].model if plan.entries else ""))
+    key = next((k for k in _LAYER_KEYS if k in ref_config), None)
+    if key is not None:
+        plan.config_updates[key] = layers
+    plan.notes.append(f"slices: {len(plan.config.slices or [])} slice(s), {layers} output layers")
+
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def write_config_updates(plan: MergePlan, folder: Path) -> None:
+    """Apply the plan's changes to the copied files: ``config.json``'s layer count (a
+    ``slices:`` merge) and the recipe's ``chat_template``."""
+    path = folder / "config.json"
+    if plan.config_updates and path.is_file():
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg.update(plan.config_updates)
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if plan.chat_template is None:
+        return
+    if (folder / "chat_template.jinja").is_file():  # transformers >= 4.43 reads this first
+        (folder / "chat_template.jinja").write_text(plan.chat_template, encoding="utf-8")
+    tok = folder / "tokenizer_config.json"
+    data = json.loads(tok.read_text(encoding="utf-8")) if tok.is_file() else {}
+    data["chat_template"] = plan.chat_template
+    tok.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""The ChatML layout (``<|im_start|>role\\n...<|im_end|>``), for ``chat_template: chatml``."""
+
+
+def chat_template(config: MergeConfig, models: list[str]) -> str | None:
+    """The chat template the output gets, from the recipe's ``chat_template``.
+
+    Jinja text (it holds ``{``) is used as written; ``chatml`` is :data:`CHATML`;
+    ``auto`` takes the template most of ``models`` share (mergekit 0.1.5's rule), or
+    none when no model has one.
+
+    Raises:
+        ConfigError: any other name (mergekit's other built-in names are not
+            supported yet; write the template's Jinja text instead).
+    """
+    value = config.chat_template
+    if value is None or "{" in value:
+        return value
+    if value == "chatml":
+        return CHATML
+    if value == "auto":
+        found = [t for t in (_model_template(m) for m in models if m) if t]
+        return Counter(found).most_common(1)[0][0] if found else None
+    raise ConfigError([f"chat_template: {value!r} is not supported yet (see validate)"])
+
+
+def _model_template(path: str) -> str | None:
+    folder = model_dir(path)
+    if folder is None:
+        return None
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8").strip()
+    tok = folder / "tokenizer_config.json"
+    try:
+        template = json.loads(tok.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    return template.strip() if isinstance(template, str) else None
+
+
 def _aliases_after_targets(tasks: list[TensorTask]) -> list[TensorTask]:
     """Order aliases right after the tensor they copy, so it is held only briefly."""
     aliases: dict[str, list[TensorTask]] = {}
@@ -310,8 +550,6 @@ def memory_estimate(plan: MergePlan) -> int:
     (elementwise methods, per-tensor TIES) a few chunks. The writer queue holds up
     to two output tensors, one more is being written.
     """
-    from modularevo.merging.stream import CHUNK
-
     merged = plan.merge_tasks()
     if not plan.tasks:
         return 0

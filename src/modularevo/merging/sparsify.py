@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from modularevo.utils.lazy import LazyModule
 
@@ -39,14 +39,22 @@ __all__ = [
     "magnitude_outliers",
     "nm_mask",
     "random_drop",
+    "rescale_mode",
     "threshold_prune",
     "topk_mask",
 ]
 
 
 def keep_count(density: float, numel: int) -> int:
-    """Entries kept at ``density`` out of ``numel``: ``int(density * numel)`` as in mergekit."""
-    return max(0, min(numel, int(density * numel)))
+    """Entries kept at ``density`` out of ``numel``: ``int(density * numel)``, at least 1.
+
+    As mergekit 0.1.5's ``magnitude``: a positive density keeps at least one entry of
+    a non-empty tensor (a 10-entry bias at density 0.05 keeps its largest entry, not
+    nothing); density 0 keeps nothing.
+    """
+    if density <= 0 or numel <= 0:
+        return 0
+    return max(1, min(numel, int(density * numel)))
 
 
 def kth_largest(flat: Tensor, k: int) -> Tensor:
@@ -100,12 +108,37 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
     return mask.reshape(scores.shape)
 
 
+RescaleMode = Literal["l1", "inverse_p"]
+"""How a sparsifier rescales the entries it keeps: ``l1`` matches the tensor's L1 norm
+(mergekit's ``rescale: true`` for every sparsifier since v0.1.0); ``inverse_p`` divides
+each kept entry by its keep probability (the DARE and DELLA papers' unbiased choice)."""
+
+_L1_EPS = 1e-7
+
+
+def rescale_mode(rescale: bool | str | None) -> RescaleMode | None:
+    """The rescale mode a recipe value names: ``true``/``"l1"`` → ``l1``, ``"inverse_p"``,
+    ``false``/``None`` → no rescale.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if rescale is True or rescale == "l1":
+        return "l1"
+    if rescale is False or rescale is None:
+        return None
+    if rescale == "inverse_p":
+        return "inverse_p"
+    raise ValueError(f"rescale must be true, false, 'l1' or 'inverse_p', got {rescale!r}")
+
+
 def l1_rescale(original: Tensor, kept: Tensor) -> Tensor:
-    """Scale ``kept`` so its L1 norm matches ``original`` (mergekit's ``rescale`` for
-    magnitude-based sparsifiers). Unchanged when either norm is below 1e-8."""
+    """Scale ``kept`` so its L1 norm matches ``original`` (mergekit 0.1.5's
+    ``rescaled_masked_tensor`` with the L1 norm). Unchanged when either norm is
+    below 1e-7 (mergekit's eps)."""
     before = original.abs().sum()
     after = kept.abs().sum()
-    if before < 1e-8 or after < 1e-8:
+    if before < _L1_EPS or after < _L1_EPS:
         return kept
     return kept * (before / after)
 
@@ -118,7 +151,7 @@ def magnitude(delta: Tensor, density: float, *, rescale: bool = False) -> Tensor
         density: fraction kept, in (0, 1]; 1 returns an unchanged copy.
         rescale: match the L1 norm of ``delta`` afterwards (mergekit ``rescale: true``).
 
-    ``k = 0`` (tiny tensors at low density) keeps nothing; mergekit asserts there.
+    At least one entry is kept for any positive density (:func:`keep_count`).
     """
     delta = delta.float()
     if density >= 1:
@@ -196,24 +229,36 @@ def threshold_prune(delta: Tensor, threshold: float | Cut, *, rescale: bool = Fa
 
 
 def random_drop(
-    delta: Tensor, density: float, generator: torch.Generator | None, *, rescale: bool = True
+    delta: Tensor,
+    density: float,
+    generator: torch.Generator | None,
+    *,
+    rescale: bool | str | None = "inverse_p",
 ) -> Tensor:
-    """DARE: keep each entry with probability ``density``, divide survivors by ``density``.
+    """DARE: keep each entry with probability ``density``, then rescale the survivors.
 
     Args:
         delta: task vector of one tensor.
-        density: keep probability p in (0, 1]; 1 returns an unchanged copy (no draw).
-        generator: this model's random stream (required when ``density < 1``).
-        rescale: divide by ``density`` so the expectation equals ``delta``.
+        density: keep probability p in [0, 1]; 1 returns an unchanged copy (no draw),
+            0 zeros (no draw).
+        generator: this model's random stream (required when ``0 < density < 1``).
+        rescale: ``inverse_p`` divides by ``density`` (the DARE paper: the expectation
+            equals ``delta``); ``l1`` or ``True`` matches the L1 norm of ``delta``
+            (mergekit 0.1.5's ``rescale: true``); ``False``/``None`` keeps the values.
     """
     delta = delta.float()
+    mode = rescale_mode(rescale)
     if density >= 1:
         return delta.clone()
+    if density <= 0:
+        return torch.zeros_like(delta)
     if generator is None:
         raise ValueError("random_drop needs a torch.Generator when density < 1")
     keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     kept = torch.where(keep, delta, torch.zeros_like(delta))
-    return kept / density if rescale else kept
+    if mode == "inverse_p":
+        return kept / density
+    return l1_rescale(delta, kept) if mode == "l1" else kept
 
 
 def magnitude_outliers(
@@ -225,15 +270,15 @@ def magnitude_outliers(
     then the smallest so that ``int(density*n)`` remain. When ``density + gamma > 1``
     fewer large entries are removed so the target count still holds (mergekit's rule).
 
-    Deliberate fix: mergekit slices ``[n_bot:-n_top]``, which keeps *nothing* when
-    ``n_top == 0`` (any tensor with fewer than 1/gamma entries, e.g. biases at the
-    default gamma 0.01). Here ``n_top == 0`` keeps the ``int(density*n)`` largest.
+    The same entries as mergekit 0.1.5, which keeps ``[n_bot : n_bot + target]`` of
+    the ascending order (mergekit before 0.1.5 sliced ``[n_bot:-n_top]`` and kept
+    nothing when ``n_top == 0``).
     """
     delta = delta.float()
     if density >= 1:
         return delta.clone()
     n = delta.numel()
-    target = keep_count(density, n)
+    target = max(0, min(n, int(density * n)))  # no minimum of 1 here, as in mergekit 0.1.5
     n_top = int(gamma * n)
     n_bot = n - target - n_top
     if n_bot < 0:
@@ -252,24 +297,31 @@ def della_magprune(
     epsilon: float,
     generator: torch.Generator | None,
     *,
-    rescale: bool = True,
+    rescale: bool | str | None = "inverse_p",
 ) -> Tensor:
-    """DELLA MagPrune: rank-based keep probabilities per row, rescale survivors by 1/p.
+    """DELLA MagPrune: rank-based keep probabilities per row, then rescale the survivors.
 
     Within each row (dim 0 is the row axis; the rest is flattened; a 1-D tensor is one
     row) entries are ranked by magnitude, rank r in 0..c-1 (stable on ties). The keep
     probability is ``p = density - epsilon + 2*epsilon * r/(c-1)``: the largest entry
     gets ``density + epsilon``, the smallest ``density - epsilon``, the mean is
-    ``density``. Survivors are divided by their own ``p`` (``rescale``), so the
-    expectation equals ``delta``. Rows of one entry get ``p = density`` (mergekit
-    divides 0/0 there).
+    ``density``. Rows of one entry get ``p = density`` (mergekit divides 0/0 there).
+
+    Args:
+        rescale: ``inverse_p`` divides each survivor by its own ``p`` (the DELLA paper:
+            the expectation equals ``delta``); ``l1`` or ``True`` matches the L1 norm of
+            the whole tensor (mergekit 0.1.5's ``rescale: true``); ``False``/``None``
+            keeps the values.
 
     Requires ``0 < density - epsilon`` and ``density + epsilon < 1`` unless
-    ``density >= 1`` (unchanged copy, no draw).
+    ``density >= 1`` (unchanged copy, no draw) or ``density <= 0`` (zeros, as mergekit).
     """
     delta = delta.float()
+    mode = rescale_mode(rescale)
     if density >= 1:
         return delta.clone()
+    if density <= 0:
+        return torch.zeros_like(delta)
     if not (density - epsilon > 0 and density + epsilon < 1):
         raise ValueError(
             f"della needs 0 < density - epsilon and density + epsilon < 1, "
@@ -287,8 +339,10 @@ def della_magprune(
     probs = (density - epsilon) + rank_norm * (2 * epsilon)
     keep = torch.rand(rows.shape, generator=generator, device=delta.device) < probs
     kept = torch.where(keep, rows, torch.zeros_like(rows))
-    if rescale:
+    if mode == "inverse_p":
         kept = kept / probs
+    elif mode == "l1":
+        kept = l1_rescale(rows, kept)
     return kept.reshape(delta.shape)
 
 
@@ -340,7 +394,7 @@ def global_threshold(magnitudes: Tensor, density: float) -> float:
     (keep all) and ``inf`` when nothing is kept.
     """
     flat = magnitudes.reshape(-1).float()
-    k = keep_count(density, flat.numel())
+    k = max(0, min(flat.numel(), int(density * flat.numel())))  # as thresholds.keep_counts
     if k >= flat.numel():
         return 0.0
     if k <= 0:

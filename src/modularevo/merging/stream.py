@@ -6,9 +6,9 @@ thread merges the current one, so reading and computing use both cores. It keeps
 at most ``ahead_bytes`` of inputs in flight besides the tensor being merged.
 
 :func:`merge_tensor` merges one tensor from its inputs. A method that declares
-``extras["elementwise"]`` runs on flat chunks of :data:`CHUNK` elements (its
+``Capabilities.elementwise`` runs on flat chunks of :data:`CHUNK` elements (its
 temporaries stay a few megabytes even for an embedding matrix). A method that
-declares ``extras["topk_cuts"]`` (per-tensor TIES) first gets each model's
+declares ``Capabilities.topk_cuts`` (per-tensor TIES) first gets each model's
 exact top-k :class:`~modularevo.merging.sparsify.Cut` of ``|θ_t - θ_0|`` for the
 whole tensor (:func:`~modularevo.merging.thresholds.topk_cut`), then runs on
 chunks with those cuts: the result equals the unchunked trim entry for entry,
@@ -25,18 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from modularevo.io.reader import ModelReader
 from modularevo.merging.backend import TorchBackend
-from modularevo.merging.plan import MergePlan, TensorTask
+from modularevo.merging.plan import CHUNK, MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
+from modularevo.merging.spec import call_method, method_generators
 from modularevo.merging.thresholds import topk_cuts
 from modularevo.utils.heap import release_free_heap
-from modularevo.utils.seed import derived_generator
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-CHUNK = 1 << 18
-"""Elements per chunk of a chunked merge (1 MiB of float32: a chunk's temporaries stay
-in the CPU caches, which makes the many small passes of TIES several times faster)."""
 
 # (task, [(tensor or None, label)]) with the base first when the method takes one.
 Inputs = list[tuple[Any, str]]
@@ -51,25 +48,29 @@ def check_finite(t: Tensor, name: str, where: str) -> None:
     TorchBackend().check_finite(t, name, where)
 
 
-def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str]]:
-    """What to read for ``task``: (reader or ``None`` for "use the base", label) pairs.
+def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | None, str, str]]:
+    """What to read for ``task``: (reader or ``None`` for "use the base", tensor name,
+    label) triples.
 
     For ``merge`` the base comes first (when the method takes one), then each input
-    model; a model lacking the tensor (``missing_tensors: base``) gets ``None``.
-    ``copy`` reads the reference model; ``alias`` reads nothing.
+    model taking part (:meth:`~modularevo.merging.plan.TensorTask.inputs`); a model
+    lacking the tensor (``missing_tensors: base``) gets ``None``. ``copy`` reads the
+    reference model (in a ``slices:`` merge, the slice's first source); ``alias`` reads
+    nothing. Names differ from ``task.name`` only in ``slices:`` merges.
     """
     if task.action == "copy":
-        return [(plan.reference, str(plan.reference.path))]
+        if task.sources:
+            i = next(i for i, src in enumerate(task.sources) if src is not None)
+            return [(plan.models[i], task.source(i), plan.entries[i].model)]
+        return [(plan.reference, task.name, str(plan.reference.path))]
     if task.action != "merge":
         return []
-    out: list[tuple[ModelReader | None, str]] = []
+    out: list[tuple[ModelReader | None, str, str]] = []
     if plan.base is not None:
-        out.append((plan.base, plan.config.base_model or ""))
-    for i, entry in enumerate(plan.entries):
-        if task.present[i]:
-            out.append((plan.models[i], entry.model))
-        elif plan.base is not None:
-            out.append((None, entry.model))
+        out.append((plan.base, task.base_source or task.name, plan.config.base_model or ""))
+    for i in task.inputs(len(plan.entries), plan.base is not None):
+        reader = plan.models[i] if task.present[i] else None
+        out.append((reader, task.source(i), plan.entries[i].model))
     return out
 
 
@@ -96,8 +97,8 @@ class Prefetcher:
         self._held = 0
 
     def _bytes(self, task: TensorTask) -> int:
-        return sum(r.tensors[task.name].end - r.tensors[task.name].start
-                   for r, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
+        return sum(r.tensors[n].end - r.tensors[n].start
+                   for r, n, _ in task_readers(self.plan, task) if r is not None)  # fmt: skip
 
     def _read(self, reader: ModelReader, name: str, label: str) -> Any:
         backend = self.plan.backend
@@ -115,8 +116,8 @@ class Prefetcher:
             if size > self.ahead_bytes:
                 release_free_heap()  # before a big read: keep the peak at what is in use
             futs = [
-                self._pool.submit(self._read, r, task.name, label) if r is not None else None
-                for r, label in task_readers(self.plan, task)
+                self._pool.submit(self._read, r, n, label) if r is not None else None
+                for r, n, label in task_readers(self.plan, task)
             ]
             self._queue.append((task, futs, size))
             self._held += size
@@ -128,7 +129,7 @@ class Prefetcher:
             self._top_up()
             task, futs, size = self._queue.popleft()
             self._top_up()
-            labels = [label for _, label in task_readers(self.plan, task)]
+            labels = [label for _, _, label in task_readers(self.plan, task)]
             inputs = [(f.result() if f is not None else None, lb)
                       for f, lb in zip(futs, labels, strict=True)]  # fmt: skip
             yield task, inputs
@@ -159,7 +160,7 @@ def merge_tensor(
     """
     has_base = plan.base is not None
     base = inputs[0][0] if has_base else None
-    idx = [i for i in range(len(plan.entries)) if has_base or task.present[i]]
+    idx = task.inputs(len(plan.entries), has_base)
     models = [t if t is not None else base for t, _ in inputs[1 if has_base else 0 :]]
     params = plan.params_for(task.name, idx)
     extra = _extra(plan, task, idx, params, thresholds)
@@ -169,7 +170,7 @@ def merge_tensor(
         return _merge_chunked(plan, task, (tensors, base), extra, mode, pool)
     f32 = plan.backend.to_float32
     base32 = f32(base) if base is not None else None
-    out = plan.method.fn([f32(t) for t in models if t is not None], base32, **extra)
+    out = call_method(plan.method, [f32(t) for t in models if t is not None], base32, **extra)
     if tuple(out.shape) != task.shape:
         raise RuntimeError(
             f"merge method returned shape {list(out.shape)} for {task.name!r} "
@@ -185,20 +186,18 @@ def _extra(
     params: dict[str, Any],
     thresholds: list[float] | None,
 ) -> dict[str, Any]:
+    """The keyword arguments of :func:`call_method` for ``task`` (inputs ``idx``)."""
     method = plan.method
-    extra: dict[str, Any] = dict(params)
-    extra["generators"] = (
-        [derived_generator(plan.config.seed, task.name, i) for i in idx]
-        if method.randomized
-        else None
-    )
-    extra["masks"] = (
-        [plan.masks[i].mask(task.name) if plan.masks[i] else None for i in idx]
-        if method.uses_masks
-        else None
-    )
-    extra["thresholds"] = [thresholds[i] for i in idx] if thresholds else None
-    return extra
+    return {
+        "params": params,
+        "generators": method_generators(method, plan.config.seed, task.name, idx),
+        "masks": (
+            [plan.masks[i].mask(task.name) if plan.masks[i] else None for i in idx]
+            if method.uses_masks
+            else None
+        ),
+        "thresholds": [thresholds[i] for i in idx] if thresholds else None,
+    }
 
 
 def _merge_chunked(
@@ -216,7 +215,7 @@ def _merge_chunked(
     cuts = None
     if mode == "cuts":
         assert flat_base is not None
-        dens = extra[plan.method.extras.get("threshold_param", "density")]
+        dens = extra["params"]["density"]
         ks = [keep_count(d, task.numel) for d in dens]
         cuts = topk_cuts(flats, flat_base, ks, CHUNK, run)
     masks = extra.get("masks")
@@ -231,7 +230,7 @@ def _merge_chunked(
         if cuts is not None:
             kw["thresholds"] = [c.shifted(a) for c in cuts]
         part = None if flat_base is None else backend.to_float32(flat_base[a:b])
-        merged = plan.method.fn([backend.to_float32(f[a:b]) for f in flats], part, **kw)
+        merged = call_method(plan.method, [backend.to_float32(f[a:b]) for f in flats], part, **kw)
         flat_out[a:b] = backend.cast(merged, task.out_code)
 
     for _ in run(one, range(0, task.numel, CHUNK)):

@@ -1,5 +1,9 @@
 """Model layer: architecture descriptions, loading by name/path/kind, embedded defaults.
 
+The names below are imported on first use, so reading the registry of embedded models
+(``modularevo.models.defaults``, e.g. for ``modularevo models ls``) loads neither torch
+nor transformers.
+
 Example:
     >>> from modularevo.models import describe, load_model
     >>> model, tok = load_model("tiny-gptneo", "causal_lm")
@@ -7,10 +11,32 @@ Example:
     'gpt_neo'
 """
 
-from modularevo.models.arch import ARCHITECTURES, ArchInfo, AttnInfo, FFNInfo, describe
-from modularevo.models.defaults import MODELS, ModelSpec
-from modularevo.models.heads import SequenceClassifier
-from modularevo.models.load import KINDS, load_model, resolve_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modularevo.models.arch import ARCHITECTURES, ArchInfo, AttnInfo, FFNInfo, describe
+    from modularevo.models.defaults import MODELS, ModelSpec
+    from modularevo.models.heads import SequenceClassifier
+    from modularevo.models.load import KINDS, load_model, resolve_model
+
+_LAZY = {
+    "ARCHITECTURES": "arch", "ArchInfo": "arch", "AttnInfo": "arch", "FFNInfo": "arch",
+    "describe": "arch", "MODELS": "defaults", "ModelSpec": "defaults",
+    "SequenceClassifier": "heads", "KINDS": "load", "load_model": "load",
+    "resolve_model": "load",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"modularevo.models.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'modularevo.models' has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHITECTURES",

@@ -56,6 +56,35 @@ def build_tiny_from(config: Any, auto_cls: Any) -> Any:
     return model.eval()
 
 
+def build_tiny_kind(config: Any, auto_cls: Any) -> Any:
+    """A tiny model of any kind with the weights of its native form (one model, many kinds).
+
+    The native form (masked LM for ``tiny-bert``, causal LM for ``tiny-gptneo``, seq2seq
+    for ``tiny-t5``) is drawn under the fixed tiny seed; another kind (the bare encoder
+    of a classifier, ...) takes its weights by name as ``from_pretrained`` would, so a
+    module learned on one form fits the others. Weights only the other kind has (e.g.
+    BERT's pooler) are drawn under the fixed seed too.
+    """
+    native = build_tiny_from(config, _native_auto_for(config))
+    model = build_tiny_from(config, auto_cls)
+    if type(native) is type(model):
+        return native
+    prefix = f"{native.base_model_prefix}."
+    own = model.state_dict()
+    moved = {}
+    for name, tensor in native.state_dict().items():
+        key = name if name in own else name.removeprefix(prefix)
+        if key in own and own[key].shape == tensor.shape:
+            moved[key] = tensor
+    model.load_state_dict(moved, strict=False)
+    return model
+
+
+def _native_auto_for(config: Any) -> Any:
+    name = {"bert": "tiny-bert", "gpt_neo": "tiny-gptneo", "t5": "tiny-t5"}[config.model_type]
+    return _native_auto(name)
+
+
 def _native_auto(name: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 

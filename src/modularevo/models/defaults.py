@@ -23,13 +23,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from modularevo.errors import InputError
+from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
 from modularevo.registry import Registry
+from modularevo.utils.atomic import apply_umask
 from modularevo.utils.cache import cache_dir
+from modularevo.utils.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")  # listing the embedded models does not import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ def publish_dir(target: Path, build: Callable[[Path], None]) -> Path:
     if (target / "config.json").is_file():
         return target
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    apply_umask(tmp, folder=True)  # mkdtemp makes 0700
     try:
         build(tmp)
         try:
@@ -165,15 +172,12 @@ def gptneo_small_path() -> Path:
 
 def _gptneo_small_params() -> int:
     target = models_dir() / "gptneo-small"
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from modularevo.models.pretrain import PretrainConfig, gptneo_config
+    from transformers import AutoConfig, AutoModelForCausalLM  # deferred: heavy import
 
     if (target / "config.json").is_file():
         config = AutoConfig.from_pretrained(target)
     else:
-        default = PretrainConfig.model_validate({})
-        config = gptneo_config(default.model, vocab_size=default.vocab_size)
+        config = gptneo_config(GPTNeoArch.model_validate({}), vocab_size=DEFAULT_VOCAB_SIZE)
     with torch.device("meta"):
         return count_params(AutoModelForCausalLM.from_config(config))
 
@@ -187,16 +191,21 @@ def count_params(model: nn.Module) -> int:
 
 
 def _tiny_spec(name: str, kind: str, family: str) -> ModelSpec:
-    from modularevo.models._tiny import tiny_params
+    def params() -> int:
+        # deferred: _tiny imports transformers; listing models stays fast
+        from modularevo.models._tiny import tiny_params
+
+        return tiny_params(name)
 
     def locate() -> Path:
+        # deferred: _tiny imports transformers
         from modularevo.models._tiny import save_tiny
 
         return publish_dir(models_dir() / name, lambda out: save_tiny(name, out))
 
     return ModelSpec(
         name, kind, family, "random init, for tests", locate,
-        lambda: True, lambda: tiny_params(name), tiny=True,
+        lambda: True, params, tiny=True,
     )  # fmt: skip
 
 

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from modularevo.models.hf_export import write_hf_classifier_files
+
 POOLINGS = ("mean", "last", "cls")
 HEAD_FILE = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier.json"
@@ -80,6 +82,7 @@ class SequenceClassifier(nn.Module):
         self.config = backbone.config
         self.pooling = pooling
         self.num_labels = num_labels
+        self.label_names = [f"LABEL_{i}" for i in range(num_labels)]
         config: Any = backbone.config
         hidden = int(config.get_text_config().hidden_size)
         self.dropout = nn.Dropout(dropout)
@@ -106,19 +109,38 @@ class SequenceClassifier(nn.Module):
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    def set_label_names(self, names: list[str]) -> None:
+        """Name the classes (saved as ``id2label``; ``pipeline`` prints them).
+
+        Raises:
+            ValueError: if there are not ``num_labels`` names.
+        """
+        if len(names) != self.num_labels:
+            raise ValueError(f"{len(names)} label names for {self.num_labels} classes")
+        self.label_names = [str(n) for n in names]
+
     def save_pretrained(self, out: str | Path, **kwargs: Any) -> None:
-        """Save the backbone as an HF folder plus the head and its settings beside it."""
+        """Save the backbone as an HF folder plus the head and its settings beside it, and
+        make the folder loadable by plain transformers (:mod:`modularevo.models.hf_export`)."""
         from safetensors.torch import save_file
 
         out = Path(out)
         self.backbone.save_pretrained(out, **kwargs)  # type: ignore[operator]
         head = {k: v.contiguous() for k, v in self.classifier.state_dict().items()}
         save_file(head, str(out / HEAD_FILE))
-        cfg = {"num_labels": self.num_labels, "pooling": self.pooling}
+        cfg = {"num_labels": self.num_labels, "pooling": self.pooling,
+               "label_names": list(self.label_names)}  # fmt: skip
         (out / HEAD_CONFIG).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+        write_hf_classifier_files(
+            out, self.backbone, pooling=self.pooling, dropout=float(self.dropout.p),
+            label_names=list(self.label_names),
+        )  # fmt: skip
 
     def load_head(self, folder: str | Path) -> None:
         """Load a head saved by :meth:`save_pretrained`."""
         from safetensors.torch import load_file
 
         self.classifier.load_state_dict(load_file(str(Path(folder) / HEAD_FILE)))
+        settings = json.loads((Path(folder) / HEAD_CONFIG).read_text(encoding="utf-8"))
+        if len(settings.get("label_names", [])) == self.num_labels:
+            self.label_names = list(settings["label_names"])

@@ -12,9 +12,12 @@ Example:
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,28 +152,54 @@ def load_model(
         close = difflib.get_close_matches(kind, KINDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown model kind {kind!r}.{hint} Kinds: {', '.join(KINDS)}.")
+    if kind == "classifier" and is_extracted_classifier(name_or_path):
+        return _load_extracted_classifier(name_or_path)
     saved = Path(name_or_path).is_dir() and is_saved_classifier(name_or_path)
     if kind == "classifier" and not saved and (num_labels is None or num_labels < 2):
         raise InputError(
             f"kind 'classifier' needs num_labels >= 2, got {num_labels!r}; pass num_labels="
             "the size of the task's label set"
         )
-    from modularevo.models._build import build
-
     spec = MODELS.get(name_or_path) if name_or_path in MODELS else None
     if spec is not None and spec.tiny:
         source: Any = None
     else:
         source = resolve_model(name_or_path)
-    model, tok, fresh = build(name_or_path, source, kind, num_labels=num_labels, **kw)
+    model, tok, fresh = _build(name_or_path, source, kind, num_labels=num_labels, **kw)
     if fresh:
         shown = ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else "")
-        log.warning(
+        # a new classifier head is what fine-tuning trains: no reason to warn about it
+        head_only = kind == "classifier" and set(fresh) <= {"classifier.weight", "classifier.bias"}
+        (log.info if head_only else log.warning)(
             "%s has no weights for %d tensor(s) of its %s form; they were initialised fresh: %s",
             name_or_path, len(fresh), kind, shown,
         )  # fmt: skip
     object.__setattr__(model, "modularevo_fresh_keys", tuple(fresh))
     return model.eval(), tok
+
+
+def is_extracted_classifier(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a classifier written by ``modularevo extract`` (pruned classes)."""
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    archs = data.get("architectures") or [] if isinstance(data, dict) else []
+    return str(data.get("model_type", "")).startswith("modularevo_pruned") and any(
+        str(a).endswith("ForSequenceClassification") for a in archs
+    )
+
+
+def _load_extracted_classifier(folder: str | Path) -> tuple[nn.Module, Any]:
+    """The pruned classifier and its tokenizer, through the Auto classes (registered by
+    ``import modularevo``; no ``trust_remote_code``)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    return model.eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
 def is_saved_classifier(folder: str | Path) -> bool:
@@ -187,3 +216,139 @@ __all__ = [
     "load_model",
     "resolve_model",
 ]
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own load report and progress bar around a project load.
+
+    ``load_model`` reports what matters once, in its own words: the tensors a kind adds
+    fresh (an MLM head MiniLM does not ship, a classifier head). transformers would
+    print the same as a LOAD REPORT table, a "checkpoint seem corrupted" note for
+    MiniLM's absent MLM head and a "Loading weights" bar on every load. Its errors
+    still show. Tokenizers truncate explicitly in this project, so the "sequence
+    length is longer than the maximum" note stays off after the first load too.
+    """
+    from transformers.utils import logging as hf_logging  # deferred: heavy import
+
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _role(config: Any) -> str:
+    kinds = allowed_kinds(config)
+    if "seq2seq" in kinds:
+        return "encoder-decoder"
+    return "encoder-only" if "masked_lm" in kinds else "decoder-only"
+
+
+def _config_and_tokenizer(name: str, source: str | None) -> tuple[Any, Any]:
+    if source is None:
+        from modularevo.models._tiny import tiny_config, tiny_tokenizer  # deferred: transformers
+
+        return tiny_config(name), tiny_tokenizer(name)
+    from transformers import AutoConfig, AutoTokenizer  # deferred: heavy import
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(source)
+            tok = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise InputError(
+            f"could not load model {name!r} from {source!r} ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0]}); pass a local folder written by save_pretrained, "
+            "or an embedded model name (modularevo models ls)"
+        ) from None
+    return config, tok
+
+
+def _auto_class(kind: str, config: Any) -> Any:
+    import transformers as tf  # deferred: heavy import
+
+    if kind == "causal_lm":
+        return tf.AutoModelForCausalLM
+    if kind == "masked_lm":
+        return tf.AutoModelForMaskedLM
+    if kind == "seq2seq":
+        return tf.AutoModelForSeq2SeqLM
+    # encoder, or a classifier backbone: the model without its LM head
+    if getattr(config, "is_encoder_decoder", False):
+        return (
+            tf.EncoderDecoderModel
+            if config.model_type == "encoder-decoder"
+            else (tf.AutoModelForTextEncoding)
+        )
+    return tf.AutoModel
+
+
+def _instantiate(
+    auto_cls: Any, config: Any, source: str | None, kw: dict[str, Any]
+) -> tuple[nn.Module, list[str]]:
+    if source is None:
+        # deferred: _tiny imports transformers
+        from modularevo.models._tiny import build_tiny_kind
+
+        return build_tiny_kind(config, auto_cls), []
+    with quiet_transformers():
+        model, info = auto_cls.from_pretrained(source, output_loading_info=True, **kw)
+    return model, sorted(info.get("missing_keys", []))
+
+
+def _encoder_of(model: nn.Module) -> nn.Module:
+    if type(model).__name__ == "EncoderDecoderModel":
+        return model.encoder  # type: ignore[return-value]
+    return model
+
+
+def _build(
+    name: str, source: str | None, kind: str, *, num_labels: int | None, **kw: Any
+) -> tuple[nn.Module, Any, list[str]]:
+    """Return (model, tokenizer, names of freshly initialised tensors).
+
+    Raises:
+        InputError: if ``kind`` does not suit the model's architecture.
+    """
+    config, tok = _config_and_tokenizer(name, source)
+    allowed = allowed_kinds(config)
+    if kind not in allowed:
+        raise InputError(
+            f"model {name!r} is an {_role(config)} {config.model_type!r} model and cannot be "
+            f"loaded as kind {kind!r}; use one of: {', '.join(allowed)}"
+        )
+    pooling = kw.pop("pooling", None)
+    dropout = kw.pop("dropout", 0.1)
+    model, fresh = _instantiate(_auto_class(kind, config), config, source, kw)
+    if kind == "encoder":
+        model = _encoder_of(model)
+    _ensure_pad(tok, config)
+    if kind != "classifier":
+        return model, tok, fresh
+    saved = source is not None and is_saved_classifier(source)
+    if saved and source is not None:
+        head_cfg = json.loads((Path(source) / HEAD_CONFIG).read_text(encoding="utf-8"))
+        pooling = pooling or head_cfg["pooling"]
+        num_labels = head_cfg["num_labels"] if num_labels is None else num_labels
+    pooling = pooling or ("last" if allowed[0] == "causal_lm" else "mean")
+    assert num_labels is not None
+    clf = SequenceClassifier(_encoder_of(model), num_labels, pooling=pooling, dropout=dropout)
+    if saved:
+        clf.load_head(str(source))
+        return clf, tok, fresh
+    return clf, tok, [*fresh, "classifier.weight", "classifier.bias"]
+
+
+def _ensure_pad(tok: Any, config: Any) -> None:
+    if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
+        tok.pad_token = tok.eos_token
+        log.info("tokenizer has no pad token; using eos %r for padding", tok.eos_token)
+    if getattr(config, "pad_token_id", None) is None and getattr(tok, "pad_token_id", None):
+        config.pad_token_id = tok.pad_token_id

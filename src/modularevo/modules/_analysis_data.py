@@ -103,7 +103,7 @@ def corpus_batches(
 ) -> list[dict[str, Tensor]]:
     """Fixed LM batches of ``corpus`` built as the module's run built its batches (seed 0)."""
     from modularevo.data import load_dataset
-    from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+    from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
     from modularevo.utils.seed import derived_generator
 
     cfg = _run_config(module)

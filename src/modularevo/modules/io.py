@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from modularevo.errors import InputError
 from modularevo.modules.mask import ModuleMask, fingerprint, pack_bits, unpack_bits
+from modularevo.modules.naming import match_names
 from modularevo.utils.atomic import atomic_save_file
 
 FORMAT = "modularevo-module/1"
@@ -113,6 +115,10 @@ def load_module(
 ) -> ModuleMask:
     """Load a module, checking that it belongs to the model whose ``params`` are given.
 
+    With ``params``, the masks come back under the model's names (a module learned on
+    ``BertForMaskedLM`` fits the bare encoder of a fine-tuned classifier; see
+    :func:`modularevo.modules.naming.match_names`).
+
     Args:
         path: module file written by :func:`save_module`.
         params: (name, tensor) pairs of the model the module will be used with.
@@ -127,7 +133,9 @@ def load_module(
     module = reader.to_module()
     if params is None:
         return module
-    wanted = {n: t for n, t in params if n in module.masks}
+    named = dict(params)
+    mapping = match_names(module.masks, named)
+    wanted = {n: named[p] for n, p in mapping.items()}
     missing = sorted(set(module.masks) - set(wanted))
     if missing:
         raise InputError(
@@ -148,4 +156,6 @@ def load_module(
                 f"{module.base_fingerprint}, this model {got}); use the module's own base, or "
                 "pass allow_modified=True for a fine-tuned/merged descendant of it"
             )
+    if any(n != p for n, p in mapping.items()):
+        module = replace(module, masks={mapping[n]: m for n, m in module.masks.items()})
     return module

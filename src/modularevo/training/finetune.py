@@ -4,7 +4,7 @@ Run it from the CLI (``modularevo finetune --config configs/finetune/minilm_lang
 or from Python::
 
     from modularevo import finetune
-    from modularevo.config.finetune import FinetuneConfig
+    from modularevo.training.finetune_config import FinetuneConfig
     result = finetune(FinetuneConfig(model="tiny-bert", task="lang-id", strategy="full"))
 
 The output folder holds ``model/`` (a Hugging Face folder of the fine-tuned model with its
@@ -30,21 +30,23 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modularevo.config.finetune import FinetuneConfig
+from modularevo.data.collate import pad_batch
 from modularevo.errors import InputError
 from modularevo.evaluation.evaluate import score_split
 from modularevo.training import strategies as st
-from modularevo.training.collate import pad_batch
+from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.finetune_data import RunData, label_info, prepare_data
 from modularevo.training.finetune_io import (
     bits_differ,
     check_resumable,
+    claims_output_dir,
+    clear_run_files,
+    dataset_columns,
     mask_report,
     write_run_files,
 )
 from modularevo.training.loop import (
     TrainState,
-    build_accelerator,
     global_batches,
     load_checkpoint,
     local_part,
@@ -53,6 +55,7 @@ from modularevo.training.loop import (
 )
 from modularevo.training.masked_optim import mask_gradients_
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.device import build_accelerator
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class _Run:
     base_masked: dict[str, Tensor]
 
 
+@claims_output_dir  # one run per output_dir, for the whole run
 def finetune(
     config: FinetuneConfig,
     *,
@@ -123,15 +127,19 @@ def finetune(
     if dataset is None:
         from modularevo.data import load_dataset
 
-        dataset = load_dataset(config.task)
+        dataset = load_dataset(config.task, **dataset_columns(config))
     if model is None:
+        from modularevo.models.heads import SequenceClassifier
         from modularevo.models.load import load_model
 
-        model, tokenizer = load_model(config.model, "classifier", num_labels=label_info(dataset)[0])
+        num_labels, label_names = label_info(dataset)
+        model, tokenizer = load_model(config.model, "classifier", num_labels=num_labels)
+        if isinstance(model, SequenceClassifier):
+            model.set_label_names(label_names)
     elif tokenizer is None:
         raise InputError("finetune(model=...) needs the model's `tokenizer` too")
     if config.emoe is not None:
-        from modularevo.moe.convert import emoe_convert
+        from modularevo.emoe.convert import emoe_convert
 
         emoe_convert(model, config.emoe)  # deterministic: a resumed run converts identically
     run = _build_run(config, acc, model, prepare_data(config, dataset, tokenizer), out)
@@ -150,6 +158,8 @@ def _prepare_output(out: Path, cfg: FinetuneConfig, acc: Accelerator) -> None:
             "output_dir or set overwrite=true"
         )
     if acc.is_main_process and ((finished and cfg.overwrite) or not cfg.resume):
+        if finished:
+            clear_run_files(out)  # the stale results go first: the folder must not look done
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         (out / BEST_FILE).unlink(missing_ok=True)
     acc.wait_for_everyone()
@@ -180,7 +190,6 @@ def _build_run(
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(cfg, total))
     model, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("strategy %s: %d trainable parameters, %d steps", cfg.strategy, n_train, total)
     return _Run(cfg, acc, model, optimizer, scheduler, data, plan, out, total, base_masked)
@@ -202,7 +211,7 @@ def _resume_or_start(run: _Run) -> TrainState:
     if run.acc.is_main_process:
         run.out.mkdir(parents=True, exist_ok=True)
     check_resumable(run.cfg, ckpt_root, run.acc.is_main_process)
-    found = load_checkpoint(run.acc, ckpt_root) if run.cfg.resume else None
+    found = load_checkpoint(run.acc, ckpt_root, scheduler=run.scheduler) if run.cfg.resume else None
     if found is None:
         return TrainState()
     state, folder = found
@@ -270,6 +279,7 @@ def _train(
                     state,
                     keep=cfg.keep_checkpoints,
                     extra_files=[run.out / BEST_FILE],
+                    scheduler=run.scheduler,
                 )
             if on_step is not None:
                 on_step(state)
@@ -377,7 +387,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
 def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
     """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
     if emoe:
-        from modularevo.moe.store import save_emoe
+        from modularevo.emoe.store import save_emoe
 
         save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
         return

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from modularevo.config.finetune import FinetuneConfig, TrainShard
+from modularevo.data.collate import Example, pad_id_of, tokenize_split
 from modularevo.errors import InputError
-from modularevo.training.collate import Example, pad_id_of, tokenize_split
+from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.utils.seed import derived_generator
 
 
@@ -43,6 +43,12 @@ def label_info(dataset: Any) -> tuple[int, list[str]]:
         InputError: if the label column has no class names and no labels.
     """
     train = dataset["train"]
+    columns = list(getattr(train, "column_names", None) or ["label"])
+    if "label" not in columns:
+        raise InputError(
+            f"the dataset has no label column (its columns: {columns}); a classification task "
+            "needs one: name it with label_column=<column> (and text_column=<column> for the text)"
+        )
     feature = getattr(train, "features", {}).get("label")
     names = list(getattr(feature, "names", None) or [])
     if names:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
 from torch import Tensor, nn
 
-from modularevo.config.finetune import FinetuneConfig
 from modularevo.errors import InputError
-from modularevo.utils.atomic import atomic_write_text
+from modularevo.training.finetune_config import FinetuneConfig
+from modularevo.utils.atomic import atomic_write_text, claim_output
 from modularevo.utils.runinfo import run_info
 
 
@@ -71,3 +75,100 @@ def write_run_files(out: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> 
     )
     atomic_write_text(out / "run_info.json", json.dumps(run_info(), indent=2, default=str))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+
+
+RUN_FILES = ("metrics.json", "config.resolved.yaml", "run_info.json", "README.md", "model")
+"""What a finished run holds besides its checkpoints (``metrics.json`` marks it finished)."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clear_run_files(out: Path) -> None:
+    """Delete a finished run's results, ``metrics.json`` first (``overwrite: true``)."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def check_inputs(cfg: FinetuneConfig, *, dataset: bool = True, model: bool = True) -> None:
+    """Check the names and files a run needs, before anything is loaded (``--dry-run``).
+
+    A run checks the module file up front and the names as it loads them (the dataset
+    before the model, so a misspelt name never waits for weights).
+
+    Raises:
+        InputError: misspelt dataset or model name (did-you-mean), missing module file
+            (with the `modularize` command that makes it).
+    """
+    if dataset:
+        # deferred: datasets is a heavy import, not needed when the data comes in memory
+        from modularevo.data import check_dataset_name
+
+        check_dataset_name(cfg.task)
+    if model:
+        # deferred: transformers is a heavy import, not needed when the model comes in memory
+        from modularevo.models.load import resolve_model
+
+        resolve_model(cfg.model)
+    if cfg.module and not Path(cfg.module).is_file():
+        raise InputError(missing_module_message(cfg.module))
+
+
+def missing_module_message(module: str) -> str:
+    """What to do about a module file that does not exist (names the modularize config)."""
+    path = Path(module)
+    made_by = _modularize_config_for(path)
+    run = (
+        f"`modularevo modularize {made_by}`"
+        if made_by
+        else "`modularevo modularize configs/modularize/<name>.yaml` with output_dir set to "
+        f"{str(path.parent)!r}"
+    )
+    near = sorted(p.name for p in path.parent.glob("module*.safetensors"))[:5]
+    found = f" (that folder holds {near})" if near else ""
+    return (
+        f"module file {module!r} does not exist{found}; learn the module first with {run}, then "
+        "run this again, or pass module=<an existing module file>, or use strategy=full"
+    )
+
+
+def _modularize_config_for(path: Path) -> str | None:
+    """The shipped ``configs/modularize/*.yaml`` whose output_dir holds ``path``, if any."""
+    import yaml
+
+    for cfg in sorted(Path("configs/modularize").glob("*.yaml")):
+        try:
+            out = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("output_dir")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if out and Path(str(out)) == path.parent:
+            return str(cfg)
+    return None
+
+
+def claims_output_dir(fn: F) -> F:
+    """Decorate ``fn(config, ...)``: check its inputs, then hold ``config.output_dir``.
+
+    The module file is checked first (:func:`check_inputs`), so a missing one is named
+    with the command that makes it before any model is loaded. Only the main process
+    (``RANK`` 0 or unset) takes the lock; a second run into the same folder is refused
+    with an :class:`InputError`.
+    """
+
+    @functools.wraps(fn)
+    def run(config: Any, *args: Any, **kwargs: Any) -> Any:
+        check_inputs(config, dataset=False, model=False)
+        main = os.environ.get("RANK", "0") == "0"
+        with claim_output(Path(config.output_dir), enabled=main):
+            return fn(config, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def dataset_columns(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The ``text_column``/``label_column``/``label_names`` a config sets, for load_dataset."""
+    keys = ("text_column", "label_column", "label_names")
+    return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modularevo.config.modularize import HeadWarmupConfig
+from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.modules.mask import fingerprint
-from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+from modularevo.training.modularize_config import HeadWarmupConfig
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
 from modularevo.utils.seed import derived_generator, derived_seed
 

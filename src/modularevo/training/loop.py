@@ -2,18 +2,22 @@
 
 One CPU process, DDP or FSDP under ``accelerate launch`` run the same code:
 
-* :func:`build_accelerator` / :func:`global_batches` / :func:`local_part`: a seeded data
+* :func:`global_batches` / :func:`local_part`: a seeded data
   order that depends only on ``(seed, epoch)``. ``batch_size`` is the global batch; each
   process takes its contiguous share, so N processes see the same examples per step as one.
 * :func:`train_step`: forward, backward, optional gradient hook (masking), clipping,
   optimizer and scheduler step.
-* :func:`eval_predictions`: predictions of every example, gathered on all processes.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: model + optimizer + scheduler + RNG of
   every process + :class:`TrainState`, written to a temporary folder and renamed, so a
-  killed run resumes from its last complete checkpoint.
+  killed run resumes from its last complete checkpoint. Nothing in a checkpoint can run
+  code when it is loaded: model weights are safetensors, Accelerate's optimizer and RNG
+  files are read with ``torch.load(weights_only=True)``, and the scheduler and every
+  RNG state are also written as JSON + safetensors (:mod:`.checkpoint_state`); no
+  object is registered with Accelerate's ``register_for_checkpointing``, whose files are
+  unpickled with ``weights_only=False``.
 
 Example:
-    >>> acc = build_accelerator(cpu=True)                           # doctest: +SKIP
+    >>> acc = Accelerator(cpu=True)                                 # doctest: +SKIP
     >>> for idx in global_batches(len(train), 16, seed=0, epoch=0):  # doctest: +SKIP
     ...     loss = train_step(acc, model, collate(local_part(idx, acc)), opt)
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +35,16 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 
 from modularevo.errors import InputError
+from modularevo.io.checkpoint import (
+    load_rng_state,
+    load_scheduler_state,
+    refuse_unsafe,
+    save_rng_state,
+    save_scheduler_state,
+)
+from modularevo.utils.atomic import apply_umask
 from modularevo.utils.seed import derived_generator
 
 logger = logging.getLogger(__name__)
@@ -51,11 +63,6 @@ class TrainState:
     evals_since_best: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def build_accelerator(*, cpu: bool = False, mixed_precision: str = "no") -> Accelerator:
-    """An :class:`~accelerate.Accelerator` for this process (reads ``accelerate launch`` env)."""
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 def global_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
@@ -133,47 +140,6 @@ def train_step(
     return float(reduced)
 
 
-@torch.no_grad()
-def eval_predictions(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    n: int,
-    collate: Callable[[list[int]], dict[str, torch.Tensor]],
-    *,
-    batch_size: int = 64,
-) -> tuple[list[int], list[int], float]:
-    """Predict every example ``0..n-1``, sharded over processes and gathered on all of them.
-
-    Args:
-        accelerator: the run's accelerator.
-        model: a classifier returning ``.logits`` (and ``.loss`` when labels are given).
-        n: number of examples.
-        collate: indices -> batch with ``labels``.
-        batch_size: examples per forward pass on each process.
-
-    Returns:
-        (predictions, labels, mean loss), in example order.
-    """
-    model.eval()
-    mine = list(range(accelerator.process_index, n, accelerator.num_processes))
-    rows: list[tuple[int, int, int, float]] = []
-    for start in range(0, len(mine), batch_size):
-        idx = mine[start : start + batch_size]
-        batch = {k: v.to(accelerator.device) for k, v in collate(idx).items()}
-        out = model(**batch)
-        preds = out.logits.argmax(dim=-1).tolist()
-        per_example = torch.nn.functional.cross_entropy(
-            out.logits.float(), batch["labels"], reduction="none"
-        ).tolist()
-        labels = batch["labels"].tolist()
-        rows.extend(zip(idx, preds, labels, per_example, strict=True))
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
-    rows.sort(key=lambda r: r[0])
-    loss = sum(r[3] for r in rows) / max(len(rows), 1)
-    return [r[1] for r in rows], [r[2] for r in rows], loss
-
-
 def checkpoint_dirs(root: str | Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first."""
     root = Path(root)
@@ -190,8 +156,9 @@ def save_checkpoint(
     *,
     keep: int = 1,
     extra_files: Sequence[Path] = (),
+    scheduler: Any = None,
 ) -> Path:
-    """Save model, optimizer, registered objects (scheduler), RNG and ``state`` atomically.
+    """Save model, optimizer, ``scheduler`` (JSON), RNG and ``state`` atomically.
 
     Every process writes its part into ``root/.tmp-step-N``; the main process then
     copies ``extra_files`` in (e.g. the best weights so far), renames the folder to
@@ -205,12 +172,17 @@ def save_checkpoint(
     final = root / f"{_PREFIX}{state.step:08d}"
     tmp = root / f".tmp-{final.name}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(f".tmp-{_PREFIX}*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
+        apply_umask(tmp, folder=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if scheduler is not None:
+            save_scheduler_state(tmp, scheduler)
         (tmp / _STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         for extra in extra_files:
             if Path(extra).is_file():
@@ -224,17 +196,33 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, root: str | Path) -> tuple[TrainState, Path] | None:
-    """Restore the newest complete checkpoint under ``root``.
+def load_checkpoint(
+    accelerator: Accelerator, root: str | Path, *, scheduler: Any = None
+) -> tuple[TrainState, Path] | None:
+    """Restore the newest complete checkpoint under ``root`` without running code from it.
 
     Returns:
         (the saved :class:`TrainState`, the checkpoint folder), or ``None`` when there is none.
+
+    Raises:
+        InputError: a checkpoint file holds pickled code or is incomplete or unreadable.
     """
     found = checkpoint_dirs(root)
     if not found:
         return None
     latest = found[-1]
-    accelerator.load_state(str(latest))
+    refuse_unsafe(latest)
+    try:
+        accelerator.load_state(str(latest))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
+        raise InputError(
+            f"checkpoint {str(latest)!r} cannot be read safely ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else '-'}); nothing from it was run. Delete "
+            "the folder or set resume=false to start over"
+        ) from None
+    load_rng_state(latest, accelerator.process_index)
+    if scheduler is not None:
+        load_scheduler_state(latest, scheduler)
     data = json.loads((latest / _STATE_FILE).read_text(encoding="utf-8"))
     logger.info("resumed from %s (step %d)", latest, data["step"])
     return TrainState(**data), latest

@@ -21,7 +21,7 @@ is never part of the module). The test split is never read. Resumable bit-exactl
 (:mod:`.modularize_checkpoint`).
 
 Example:
-    >>> from modularevo.config.modularize import ModularizeConfig
+    >>> from modularevo.training.modularize_config import ModularizeConfig
     >>> cfg = ModularizeConfig(model="tiny-bert", dataset="math", steps=50)
     >>> paths = modularize(cfg)  # doctest: +SKIP
     >>> sorted(paths)  # doctest: +SKIP
@@ -43,7 +43,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modularevo.config.modularize import ModularizeConfig
+from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
 from modularevo.modules.io import save_module
 from modularevo.modules.layers import MaskedModel, MaskScores, maskable_params
@@ -51,7 +51,7 @@ from modularevo.modules.mask import ModuleMask, fingerprint
 from modularevo.modules.structured import StructuredScores
 from modularevo.training import head_warmup
 from modularevo.training import modularize_checkpoint as ckpt
-from modularevo.training.lm_batches import TokenIds, lm_batch, pack_texts
+from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
 from modularevo.utils.seed import derived_generator, derived_seed, seed_everything
 

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from modularevo.errors import InputError
+from modularevo.models.arch import describe
 from modularevo.modules import ModuleMask, load_module, open_module
+from modularevo.modules.naming import match_names
 from modularevo.training.masked_optim import MaskedAdamW
 
 logger = logging.getLogger(__name__)
@@ -44,12 +46,7 @@ class TrainPlan:
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Module names of the task head(s) of ``model`` (from ``models.arch.describe``)."""
-    try:
-        from modularevo.models.arch import describe
-
-        heads = tuple(describe(model).heads)
-    except ImportError:  # model layer not installed in this checkout
-        heads = ()
+    heads = tuple(describe(model).heads)
     if heads:
         return heads
     names = {n for n, _ in model.named_modules()}
@@ -59,33 +56,6 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
 def is_head(name: str, prefixes: Iterable[str]) -> bool:
     """Whether parameter ``name`` belongs to one of the head modules ``prefixes``."""
     return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
-def _name_map(mask_names: list[str], param_names: set[str]) -> dict[str, str]:
-    """Map mask names to parameter names, allowing a different leading prefix.
-
-    A module learned on ``BertForMaskedLM`` names ``bert.encoder...`` while a bare
-    ``BertModel`` names ``encoder...``; the first name that resolves fixes the rule.
-    """
-    if all(n in param_names for n in mask_names):
-        return {n: n for n in mask_names}
-    for probe in mask_names:
-        parts = probe.split(".")
-        for k in range(len(parts)):
-            suffix = ".".join(parts[k:])
-            strip = ".".join(parts[:k])
-            hits = [p for p in param_names if p == suffix or p.endswith("." + suffix)]
-            for hit in hits:
-                add = hit[: len(hit) - len(suffix)]
-                mapping = {
-                    n: add + n[len(strip) + 1 if strip else 0 :]
-                    for n in mask_names
-                    if n.startswith(strip)
-                }
-                mapped = {n: p for n, p in mapping.items() if p in param_names}
-                if len(mapped) >= max(1, len(mask_names) // 2):
-                    return mapped
-    return {}
 
 
 def load_plan_masks(
@@ -103,7 +73,7 @@ def load_plan_masks(
     params = dict(model.named_parameters())
     reader = open_module(path)
     names = reader.names()
-    mapping = _name_map(names, set(params))
+    mapping = match_names(names, params)
     if not mapping:
         raise InputError(
             f"module {str(path)!r} masks parameters such as {names[:2]} that model "
@@ -161,16 +131,7 @@ def apply_lora(
 
     heads = head_prefixes(model)
     if target_modules is None:
-        try:
-            from modularevo.models.arch import describe
-
-            target_modules = list(describe(model).maskable)
-        except ImportError:
-            target_modules = [
-                n
-                for n, m in model.named_modules()
-                if isinstance(m, nn.Linear) and not is_head(n, heads)
-            ]
+        target_modules = list(describe(model).maskable)
     cfg = LoraConfig(
         r=r,
         lora_alpha=alpha,

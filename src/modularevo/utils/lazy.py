@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -44,3 +46,28 @@ class LazyModule:
 
     def __repr__(self) -> str:
         return f"<lazy module {self.__dict__['_lazy_name']!r}>"
+
+
+def lazy_exports(package: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each public name from its submodule on first use.
+
+    A package whose ``__init__`` re-exports its submodules' names would otherwise import
+    them all (and torch with them) as soon as any submodule is imported, e.g. a config
+    schema read by the CLI.
+
+    Args:
+        package: the package's ``__name__``.
+        names: public name -> submodule (relative to ``package``) that defines it.
+
+    Example:
+        >>> __getattr__ = lazy_exports(__name__, {"emoe_convert": "convert"})  # doctest: +SKIP
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__

@@ -6,12 +6,35 @@ for the contract between these pure tensor functions and the executor.
 """
 
 from modularevo.merging.methods import (
+    arcee_fusion,
     cabs,
     linear,
+    magmax,
     model_stock,
     modularevo,
+    nearswap,
+    passthrough,
+    ram,
+    sce,
     slerp,
+    spectral,
+    spherical,
     task_arithmetic,
 )
 
-__all__ = ["cabs", "linear", "model_stock", "modularevo", "slerp", "task_arithmetic"]
+__all__ = [
+    "arcee_fusion",
+    "cabs",
+    "linear",
+    "magmax",
+    "model_stock",
+    "modularevo",
+    "nearswap",
+    "passthrough",
+    "ram",
+    "sce",
+    "slerp",
+    "spectral",
+    "spherical",
+    "task_arithmetic",
+]

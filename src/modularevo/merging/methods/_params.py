@@ -7,7 +7,7 @@ subclasses keep the same interface (``check(value) -> problem | None``), so the
 config validator calls them like any other :class:`Param`.
 
 Cross-parameter rules (e.g. DELLA's ``density ± epsilon`` in (0, 1), CABS ``n <= m``)
-are exposed as ``MergeMethod.extras["validate"]``: a callable
+are exposed as ``MergeMethod.validate``: a callable
 ``(params: Mapping[str, Any], num_models: int) -> list[str]`` that receives the
 resolved parameters (per-model ones as lists of K values) and returns every problem.
 """
@@ -83,14 +83,25 @@ class IndexListParam(Param):
         return None
 
 
+@dataclass(frozen=True)
+class RescaleParam(Param):
+    """A random sparsifier's ``rescale``: ``true`` (``l1``), ``false``, ``l1``, ``inverse_p``."""
+
+    def check(self, value: Any) -> str | None:
+        """Return a problem description if ``value`` names no rescale mode."""
+        if isinstance(value, bool) or value in ("l1", "inverse_p"):
+            return None
+        return f"must be true, false, 'l1' (mergekit) or 'inverse_p' (the paper), got {value!r}"
+
+
 def weight_param(doc: str = "scale λ_t of this model's task vector") -> Param:
     """The per-model ``weight`` (mergekit's name), default 1.0, any finite real."""
     return OpenParam("weight", "per_model", default=1.0, doc=doc)
 
 
-def density_param(doc: str = "fraction of entries kept, in (0, 1]") -> Param:
-    """The per-model ``density`` in (0, 1], default 1.0 (keep everything)."""
-    return OpenParam("density", "per_model", default=1.0, gt=0.0, le=1.0, doc=doc)
+def density_param(doc: str = "fraction of entries kept, in [0, 1]") -> Param:
+    """The per-model ``density`` in [0, 1], default 1.0 (keep everything; 0 keeps nothing)."""
+    return OpenParam("density", "per_model", default=1.0, ge=0.0, le=1.0, doc=doc)
 
 
 def flag_param(name: str, default: bool, doc: str) -> Param:

@@ -105,7 +105,7 @@ def _validate(params: Mapping[str, Any], num_models: int) -> list[str]:
         IndexListParam("order", "global", default=(), doc="model indices, first gets first pick"),
     ),
     min_models=2,
-    extras={"validate": _validate},
+    validate=_validate,
 )
 def cabs(
     tensors: Sequence[Tensor],

@@ -5,15 +5,29 @@ Paper: Wortsman et al., "Model soups", https://arxiv.org/abs/2203.05482
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import flag_param, resolve_params, weight_param
-from modularevo.merging.spec import as_float32, register_method
+from modularevo.merging.spec import Capabilities, as_float32, register_method
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+
+def _check_sum(params: Mapping[str, Any]) -> list[str]:
+    """With ``normalize``, weights summing to (almost) zero have no average."""
+    weights = params.get("weight")
+    if not params.get("normalize", True) or not isinstance(weights, (list, tuple)):
+        return []
+    total = sum(float(w) for w in weights)
+    if abs(total) >= 1e-8:
+        return []
+    return [
+        f"weight: with normalize the weights {list(weights)} sum to {total}, which has no "
+        "average; change the weights or set normalize: false"
+    ]
 
 
 @register_method(
@@ -26,7 +40,8 @@ if TYPE_CHECKING:
         flag_param("int8_mask", False, "accepted for mergekit recipes; no effect here"),
     ),
     needs_base=False,
-    extras={"elementwise": True, "numpy": True},
+    capabilities=Capabilities(elementwise=True, numpy=True),
+    validate=lambda p, k: _check_sum(p),
 )
 def linear(
     tensors: Sequence[Tensor],

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from modularevo.errors import InputError
 from modularevo.merging.methods._params import resolve_params, weight_param
-from modularevo.merging.spec import Param, register_method
+from modularevo.merging.spec import Capabilities, Param, register_method
 from modularevo.utils.lazy import LazyModule
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _bool_mask(mask: Tensor, shape: torch.Size, i: int) -> Tensor:
         ),
     ),
     uses_masks=True,
-    extras={"elementwise": True},
+    capabilities=Capabilities(elementwise=True),
 )
 def modularevo(
     tensors: Sequence[Tensor],

@@ -13,20 +13,23 @@ defaults and order of operations are followed so recipes give the same tensors):
 name                      sparsify      consensus  normalize  rescale
 ========================  ============  =========  =========  =========
 ``task_arithmetic``       —             —          false      —
-``ties``                  magnitude     sum        **true**   false (L1)
-``dare_linear``           random        —          false      true (1/p)
-``dare_ties``             random        sum        false      true (1/p)
-``breadcrumbs``           outliers      —          false      false (L1)
-``breadcrumbs_ties``      outliers      sum        false      false (L1)
-``della``                 MagPrune      sum        **true**   true (1/p)
-``della_linear``          MagPrune      —          false      true (1/p)
+``ties``                  magnitude     sum        **true**   false
+``dare_linear``           random        —          false      true (L1)
+``dare_ties``             random        sum        false      true (L1)
+``breadcrumbs``           outliers      —          false      false
+``breadcrumbs_ties``      outliers      sum        false      false
+``della``                 MagPrune      sum        **true**   true (L1)
+``della_linear``          MagPrune      —          false      true (L1)
 ========================  ============  =========  =========  =========
 
-Defaults mirror mergekit: TIES and DELLA divide by the sum of the agreeing weights
-(a weighted disjoint mean; with all weights 1 this is the TIES paper's disjoint mean);
-the others do not normalize. ``lambda`` (default 1) scales the merged delta last.
-``rescale`` means 1/p for random sparsifiers and L1-norm matching for magnitude ones
-(mergekit ≤ 0.1 semantics).
+Defaults mirror mergekit 0.1.5: TIES and DELLA divide by the sum of the agreeing
+weights (a weighted disjoint mean; with all weights 1 this is the TIES paper's
+disjoint mean); the others do not normalize. ``lambda`` (default 1) scales the merged
+delta last. ``rescale: true`` matches each sparsified tensor's L1 norm to its
+unsparsified one, for every sparsifier, as mergekit has done since v0.1.0. The random
+sparsifiers (DARE, DELLA) also take ``rescale: inverse_p``: divide each survivor by
+its keep probability (1/density for DARE, 1/p_i for DELLA), the papers' unbiased
+choice; ``rescale: l1`` is a synonym of ``true``.
 
 Reproducing the reference codes: MergeLM TIES = ``ties`` with weights 1 and
 ``lambda`` = its scaling coefficient; ModularEvo's TIES (λ_t before election, mean by
@@ -44,12 +47,13 @@ from modularevo.merging.consensus import merge_deltas
 from modularevo.merging.methods._params import (
     INT8_MASK,
     OpenParam,
+    RescaleParam,
     density_param,
     flag_param,
     resolve_params,
     weight_param,
 )
-from modularevo.merging.spec import MergeFn, Param, as_float32, register_method
+from modularevo.merging.spec import Capabilities, MergeFn, Param, as_float32, register_method
 from modularevo.utils.lazy import LazyModule
 
 if TYPE_CHECKING:
@@ -96,9 +100,14 @@ def _params(v: GTAVariant) -> tuple[Param, ...]:
     if v.sparsifier == "della":
         ps.append(EPSILON)
     ps += [LAMBDA, flag_param("normalize", v.normalize, "divide by the sum of weights")]
-    if v.sparsifier is not None:
-        how = "1/p" if v.sparsifier in ("random", "della") else "match the L1 norm"
-        ps.append(flag_param("rescale", v.rescale, f"rescale survivors ({how})"))
+    if v.sparsifier in ("random", "della"):
+        ps.append(RescaleParam(
+            "rescale", "global", default=v.rescale,
+            doc="rescale survivors: true/l1 = match the L1 norm (mergekit), "
+            "inverse_p = divide by the keep probability (the paper), false = no",
+        ))  # fmt: skip
+    elif v.sparsifier is not None:
+        ps.append(flag_param("rescale", v.rescale, "rescale survivors (match the L1 norm)"))
     if v.sparsifier == "magnitude":
         ps.append(TRIM_SCOPE)
     ps.append(INT8_MASK)
@@ -238,7 +247,7 @@ def _validate(v: GTAVariant) -> Any:
         dens = _as_list(params.get("density", 1.0), num_models)
         eps = _as_list(params.get("epsilon", 0.15), num_models)
         for i, (d, e) in enumerate(zip(dens, eps, strict=True)):
-            if d < 1 and not (d - e > 0 and d + e < 1):
+            if 0 < d < 1 and not (d - e > 0 and d + e < 1):
                 problems.append(
                     f"model {i}: della needs 0 < density - epsilon and density + epsilon < 1, "
                     f"found density={d}, epsilon={e}; lower epsilon or move density"
@@ -278,15 +287,21 @@ def _register(v: GTAVariant) -> MergeFn:
     fn.__qualname__ = v.name
     fn.__doc__ = f"{v.summary}\n\nPaper: {v.paper}\n\nSee :mod:`{__name__}`."
     is_random = v.sparsifier in ("random", "della")
-    extras: dict[str, Any] = {"validate": _validate(v)}
+    caps = Capabilities()
     if v.sparsifier is None:
-        extras["elementwise"] = True
-        extras["numpy"] = v.consensus is None
+        caps = Capabilities(elementwise=True, numpy=v.consensus is None)
     if v.sparsifier == "magnitude":
-        extras["needs_thresholds"] = lambda params: params.get("trim_scope") == "global"
-        extras["elementwise"] = _global_trim_is_elementwise
-        extras["topk_cuts"] = _per_tensor_trim_is_chunkable
-    flags = dict(randomized=is_random, global_stats=v.sparsifier == "magnitude", extras=extras)
+        caps = Capabilities(
+            elementwise=_global_trim_is_elementwise,
+            topk_cuts=_per_tensor_trim_is_chunkable,
+            needs_thresholds=lambda params: params.get("trim_scope") == "global",
+        )
+    flags = dict(
+        randomized=is_random,
+        global_stats=v.sparsifier == "magnitude",
+        capabilities=caps,
+        validate=_validate(v),
+    )
     return register_method(v.name, paper=v.paper, summary=v.summary, params=_params(v), **flags)(fn)
 
 
