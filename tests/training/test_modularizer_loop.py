@@ -221,3 +221,19 @@ def test_seq2seq_objective_runs(tmp_path: Path) -> None:
     model, tok = _model("tiny-t5", "seq2seq")
     cfg = _cfg(tmp_path, model="tiny-t5", kind="seq2seq", steps=60, snapshot_levels=[0.5])
     assert 0.5 in modularize(cfg, model=model, tokenizer=tok, texts=_texts())
+
+
+def test_a_planted_pickle_checkpoint_is_refused_never_run(tmp_path: Path) -> None:
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (tmp_path / "PWNED",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(pickle.dumps(Payload()))
+    model, tok = _model()
+    with pytest.raises(InputError, match="read safely"):
+        modularize(_cfg(tmp_path, steps=2), model=model, tokenizer=tok, texts=_texts())
+    assert not (tmp_path / "PWNED").exists()

@@ -83,11 +83,18 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> dict[str, Any] | None
     """The checkpoint at ``path`` (None when there is none), checked against ``config``.
 
     Raises:
-        InputError: if the checkpoint was written with another resolved config.
+        InputError: if the file cannot be read with ``weights_only=True`` (refused, never
+            run) or the checkpoint was written with another resolved config.
     """
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a planted pickle or a foreign file: refused, never run
+        raise InputError(
+            f"{str(path)!r} is not a modularize checkpoint that can be read safely "
+            f"({type(exc).__name__}); delete it or use a new output_dir"
+        ) from None
     diff = config_diff(state.get("config", {}), config)
     if diff:
         shown = ", ".join(f"{k} ({_get(state['config'], k)!r} -> {_get(config, k)!r})"
