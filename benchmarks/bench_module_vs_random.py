@@ -20,9 +20,9 @@ import torch
 
 def _correct(model_dir: str, task: str, max_examples: int, max_length: int) -> list[int]:
     from modularevo.data import load_dataset
-    from modularevo.models.load import load_model
     from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
     from modularevo.evaluation.predict import eval_predictions
+    from modularevo.models.load import load_model
     from modularevo.utils.device import build_accelerator
 
     data = load_dataset(task)["test"]
