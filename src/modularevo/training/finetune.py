@@ -11,7 +11,11 @@ The output folder holds ``model/`` (a Hugging Face folder of the fine-tuned mode
 head; LoRA adapters merged into dense weights), ``metrics.json`` (validation and test
 accuracy and macro-F1, training history), ``config.resolved.yaml`` and ``run_info.json``.
 While training, ``checkpoints/`` and ``best.safetensors`` let a killed run resume.
-The best step is chosen on validation accuracy; test is evaluated once, at the end.
+The best step is chosen on validation accuracy among every evaluation, step 0 (the
+start) included, so a fine-tune that only hurts returns its start; test is evaluated
+once, at the end. Every evaluation keeps its per-example predictions (``history[i]
+["val_predictions"]``; ``validation``/``test`` hold ``predictions`` and ``labels``).
+The learning rate warms up linearly over ``warmup_steps``, then decays linearly to 0.
 """
 
 from __future__ import annotations
@@ -188,6 +192,14 @@ def _build_run(
     )
     steps_per_epoch = len(data.train) // cfg.batch_size
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    if cfg.warmup_steps >= total:
+        logger.warning(
+            "warmup_steps=%d >= the run's %d steps: the learning rate never decays; "
+            "lower warmup_steps (e.g. %d, a tenth of the steps)",
+            cfg.warmup_steps,
+            total,
+            max(1, total // 10),
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(cfg, total))
     model, optimizer = acc.prepare(model, optimizer)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -196,6 +208,7 @@ def _build_run(
 
 
 def _linear_schedule(cfg: FinetuneConfig, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_steps`` to ``lr``, then linear decay to 0 at ``total``."""
     warm = cfg.warmup_steps
 
     def factor(step: int) -> float:
@@ -245,6 +258,8 @@ def _train(
         desc=f"finetune[{cfg.strategy}]",
         disable=not (cfg.progress and acc.is_main_process),
     )
+    if cfg.eval_at_start and state.step == 0 and not state.history:  # the start may win
+        _evaluate_and_select(run, state, None)
     while state.step < run.total_steps and not state.stopped_early:
         epoch, offset = divmod(state.step, steps_per_epoch)
         for idx in global_batches(len(run.data.train), cfg.batch_size, seed=cfg.seed, epoch=epoch)[
@@ -289,7 +304,11 @@ def _train(
     return state
 
 
-def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
+def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> None:
+    """Score validation (per-example predictions kept in the history); keep the best step.
+
+    Step 0 (before any update) is evaluated too, so the best step may be the start.
+    """
     cfg = run.cfg
     val = score_split(
         run.model,
@@ -298,14 +317,16 @@ def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
         num_labels=run.data.num_labels,
         batch_size=cfg.eval_batch_size,
         accelerator=run.acc,
+        predictions=True,
     )
+    val.pop("labels")  # the same every time; metrics.json's validation entry holds them
     state.history.append(
         {"step": state.step, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}}
     )
     logger.info(
-        "step %d: train loss %.4f, val accuracy %.4f, val macro-F1 %.4f",
+        "step %d: train loss %s, val accuracy %.4f, val macro-F1 %.4f",
         state.step,
-        loss,
+        "–" if loss is None else f"{loss:.4f}",
         val["accuracy"],
         val["macro_f1"],
     )
@@ -370,6 +391,7 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
             num_labels=run.data.num_labels,
             batch_size=cfg.eval_batch_size,
             accelerator=acc,
+            predictions=True,
         )
     if run.plan is not None:
         metrics.update(mask_report(model, run.plan.masks, run.base_masked))
