@@ -12,7 +12,7 @@ from modularevo.evolution.config import EvolveConfig
 
 torch.set_num_threads(1)
 
-_GROUPS = {"ta": ["ab", "cd", "ef"], "tb": ["gh", "ij"]}
+_GROUPS = {"ta": ["ab", "cd", "ef"], "tb": ["gh", "ij"], "tc": ["kl", "mn"]}
 
 
 def tiny_task(
@@ -60,6 +60,7 @@ def tiny_corpus(letters: str, n: int = 40, seed: int = 0) -> dict[str, list[str]
 def tiny_inputs() -> tuple[dict[str, Any], dict[str, Any]]:
     """(datasets, texts) for :func:`modularevo.evolution.evolve`."""
     data = {"ta": tiny_task("ta", seed=1), "tb": tiny_task("tb", seed=2)}
+    data["tc"] = tiny_task("tc", seed=5)  # for retention_tasks
     texts = {"da": tiny_corpus("abcdef", seed=3), "db": tiny_corpus("ghij", seed=4)}
     return data, texts
 

@@ -54,3 +54,25 @@ def test_round_one_full_finetunes_are_shared_later_rounds_are_not(tmp_path: Path
     r2 = plan_jobs(ctx, 2, names)  # type: ignore[arg-type]
     assert len({j.key for j in r2.values()}) == 8  # 4 lineages x 2 tasks
     assert r2[("ft_ties", "t1")].start_state.endswith("rounds/ft_ties/r1/state.safetensors")
+
+
+def test_every_strategy_fine_tunes_a_task_on_the_same_data_order(tmp_path: Path) -> None:
+    from modularevo.evolution.config import EvolveConfig
+    from modularevo.evolution.runner import JobRunner
+
+    cfg = EvolveConfig.model_validate(
+        {"tasks": ["a", "b"], "rounds": 2, "output_dir": str(tmp_path)}
+    )
+    runner = JobRunner(cfg, workspace=object())  # type: ignore[arg-type]
+
+    def job(key: str, task: str, kind: str, rnd: int = 1) -> FinetuneJob:
+        module = "m.safetensors" if kind == "module" else None
+        return FinetuneJob(key, rnd, task, kind, "s", module, str(tmp_path / key))
+
+    full = runner.finetune_config(job("base-a-full", "a", "full"))
+    module = runner.finetune_config(job("base-a-module", "a", "module"))
+    merged = runner.finetune_config(job("ft_ties-a-full", "a", "full"))
+    assert full.seed == module.seed == merged.seed  # same (seed, task, round): same batches
+    assert full.train_shard == module.train_shard
+    assert runner.finetune_config(job("base-b-full", "b", "full")).seed != full.seed
+    assert runner.finetune_config(job("x", "a", "full", rnd=2)).seed != full.seed

@@ -10,7 +10,7 @@ import pytest
 from evolve_helpers import fake_config, tiny_inputs
 
 from modularevo.evolution import evolve
-from modularevo.evolution.evaluate import TaskEvaluator
+from modularevo.evolution.evaluate import LockedSplitError, TaskEvaluator
 from modularevo.evolution.runner import JobRunner
 from modularevo.evolution.state import RunDir
 
@@ -61,8 +61,11 @@ def test_report_files_and_table_shape(straight_run: dict[str, Any]) -> None:
     assert all(r["search_evals"] >= 2 and len(r["lambdas"]) == 2 for r in merged)
     md = (root / "report" / "report.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("| 2 |")]
-    assert len(table) == 2 * len(STRATEGIES)  # last-round table + every-round table
+    assert len(table) == len(STRATEGIES)  # the every-round table
     assert all(ln.count("|") == 10 for ln in table)  # 9 columns
+    last = [ln for ln in md.splitlines() if ln.startswith("| ft_ties | ") and "[" in ln]
+    assert len(last) == 1
+    assert last[0].count("[") == 4  # ta, tb, abs avg, norm avg intervals
     assert (root / "final" / "modularevo" / "model" / "config.json").is_file()
     assert (root / "final" / "modularevo" / "heads" / "tb.safetensors").is_file()
     assert not list((root / "finetunes").glob("*/*/model"))  # cleaned up
@@ -78,7 +81,7 @@ def test_selection_never_reads_test(straight_run: dict[str, Any]) -> None:
 
 def test_locked_evaluator_refuses_test(straight_run: dict[str, Any]) -> None:
     ev = TaskEvaluator({}, {})
-    with ev.locked_test(), pytest.raises(AssertionError, match="test split"):
+    with ev.locked_test(), pytest.raises(LockedSplitError, match="test split"):
         ev.score("ta", {}, "test")
 
 

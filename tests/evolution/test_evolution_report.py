@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from modularevo.evolution.config import EvolveConfig
@@ -61,3 +63,69 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "report.json").is_file()
     assert (tmp_path / "report" / "rounds.png").is_file()
     assert "| 1 | modularevo |" in md.read_text()
+
+
+def _pred_records(seed: int = 0) -> list[RoundRecord]:
+    """Two tasks of 200 examples, rounds 0-2; skill per strategy, a retention task."""
+    rng = np.random.default_rng(seed)
+    labels = {t: rng.integers(0, 3, 200) for t in ("a", "b", "keep")}
+    skill = {"base": 0.55, "single_task": 0.8, "modularevo": 0.75, "modularevo_random": 0.62,
+             "ft_ties": 0.6, "ft_cabs": 0.58}  # fmt: skip
+
+    def split(t: str, acc: float) -> dict[str, object]:
+        right = rng.random(200) < acc
+        preds = np.where(right, labels[t], (labels[t] + 1) % 3)
+        return {"accuracy": float(right.mean()), "n": 200, "predictions": preds.tolist(),
+                "labels": labels[t].tolist()}  # fmt: skip
+
+    def scores(acc: float, tasks: tuple[str, ...] = ("a", "b")) -> dict:
+        return {t: {"validation": split(t, acc), "test": split(t, acc)} for t in tasks}
+
+    recs = [RoundRecord("base", 0, scores=scores(0.55), retention=scores(0.7, ("keep",)))]
+    for rnd in (1, 2):
+        for name, acc in skill.items():
+            kept = {} if name == "single_task" else scores(0.7 - 0.05 * rnd, ("keep",))
+            recs.append(RoundRecord(name, rnd, scores=scores(acc), retention=kept))
+    return recs
+
+
+def test_report_with_predictions_has_intervals_tests_verdicts_and_forgetting(
+    tmp_path: Path,
+) -> None:
+    run = RunDir(tmp_path)
+    for rec in _pred_records():
+        run.write_round(rec, None)
+    cfg = EvolveConfig(tasks=["a", "b"], rounds=2, output_dir=str(tmp_path))
+    md = write_report(tmp_path, cfg).read_text()
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    stats = rep["stats"]
+    assert stats["n"] == {"a": 200, "b": 200}
+    row = next(r for r in stats["rows"] if (r["round"], r["strategy"]) == (2, "modularevo"))
+    for t in ("a", "b"):
+        d = row["tasks"][t]
+        assert d["lo"] < d["accuracy"] < d["hi"]
+        assert d["hi"] - d["lo"] < 15
+    assert row["abs_avg"]["lo"] < row["abs_avg"]["value"] < row["abs_avg"]["hi"]
+    n_pairs = {1: 15, 2: 15, 0: 0}  # C(6, 2) per trained round
+    for rnd, k in n_pairs.items():
+        assert sum(p["round"] == rnd for p in stats["pairs"]) == k
+    p = next(
+        p for p in stats["pairs"] if p["round"] == 2 and {p["a"], p["b"]} == {"base", "single_task"}
+    )
+    assert p["abs_avg"]["p_holm"] >= p["abs_avg"]["p"]
+    assert all("p_holm" in m for m in p["mcnemar"].values())
+    v = rep["verdicts"]
+    assert v["best_baseline_on_validation"] in ("ft_ties", "ft_cabs")
+    assert v["modularevo_vs_best_baseline"]["verdict"] == "yes"  # 75% vs ≤ 60% on 400 examples
+    assert v["learned_module_vs_random"]["lo"] > 0
+    forgetting = {(r["strategy"], r["round"]): r for r in rep["retention"]}
+    assert ("single_task", 1) not in forgetting
+    assert forgetting[("base", 0)]["forgetting"] == pytest.approx(0.0)
+    assert (
+        forgetting[("modularevo", 2)]["forgetting_lo"]
+        <= forgetting[("modularevo", 2)]["forgetting"]
+    )
+    assert "predictions" not in json.dumps(rep["records"])  # per-example lists stay in records
+    for text in ("Wilson 95% interval", "Decision rules", "Paired comparisons", "Forgetting"):
+        assert text in md
+    assert (tmp_path / "report" / "rounds.png").stat().st_size > 10_000

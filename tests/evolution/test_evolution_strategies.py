@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from modularevo.errors import UnknownNameError
+from modularevo.errors import ConfigError, UnknownNameError
 from modularevo.evolution.config import ALL_STRATEGIES
-from modularevo.evolution.strategies import STRATEGIES, get_strategy
+from modularevo.evolution.strategies import STRATEGIES, cabs_n, get_strategy
 from modularevo.merging import MERGE_METHODS
 from modularevo.merging.methods._params import resolve_params
 
@@ -19,7 +20,7 @@ def test_registry_matches_config_names() -> None:
 def test_method_params_resolve_for_three_tasks(name: str) -> None:
     s = get_strategy(name)
     assert s.merge_method is not None
-    params = s.method_params([0.5, 0.6, 0.7], 0.5, cabs_block=8)
+    params = s.method_params([0.5, 0.6, 0.7], 0.25, cabs_block=8)
     resolved = resolve_params(s.merge_method, params, 3)
     assert resolved["weight"] == [0.5, 0.6, 0.7]
     spec = MERGE_METHODS.get(s.merge_method)
@@ -37,3 +38,37 @@ def test_density_mapping() -> None:
         get_strategy("base").method_params([1], None)
     with pytest.raises(UnknownNameError):
         get_strategy("modular_evo")
+
+
+def test_cabs_with_k_tasks_refuses_k_times_n_above_m() -> None:
+    cabs = get_strategy("ft_cabs")
+    with pytest.raises(ValueError, match=r"K=4 tasks and n:m = 4:8 .* K\*n = 16 > 8"):
+        cabs.method_params([1, 1, 1, 1], 0.5, cabs_block=8)
+    assert cabs.method_params([1, 1, 1, 1], 0.25, cabs_block=8)["n"] == 2
+    assert cabs.method_params([1, 1, 1, 1], None, cabs_block=8)["n"] == 2
+    # the search only ever sees the usable densities
+    assert cabs.usable_densities([0.1, 0.25, 0.5], 4, cabs_block=8) == [0.1, 0.25]
+    assert get_strategy("ft_ties").usable_densities([0.5], 4) == [0.5]
+    assert cabs_n(0.01, 8) == 1
+    assert cabs_n(1.0, 8) == 8
+    with pytest.raises(ValueError, match=r"K=3 models and n:m = 2:4"):
+        MERGE_METHODS.get("cabs").fn([torch.zeros(4)] * 3, torch.zeros(4), n=2, m=4)
+
+
+def test_config_refuses_a_cabs_grid_without_a_usable_density() -> None:
+    from modularevo.config import validate
+    from modularevo.evolution.config import EvolveConfig
+
+    data = {"tasks": ["a", "b", "c", "d"], "search": {"densities": [0.5, 0.75]}}
+    with pytest.raises(ConfigError, match=r"K=4 tasks and n:m = 4:8"):
+        validate(EvolveConfig, data)
+    ok = validate(EvolveConfig, {**data, "search": {"densities": [0.25, 0.5]}})
+    assert ok.search.densities == (0.25, 0.5)
+    no_cabs = [s for s in ALL_STRATEGIES if s != "ft_cabs"]
+    assert validate(EvolveConfig, {**data, "strategies": no_cabs}).strategies == no_cabs
+
+
+def test_modularevo_random_is_the_module_control() -> None:
+    s = get_strategy("modularevo_random")
+    assert (s.train, s.merge_method, s.random_mask) == ("module", "modularevo", True)
+    assert not get_strategy("modularevo").random_mask

@@ -54,7 +54,7 @@ IDENTITY = {
     "della_linear": (1, {}),
     "slerp": (1, {"t": 1.0}),
     "model_stock": (3, {}),
-    "cabs": (2, {"n": 4, "m": 4}),  # first model takes every position
+    "cabs": (2, {"n": 2, "m": 4}),  # the two copies split every block between them
     "modularevo": (1, {}),
     "tsv_m": (1, {}),  # one task keeps its full SVD: the task matrix itself
     "iso_c": (1, {}),  # see NOT_IDENTITY

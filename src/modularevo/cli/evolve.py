@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from modularevo.utils.atomic import claim_output
 
@@ -16,26 +15,17 @@ console = Console()
 
 
 def print_summary(run: Path, seconds: float) -> None:
-    """Print the last round's comparison table and where the report is."""
+    """Print the last round's figures with their 95% intervals, a reading, and the report."""
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
-    from modularevo.evolution.report import last_round_rows
+    from modularevo.evolution.report import summary_lines
 
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
-    tasks = data["config"]["tasks"]
-    rows = last_round_rows(data["table_test"])
-    title = f"round {rows[0]['round']} (test accuracy %)" if rows else "no rounds"
-    table = Table(title=title)
-    for col in ["strategy", *tasks, "abs avg", "norm avg"]:
-        table.add_column(col, justify="left" if col == "strategy" else "right")
-    for r in rows:
-        norm = "–" if r["norm_avg"] is None else f"{r['norm_avg']:.2f}"
-        cells = [f"{100 * r[t]:.2f}" for t in tasks]
-        table.add_row(r["strategy"], *cells, f"{r['abs_avg']:.2f}", norm)
-    console.print(table)
-    console.print(f"report: {run / 'report' / 'report.md'}")
+    for line in summary_lines(data):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"report: {run / 'report' / 'report.md'}", markup=False)
     plots = [run / "report" / p for p in data.get("plots", [])]
     if plots:
-        console.print("plots: " + ", ".join(str(p) for p in plots))
+        console.print("plots: " + ", ".join(str(p) for p in plots), markup=False)
     console.print(f"wall time: {seconds / 60:.1f} min")
 
 

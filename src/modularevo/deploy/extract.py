@@ -31,7 +31,7 @@ from modularevo.deploy import hf_pruned
 from modularevo.deploy.hf_pruned import FAMILY_SPECS
 from modularevo.deploy.plan import ExtractPlan, plan_extraction
 from modularevo.errors import InputError
-from modularevo.models.cards import write_model_card
+from modularevo.evaluation.cards import write_model_card
 from modularevo.modules.mask import ModuleMask
 from modularevo.utils.atomic import atomic_dir
 

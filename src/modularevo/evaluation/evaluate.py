@@ -31,7 +31,8 @@ def score_split(
     num_labels: int | None = None,
     batch_size: int = 64,
     accelerator: Any = None,
-) -> dict[str, float]:
+    predictions: bool = False,
+) -> dict[str, Any]:
     """Score tokenized ``examples`` (from :func:`~modularevo.data.collate.tokenize_split`).
 
     Args:
@@ -41,9 +42,11 @@ def score_split(
         num_labels: size of the label set; classes never seen still count in macro-F1.
         batch_size: examples per forward pass and process.
         accelerator: an Accelerator (several processes share the work); default one process.
+        predictions: also return ``predictions`` and ``labels`` (one int per example, in
+            example order), for paired tests between models scored on the same examples.
 
     Returns:
-        ``accuracy``, ``macro_f1``, ``loss`` and ``n``.
+        ``accuracy``, ``macro_f1``, ``loss`` and ``n`` (and the per-example lists).
     """
     if not examples:
         raise InputError("the split to evaluate is empty; nothing to score")
@@ -58,12 +61,16 @@ def score_split(
         acc, model, len(examples), collate, batch_size=batch_size
     )
     classes = list(range(num_labels)) if num_labels else None
-    return {
+    out: dict[str, Any] = {
         "accuracy": accuracy(labels, preds),
         "macro_f1": macro_f1(labels, preds, labels=classes),
         "loss": loss,
         "n": len(labels),
     }
+    if predictions:
+        out["predictions"] = [int(p) for p in preds]
+        out["labels"] = [int(y) for y in labels]
+    return out
 
 
 def evaluate_model(

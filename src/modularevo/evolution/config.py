@@ -12,15 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ALL_STRATEGIES = (
-    "base",
-    "single_task",
-    "modularevo",
-    "ft_task_arithmetic",
-    "ft_ties",
-    "ft_dare",
-    "ft_cabs",
-)
+from modularevo.evolution.strategies import STRATEGIES, cabs_n
+from modularevo.training.finetune_config import FinetuneConfig
+
+ALL_STRATEGIES = tuple(STRATEGIES.names())
 
 
 class _Frozen(BaseModel):
@@ -49,26 +44,42 @@ class ModularizeOptions(_Frozen):
     )
 
 
-class FinetuneOptions(_Frozen):
-    """Per-round fine-tuning of every task (one FinetuneConfig per task and strategy)."""
+# FinetuneConfig keys that the evolution sets per job; a run config leaves them out.
+JOB_KEYS = (
+    "model", "task", "strategy", "module", "allow_modified_base", "seed", "output_dir",
+    "train_shard", "overwrite", "resume", "cpu", "progress",
+)  # fmt: skip
 
-    lr: float = Field(default=5e-5, gt=0, description="lr of full fine-tuning")
-    module_lr: float | None = Field(default=None, gt=0, description="lr inside modules; default lr")
-    head_lr: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    max_length: int = Field(default=128, ge=8)
-    epochs: float = Field(default=1.0, gt=0)
-    max_steps: int | None = Field(default=None, ge=1)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_steps: int = Field(default=0, ge=0)
-    eval_every: int = Field(
-        default=50, ge=1, description="validation checks for best-step selection"
-    )
-    patience: int | None = Field(default=None, ge=1)
-    max_train_examples: int | None = Field(default=None, ge=1, description="cap per round's shard")
-    extra: dict[str, Any] = Field(
-        default_factory=dict, description="further FinetuneConfig keys, passed through"
-    )
+
+class EvolveFinetune(FinetuneConfig):
+    """The per-round fine-tunes' options: a partial :class:`FinetuneConfig`.
+
+    Every knob and its default is FinetuneConfig's; the keys of :data:`JOB_KEYS` are
+    filled in per job (model, task, strategy, module, seed (run seed, task, round),
+    folder, train shard, ...). ``module_lr`` is the one addition: the learning rate
+    inside modules (default ``lr``).
+    """
+
+    model: str = Field("", description="set per job: the run's model")
+    task: str = Field("", description="set per job")
+    strategy: Literal["module", "full", "lora"] = Field("full", description="set per job")
+    module_lr: float | None = Field(None, gt=0, description="lr inside modules; default lr")
+
+    @model_validator(mode="after")
+    def _no_job_keys(self) -> EvolveFinetune:
+        fields = type(self).model_fields
+        given = [k for k in JOB_KEYS if getattr(self, k) != fields[k].get_default()]
+        if given:
+            raise ValueError(
+                f"finetune.{given[0]} is set per job by the evolution (keys {list(JOB_KEYS)}); "
+                "remove it from the run config"
+            )
+        return self
+
+    def for_job(self, update: dict[str, Any]) -> FinetuneConfig:
+        """The full, validated FinetuneConfig of one job: these options plus ``update``."""
+        data = self.model_copy(update=update).model_dump(exclude={"module_lr"})
+        return FinetuneConfig.model_validate(data)
 
 
 class SearchOptions(_Frozen):
@@ -113,7 +124,7 @@ class EvolveConfig(_Frozen):
     rounds: int = Field(default=3, ge=1)
     strategies: list[str] = Field(default_factory=lambda: list(ALL_STRATEGIES), min_length=1)
     modularize: ModularizeOptions = Field(default_factory=ModularizeOptions)
-    finetune: FinetuneOptions = Field(default_factory=FinetuneOptions)
+    finetune: EvolveFinetune = Field(default_factory=lambda: EvolveFinetune.model_validate({}))
     search: SearchOptions = Field(default_factory=SearchOptions)
     max_eval_examples: int | None = Field(
         default=500, ge=1, description="val/test examples per task"
@@ -122,6 +133,17 @@ class EvolveConfig(_Frozen):
         default=200, ge=1, description="validation examples per task scored by the λ search"
     )
     probe_steps: int = Field(default=150, ge=1, description="linear-probe steps for the base heads")
+    retention_tasks: list[str] = Field(
+        default_factory=list,
+        description="tasks never trained: their round-0 probe head stays fixed and is re-scored "
+        "on every merged backbone (forgetting = round-0 accuracy - round-r accuracy)",
+    )
+    gate_min_gain: float | None = Field(
+        default=None,
+        ge=0,
+        description="points single_task must gain over base on every task's validation after "
+        "round 1 before the other strategies run; the run stops otherwise",
+    )
     jobs: int | Literal["auto"] = Field(
         default="auto", description="parallel fine-tunes per round; auto: one per GPU, else 1"
     )
@@ -130,6 +152,9 @@ class EvolveConfig(_Frozen):
     keep_finetuned: bool = Field(default=False, description="keep every fine-tuned model folder")
     plots: bool = True
     progress: bool = True
+    stage_progress: bool = Field(
+        default=True, description="a bar per fine-tune and module too (false: the run's bar only)"
+    )
     cpu: bool = False
 
     @field_validator("strategies")
@@ -156,4 +181,26 @@ class EvolveConfig(_Frozen):
         stray = sorted(set(self.domains) - set(self.tasks))
         if stray:
             raise ValueError(f"domains names tasks not in `tasks`: {stray}")
+        both = sorted(set(self.retention_tasks) & set(self.tasks))
+        if both or len(set(self.retention_tasks)) != len(self.retention_tasks):
+            raise ValueError(
+                f"retention_tasks must be distinct and not trained; {both or self.retention_tasks}"
+            )
+        if self.gate_min_gain is not None and {"base", "single_task"} - set(self.strategies):
+            raise ValueError("gate_min_gain compares single_task with base; list both strategies")
+        return self
+
+    @model_validator(mode="after")
+    def _cabs_densities(self) -> EvolveConfig:
+        if "ft_cabs" not in self.strategies:
+            return self
+        k, m = len(self.tasks), self.search.cabs_block
+        if not any(k * cabs_n(d, m) <= m for d in self.search.densities):
+            n = cabs_n(min(self.search.densities), m)
+            raise ValueError(
+                f"ft_cabs with K={k} tasks and n:m = {n}:{m} (smallest density "
+                f"{min(self.search.densities)}) gives K*n = {k * n} > m = {m}: later tasks "
+                f"would get empty masks; add a density <= {1 / k:.3g} to search.densities "
+                f"or raise search.cabs_block"
+            )
         return self

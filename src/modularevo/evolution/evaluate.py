@@ -4,7 +4,8 @@
 whose weights are overwritten for each evaluation), the tokenized evaluation slices
 and the linear probe used for the untouched base. Selection (the λ search) only
 sees the ``search`` slice of validation; while an objective runs, the test split is
-locked and reading it raises ``AssertionError``.
+locked and reading it raises :class:`LockedSplitError`. Validation and test scores
+keep their per-example predictions and labels, for the paired tests of the report.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from modularevo.utils.seed import derived_generator
 logger = logging.getLogger(__name__)
 
 SPLITS = ("search", "validation", "test")
+
+
+class LockedSplitError(RuntimeError):
+    """The test split was read while a selection objective ran (a leak of test into selection)."""
 
 
 def subset_indices(n: int, cap: int | None, seed: int, key: str) -> list[int]:
@@ -79,7 +84,7 @@ class TaskEvaluator:
 
     @contextlib.contextmanager
     def locked_test(self) -> Iterator[None]:
-        """Within the block, any read of the test split raises ``AssertionError``."""
+        """Within the block, any read of the test split raises :class:`LockedSplitError`."""
         before = self._test_locked
         self._test_locked = True
         try:
@@ -87,10 +92,20 @@ class TaskEvaluator:
         finally:
             self._test_locked = before
 
-    def score(self, task: str, state: Mapping[str, Tensor], split: str) -> dict[str, float]:
-        """Load ``state`` into ``task``'s template and score it on ``split``."""
+    def score(self, task: str, state: Mapping[str, Tensor], split: str) -> dict[str, Any]:
+        """Load ``state`` into ``task``'s template and score it on ``split``.
+
+        Validation and test results carry ``predictions`` and ``labels`` (per example).
+
+        Raises:
+            LockedSplitError: ``split`` is test and a selection objective is running.
+        """
         if split == "test":
-            assert not self._test_locked, "the test split was read during selection"
+            if self._test_locked:
+                raise LockedSplitError(
+                    f"the test split of {task!r} was read while a selection objective ran; "
+                    "selection must score the 'search' or 'validation' split only"
+                )
             self.test_reads += 1
         model = self.templates[task]
         model.load_state_dict(dict(state), strict=True)
@@ -101,11 +116,12 @@ class TaskEvaluator:
             pad_id=d.pad_id,
             num_labels=d.num_labels,
             batch_size=self.batch_size,
+            predictions=split != "search",
         )
 
     def score_all(
         self, states: Callable[[str], Mapping[str, Tensor]]
-    ) -> dict[str, dict[str, dict[str, float]]]:
+    ) -> dict[str, dict[str, dict[str, Any]]]:
         """Validation and test scores of every task; ``states(task)`` gives its weights."""
         return {
             t: {s: self.score(t, states(t), s) for s in ("validation", "test")} for t in self.data

@@ -82,12 +82,16 @@ def split_jobs(jobs: Sequence[T], workers: int) -> list[list[T]]:
     return [b for b in buckets if b]
 
 
+RunnerFactory = Callable[[dict[str, Any]], Callable[[FinetuneJob], None]]
+
+
 def run_jobs(
     jobs: Sequence[FinetuneJob],
     runner: Callable[[FinetuneJob], None],
     *,
     workers: int,
     config_json: dict[str, Any] | None = None,
+    factory: RunnerFactory | None = None,
 ) -> None:
     """Run every job: in this process when ``workers == 1``, else one process per bucket.
 
@@ -96,11 +100,13 @@ def run_jobs(
         runner: runs one job in this process (sequential path).
         workers: number of parallel workers.
         config_json: the run's config, rebuilt in each worker process (parallel path).
+        factory: a module-level function ``config_json -> runner`` that each worker
+            process calls (e.g. :func:`modularevo.evolution.runner.runner_from_json`).
 
     Raises:
         RuntimeError: a worker process failed.
     """
-    if workers <= 1 or len(jobs) <= 1 or config_json is None:
+    if workers <= 1 or len(jobs) <= 1 or config_json is None or factory is None:
         for job in jobs:
             runner(job)
         return
@@ -111,7 +117,7 @@ def run_jobs(
     procs = []
     for i, bucket in enumerate(buckets):
         device = str(i % gpus) if gpus else ""
-        args = (config_json, [j.to_json() for j in bucket], device, threads)
+        args = (factory, config_json, [j.to_json() for j in bucket], device, threads)
         p = ctx.Process(target=_worker, args=args, name=f"evolve-worker-{i}")
         p.start()
         procs.append(p)
@@ -125,14 +131,15 @@ def run_jobs(
 
 
 def _worker(
-    config_json: dict[str, Any], jobs: list[dict[str, Any]], device: str, threads: int
+    factory: RunnerFactory,
+    config_json: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    device: str,
+    threads: int,
 ) -> None:
     if device:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     torch.set_num_threads(threads)
-    from modularevo.evolution.config import EvolveConfig
-    from modularevo.evolution.runner import JobRunner
-
-    runner = JobRunner(EvolveConfig.model_validate(config_json))
+    runner = factory(config_json)
     for j in jobs:
         runner(FinetuneJob(**j))

@@ -11,6 +11,12 @@ For each round r = 1..R and each strategy (see :mod:`modularevo.evolution.strate
 3. every task is scored on validation and test; the merged model is the next
    round's current model.
 
+Round 0 is the untouched base with linear-probe heads. With ``gate_min_gain`` set, the
+gate runs next: round 1 of ``single_task`` only, then the run stops (:class:`GateError`)
+unless single_task beats base by that many points on every task's validation; modules
+and every other strategy (the main phase) come after. Retention tasks are scored with
+their fixed round-0 probe heads on every merged backbone.
+
 Every step writes its outputs atomically, so a killed run resumes where it stopped.
 """
 
@@ -20,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,15 @@ from modularevo.errors import InputError
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import TaskEvaluator
 from modularevo.evolution.jobs import TUNED_FILE, FinetuneJob, resolve_workers, run_jobs
-from modularevo.evolution.prepare import build_evaluator, ensure_base, ensure_modules, split_heads
-from modularevo.evolution.runner import JobRunner, Workspace, load_tuned
+from modularevo.evolution.prepare import (
+    build_evaluator,
+    build_retention_evaluator,
+    ensure_base,
+    ensure_modules,
+    ensure_random_twins,
+    split_heads,
+)
+from modularevo.evolution.runner import JobRunner, Workspace, load_tuned, runner_from_json
 from modularevo.evolution.search import search_merge
 from modularevo.evolution.state import STATE_FILE, ModelState, RoundRecord, RunDir
 from modularevo.evolution.strategies import Strategy, get_strategy
@@ -43,6 +56,10 @@ from modularevo.utils.atomic import atomic_write_text
 from modularevo.utils.seed import derived_seed
 
 logger = logging.getLogger(__name__)
+
+
+class GateError(InputError):
+    """single_task did not beat base by ``gate_min_gain`` points on every task."""
 
 
 @dataclass
@@ -54,6 +71,9 @@ class _Ctx:
     modules: dict[str, str]
     runner: JobRunner
     bar: Any
+    twins: dict[str, str] = field(default_factory=dict)
+    retention: TaskEvaluator | None = None
+    retention_heads: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def as_config(
@@ -96,18 +116,32 @@ def evolve(
     _write_config(cfg, run)
     ws = Workspace(cfg, datasets=datasets)
     ctx = _Ctx(cfg, ws, build_evaluator(cfg, ws), run, {}, JobRunner(cfg, ws), None)
-    total = 2 + cfg.rounds * len(cfg.strategies)
+    ctx.retention = build_retention_evaluator(cfg, ws)
+    total = 2 + cfg.rounds * len(cfg.strategies) + (cfg.gate_min_gain is not None)
     with tqdm(total=total, desc="evolve", disable=not cfg.progress, unit="step") as bar:
         ctx.bar = bar
-        if "modularevo" in cfg.strategies:
+        bar.set_description("evolve: base + probes")
+        ensure_base(cfg, ws, ctx.ev, run, ctx.retention)
+        base_state = run.read_state("base", 0)
+        ctx.retention_heads = {t: base_state.tasks[t] for t in cfg.retention_tasks}
+        bar.update(1)
+        if cfg.gate_min_gain is not None:  # before the main phase (modules included)
+            bar.set_description("evolve: gate (single_task, round 1)")
+            _run_strategies(ctx, 1, ["single_task"])
+            gains = check_gate(ctx.run, cfg.tasks, cfg.gate_min_gain)
+            tqdm.write(
+                "gate passed: single_task − base on validation after round 1 (points): "
+                + ", ".join(f"{t} {g:+.1f}" for t, g in gains.items())
+                + f" (>= {cfg.gate_min_gain:g} required)"
+            )
+        if any(get_strategy(s).train == "module" for s in cfg.strategies):
             bar.set_description("evolve: modules")
             ctx.modules = ensure_modules(cfg, ws, run, dict(texts or {}))
-        bar.update(1)
-        bar.set_description("evolve: base + probes")
-        ensure_base(cfg, ws, ctx.ev, run)
+            if any(get_strategy(s).random_mask for s in cfg.strategies):
+                ctx.twins = ensure_random_twins(cfg, run, ctx.modules)
         bar.update(1)
         for rnd in range(1, cfg.rounds + 1):
-            _run_round(ctx, rnd)
+            _run_strategies(ctx, rnd, cfg.strategies)
     _save_finals(ctx)
     from modularevo.evolution.report import write_report
 
@@ -144,26 +178,63 @@ def plan_jobs(ctx: _Ctx, rnd: int, strategies: list[str]) -> dict[tuple[str, str
         if s.train is None:
             continue
         start, path = _start(ctx, name, rnd)
+        kind = f"{s.train}-random" if s.random_mask else s.train
+        modules = ctx.twins if s.random_mask else ctx.modules
         for task in ctx.cfg.tasks:
-            key = f"{start}-{task}-{s.train}"
+            key = f"{start}-{task}-{kind}"
             if key not in by_key:
-                module = ctx.modules.get(task) if s.train == "module" else None
+                module = modules.get(task) if s.train == "module" else None
                 out_dir = ctx.run.finetune_dir(rnd, key)
                 by_key[key] = FinetuneJob(key, rnd, task, s.train, str(path), module, str(out_dir))
             out[(name, task)] = by_key[key]
     return out
 
 
-def _run_round(ctx: _Ctx, rnd: int) -> None:
-    pending = [s for s in ctx.cfg.strategies if not ctx.run.has_round(s, rnd)]
-    ctx.bar.update(len(ctx.cfg.strategies) - len(pending))
+def check_gate(run: RunDir, tasks: list[str], min_gain: float) -> dict[str, float]:
+    """Validation gain (points) of round-1 single_task over base per task; stop if too small.
+
+    The gain is read from the records, on validation (selection data, never test), and
+    logged; the run stops unless every task gains at least ``min_gain`` points.
+
+    Raises:
+        GateError: a task gains less than ``min_gain`` points.
+    """
+    base, single = run.read_record("base", 0), run.read_record("single_task", 1)
+    val = "validation"
+    gains = {
+        t: 100 * (single.scores[t][val]["accuracy"] - base.scores[t][val]["accuracy"])
+        for t in tasks
+    }
+    text = ", ".join(f"{t} {g:+.1f}" for t, g in gains.items())
+    short = [t for t, g in gains.items() if g < min_gain]
+    run.write_json("gate.json", {"min_gain": min_gain, "gain_points": gains, "passed": not short})
+    if short:
+        raise GateError(
+            f"gate failed: single_task must beat base by >= {min_gain:g} points on every task's "
+            f"validation after round 1, got {text}; the main phase was not run. Fine-tuning "
+            f"does not learn {short} at this budget: raise finetune.max_steps or finetune.lr, "
+            "or choose other tasks"
+        )
+    logger.info("gate passed (>= %g points on validation): %s", min_gain, text)
+    return gains
+
+
+def _run_strategies(ctx: _Ctx, rnd: int, names: list[str]) -> None:
+    pending = [s for s in names if not ctx.run.has_round(s, rnd)]
+    ctx.bar.update(len(names) - len(pending))
     if not pending:
         return
     jobs = plan_jobs(ctx, rnd, pending)
     unique = sorted({j.key: j for j in jobs.values()}.values(), key=lambda j: j.key)
     workers = 1 if ctx.ws.in_memory_data else resolve_workers(ctx.cfg.jobs)
     ctx.bar.set_description(f"evolve r{rnd}: {len(unique)} fine-tunes")
-    run_jobs(unique, ctx.runner, workers=workers, config_json=ctx.cfg.model_dump(mode="json"))
+    run_jobs(
+        unique,
+        ctx.runner,
+        workers=workers,
+        config_json=ctx.cfg.model_dump(mode="json"),
+        factory=runner_from_json,
+    )
     for name in pending:
         ctx.bar.set_description(f"evolve r{rnd}: {name}")
         t0 = time.perf_counter()
@@ -172,8 +243,14 @@ def _run_round(ctx: _Ctx, rnd: int) -> None:
         ctx.run.write_round(record, state)
         ctx.bar.update(1)
     if not ctx.cfg.keep_finetuned:
-        for job in unique:
-            (Path(job.out_dir) / TUNED_FILE).unlink(missing_ok=True)
+        for job in unique:  # a fine-tune that a strategy still to run needs is kept
+            if not _pending_user(ctx, rnd, job.key):
+                (Path(job.out_dir) / TUNED_FILE).unlink(missing_ok=True)
+
+
+def _pending_user(ctx: _Ctx, rnd: int, key: str) -> bool:
+    left = [s for s in ctx.cfg.strategies if not ctx.run.has_round(s, rnd)]
+    return any(j.key == key for j in plan_jobs(ctx, rnd, left).values())
 
 
 def _step(
@@ -181,7 +258,7 @@ def _step(
 ) -> tuple[RoundRecord, ModelState | None]:
     if s.train is None:  # the untouched base: round 0's scores, every round
         base = ctx.run.read_record("base", 0)
-        return RoundRecord(s.name, rnd, scores=base.scores), None
+        return RoundRecord(s.name, rnd, scores=base.scores, retention=base.retention), None
     tuned, summaries = {}, {}
     for task in ctx.cfg.tasks:
         tuned[task], summaries[task] = load_tuned(jobs[(s.name, task)])
@@ -191,7 +268,15 @@ def _step(
         return RoundRecord(s.name, rnd, scores=scores, finetunes=summaries), state
     state, search = _merge_step(ctx, s, rnd, tuned)
     scores = ctx.ev.score_all(state.for_task)
-    return RoundRecord(s.name, rnd, scores, search, summaries), state
+    kept = _retention_scores(ctx, state)
+    return RoundRecord(s.name, rnd, scores, search, summaries, retention=kept), state
+
+
+def _retention_scores(ctx: _Ctx, state: ModelState) -> dict[str, Any]:
+    """Each retention task's fixed round-0 probe head on ``state``'s shared backbone."""
+    if ctx.retention is None:
+        return {}
+    return ctx.retention.score_all(lambda t: {**state.shared, **ctx.retention_heads[t]})
 
 
 def _merge_step(
@@ -202,7 +287,11 @@ def _merge_step(
     current = ModelState.load(start_path)
     heads = {t: split_heads(tuned[t], ctx.ws.head_prefixes(t))[1] for t in tasks}
     models = [tuned[t] for t in tasks]
-    masks = _masks(ctx) if s.merge_method == "modularevo" else None
+    masks = (
+        _masks(ctx, ctx.twins if s.random_mask else ctx.modules)
+        if s.merge_method == "modularevo"
+        else None
+    )
     seed = derived_seed(cfg.seed, "merge", s.name, rnd)
     method = s.merge_method
     assert method is not None
@@ -212,7 +301,9 @@ def _merge_step(
         return merge_state_dicts(current.shared, models, method, params, masks=masks, seed=seed)
 
     o = cfg.search
-    densities: list[float | None] = list(o.densities) if s.density != "none" else [None]
+    densities: list[float | None] = [None]
+    if s.density != "none":  # CABS: only densities with K·n <= m (the config has one)
+        densities = list(s.usable_densities(o.densities, len(tasks), cabs_block=o.cabs_block))
     result = search_merge(
         ctx.ev.search_objective(merged, heads),
         len(tasks),
@@ -230,12 +321,11 @@ def _merge_step(
     return state, result.to_json()
 
 
-def _masks(ctx: _Ctx) -> list[dict[str, torch.Tensor]]:
+def _masks(ctx: _Ctx, modules: dict[str, str]) -> list[dict[str, torch.Tensor]]:
     from modularevo.training.strategies import load_plan_masks
 
     return [
-        load_plan_masks(ctx.modules[t], ctx.ws.template(t), allow_modified=True)
-        for t in ctx.cfg.tasks
+        load_plan_masks(modules[t], ctx.ws.template(t), allow_modified=True) for t in ctx.cfg.tasks
     ]
 
 

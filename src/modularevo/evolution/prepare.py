@@ -53,13 +53,22 @@ def task_domain(cfg: EvolveConfig, task: str) -> str:
 
 def build_evaluator(cfg: EvolveConfig, ws: Workspace) -> TaskEvaluator:
     """Tokenize every task's evaluation slices and set up the templates."""
+    return _evaluator(cfg, ws, cfg.tasks)
+
+
+def build_retention_evaluator(cfg: EvolveConfig, ws: Workspace) -> TaskEvaluator | None:
+    """The evaluator of ``retention_tasks`` (never trained; fixed round-0 probe heads)."""
+    return _evaluator(cfg, ws, cfg.retention_tasks) if cfg.retention_tasks else None
+
+
+def _evaluator(cfg: EvolveConfig, ws: Workspace, tasks: list[str]) -> TaskEvaluator:
     caps = {
         "search": cfg.max_search_examples,
         "validation": cfg.max_eval_examples,
         "test": cfg.max_eval_examples,
     }
     data, templates = {}, {}
-    for task in cfg.tasks:
+    for task in tasks:
         templates[task] = ws.template(task)
         data[task] = prepare_task(
             task, ws.dataset(task), ws.tokenizer, max_length=cfg.finetune.max_length, caps=caps
@@ -98,7 +107,7 @@ def _learn_module(
             "snapshot_levels": levels,
             "seed": derived_seed(cfg.seed, "modularize", domain) % 2**31,
             "output_dir": str(out),
-            "progress": cfg.progress,
+            "progress": cfg.progress and cfg.stage_progress,
             **o.extra,
         }
     )
@@ -130,6 +139,26 @@ def ensure_modules(
         atomic_write_text(marker, json.dumps({"domain": domain, "path": by_domain[domain]}))
     _write_overlap(run, by_domain)
     return {t: by_domain[task_domain(cfg, t)] for t in cfg.tasks}
+
+
+def ensure_random_twins(cfg: EvolveConfig, run: RunDir, modules: dict[str, str]) -> dict[str, str]:
+    """Task -> the random twin of its module (same kept count per parameter), made once.
+
+    The twin of domain d is ``modules/<d>/random_twin.safetensors``, seeded by (run seed, d).
+    """
+    from modularevo.modules import load_module, save_module
+    from modularevo.modules.analysis import random_twin
+    from modularevo.utils.seed import derived_generator
+
+    out: dict[str, str] = {}
+    for task, path in modules.items():
+        domain = task_domain(cfg, task)
+        twin = run.module_dir(domain) / "random_twin.safetensors"
+        if not twin.is_file():
+            gen = derived_generator(cfg.seed, "random-twin", domain)
+            save_module(random_twin(load_module(path), gen), twin)
+        out[task] = str(twin)
+    return out
 
 
 def _pick_level(paths: dict[float, Path], density: float, domain: str) -> Path:
@@ -166,8 +195,17 @@ def split_heads(
     return shared, head
 
 
-def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir) -> None:
-    """Write round 0: the base backbone with linear-probe heads, scored on val and test."""
+def ensure_base(
+    cfg: EvolveConfig,
+    ws: Workspace,
+    ev: TaskEvaluator,
+    run: RunDir,
+    retention: TaskEvaluator | None = None,
+) -> None:
+    """Write round 0: the base backbone with linear-probe heads, scored on val and test.
+
+    Retention tasks get a probe head too (kept fixed in every later round).
+    """
     if run.has_round("base", 0):
         return
     from modularevo.training.finetune_config import TrainShard
@@ -179,7 +217,10 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
         ws.head_prefixes(cfg.tasks[0]),
     )
     state = ModelState(shared=shared)
-    for task in cfg.tasks:
+    evaluators = {t: ev for t in cfg.tasks}
+    if retention is not None:
+        evaluators.update({t: retention for t in cfg.retention_tasks})
+    for task, task_ev in evaluators.items():
         model = ws.template(task)
         model.load_state_dict({**model.state_dict(), **shared})
         _, head = split_heads(dict(model.state_dict()), ws.head_prefixes(task))
@@ -190,13 +231,14 @@ def ensure_base(cfg: EvolveConfig, ws: Workspace, ev: TaskEvaluator, run: RunDir
         from modularevo.data.collate import tokenize_split
 
         ex = tokenize_split(train.select(idx), ws.tokenizer, max_length=cfg.finetune.max_length)
-        feats = pooled_features(model, ex, ev.data[task].pad_id, 64)
+        feats = pooled_features(model, ex, task_ev.data[task].pad_id, 64)
         labels = torch.tensor([e["labels"] for e in ex])
         probe = train_probe(
-            feats, labels, ev.data[task].num_labels, steps=cfg.probe_steps, seed=cfg.seed
+            feats, labels, task_ev.data[task].num_labels, steps=cfg.probe_steps, seed=cfg.seed
         )
         head = {k: v.detach().clone() for k, v in head.items()}
         head.update({f"classifier.{k}": v for k, v in probe.items()})
         state.tasks[task] = head
     scores = ev.score_all(state.for_task)
-    run.write_round(RoundRecord("base", 0, scores=scores), state)
+    kept = retention.score_all(state.for_task) if retention is not None else {}
+    run.write_round(RoundRecord("base", 0, scores=scores, retention=kept), state)

@@ -120,37 +120,29 @@ class JobRunner:
         self.ws = workspace or Workspace(config)
 
     def finetune_config(self, job: FinetuneJob) -> FinetuneConfig:
-        """The FinetuneConfig of ``job`` (train shard ``round - 1`` of ``rounds``)."""
+        """The FinetuneConfig of ``job``: the run's ``finetune`` options plus the job's keys.
+
+        The seed (hence the data order, dropout and head init) depends on (run seed, task,
+        round) only, so every strategy's fine-tune of a task sees the same batches.
+        """
         o = self.cfg.finetune
         lr = (o.module_lr or o.lr) if job.kind == "module" else o.lr
-        data: dict[str, Any] = {
-            "model": self.cfg.model,
-            "task": job.task,
-            "strategy": job.kind,
-            "module": job.module,
-            "allow_modified_base": True,
-            "lr": lr,
-            "head_lr": o.head_lr,
-            "epochs": o.epochs,
-            "max_steps": o.max_steps,
-            "batch_size": o.batch_size,
-            "max_length": o.max_length,
-            "weight_decay": o.weight_decay,
-            "warmup_steps": o.warmup_steps,
-            "eval_every": o.eval_every,
-            "patience": o.patience,
-            "checkpoint_every": None,
-            "seed": derived_seed(self.cfg.seed, "finetune", job.key, job.round) % 2**31,
-            "output_dir": job.out_dir,
-            "train_shard": TrainShard(
-                index=job.round - 1, count=self.cfg.rounds, seed=self.cfg.seed
-            ),
-            "max_train_examples": o.max_train_examples,
-            "cpu": self.cfg.cpu,
-            "progress": self.cfg.progress,
-            **o.extra,
-        }
-        return FinetuneConfig.model_validate(data)
+        shard = TrainShard(index=job.round - 1, count=self.cfg.rounds, seed=self.cfg.seed)
+        return o.for_job(
+            {
+                "model": self.cfg.model,
+                "task": job.task,
+                "strategy": job.kind,
+                "module": job.module,
+                "allow_modified_base": True,
+                "lr": lr,
+                "seed": derived_seed(self.cfg.seed, "finetune", job.task, job.round) % 2**31,
+                "output_dir": job.out_dir,
+                "train_shard": shard,
+                "cpu": self.cfg.cpu,
+                "progress": self.cfg.progress and self.cfg.stage_progress,
+            }
+        )
 
     def __call__(self, job: FinetuneJob) -> None:
         """Run ``job`` unless its ``tuned.safetensors`` already exists."""
@@ -187,6 +179,11 @@ class JobRunner:
         tmp.replace(out / TUNED_FILE)
         if not self.cfg.keep_finetuned:
             shutil.rmtree(res.model_dir, ignore_errors=True)
+
+
+def runner_from_json(config_json: dict[str, Any]) -> JobRunner:
+    """A :class:`JobRunner` for a worker process (the config arrives as JSON)."""
+    return JobRunner(EvolveConfig.model_validate(config_json))
 
 
 def load_tuned(job: FinetuneJob) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -74,14 +74,17 @@ class RoundRecord:
         search: the λ/density search (chosen point, evaluations, seconds), if any.
         finetunes: task -> fine-tune summary (steps, seconds, val accuracy).
         seconds: wall time of the merge + evaluation step.
+        retention: retention task -> scores of its fixed round-0 probe head on this
+            record's shared backbone (empty when the strategy has no shared backbone).
     """
 
     strategy: str
     round: int
-    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    scores: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     search: dict[str, Any] | None = None
     finetunes: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    retention: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""

@@ -11,11 +11,22 @@ name                   fine-tune   merge method        density parameter
 ``base``               —           —                   —   (untouched backbone)
 ``single_task``        full        — (own lineage)     —   (upper bound per task)
 ``modularevo``         module      ``modularevo``      —   (the module's density)
+``modularevo_random``  random mask ``modularevo``      —   (control: same density)
 ``ft_task_arithmetic`` full        ``task_arithmetic`` —
 ``ft_ties``            full        ``ties``            ``density`` (trim)
 ``ft_dare``            full        ``dare_linear``     ``density`` (keep prob.)
 ``ft_cabs``            full        ``cabs``            n:m with n = density·m
+``ft_tsv_m``           full        ``tsv_m``           —
+``ft_iso_c``           full        ``iso_c``           —
+``ft_iso_cts``         full        ``iso_cts``         —
+``ft_magmax``          full        ``magmax``          —
 =====================  ==========  ==================  =======================
+
+``modularevo_random`` is the control of the learned module: every domain module is
+replaced by a random mask with the same number of kept entries in every parameter
+(:func:`modularevo.modules.analysis.random_twin`), used both to fine-tune and to merge.
+CABS needs K·n ≤ m for K tasks (else later tasks get empty masks): densities that
+break it are refused by the config and skipped by the search.
 
 TIES runs with ``normalize: false`` so that λ_t means "scale of task t" in every
 method (θ = θ₀ + Σ_t λ_t τ'_t over sign-agreeing entries).
@@ -43,6 +54,7 @@ class Strategy:
         merge_method: name in ``MERGE_METHODS``, or ``None`` (no merge).
         density: how a density reaches the method: ``none``, ``density`` or ``nm``.
         fixed: method parameters that never change.
+        random_mask: fine-tune and merge with each module's random twin (a control).
     """
 
     name: str
@@ -51,6 +63,7 @@ class Strategy:
     merge_method: str | None
     density: Literal["none", "density", "nm"] = "none"
     fixed: dict[str, Any] = field(default_factory=dict)
+    random_mask: bool = False
 
     @property
     def merges(self) -> bool:
@@ -63,19 +76,46 @@ class Strategy:
         """The merge method's parameters for per-task ``lambdas`` and a ``density``.
 
         Raises:
-            ValueError: the strategy does not merge.
+            ValueError: the strategy does not merge, or n:m with K tasks has K·n > m.
         """
         if self.merge_method is None:
             raise ValueError(f"strategy {self.name!r} does not merge")
         params: dict[str, Any] = {"weight": [float(x) for x in lambdas], **self.fixed}
         if self.density == "density" and density is not None:
             params["density"] = float(density)
-        elif self.density == "nm" and density is not None:
-            params["m"] = cabs_block
-            params["n"] = max(1, min(cabs_block, round(density * cabs_block)))
         elif self.density == "nm":
-            params.update(m=cabs_block, n=max(1, cabs_block // 4))
+            k = len(lambdas)
+            n = cabs_n(density, cabs_block) if density is not None else cabs_block // max(4, k)
+            check_cabs(k, max(1, n), cabs_block)
+            params.update(m=cabs_block, n=max(1, n))
         return params
+
+    def usable_densities(
+        self, densities: Sequence[float], num_tasks: int, *, cabs_block: int = 8
+    ) -> list[float]:
+        """The densities of a grid this strategy can use with ``num_tasks`` tasks."""
+        if self.density != "nm":
+            return list(densities)
+        return [d for d in densities if num_tasks * cabs_n(d, cabs_block) <= cabs_block]
+
+
+def cabs_n(density: float, m: int) -> int:
+    """n of CABS n:m for a density: ``round(density·m)`` within [1, m]."""
+    return max(1, min(m, round(density * m)))
+
+
+def check_cabs(k: int, n: int, m: int) -> None:
+    """Refuse n:m with K·n > m for K tasks (the later tasks would keep nothing).
+
+    Raises:
+        ValueError: naming K, n and m.
+    """
+    if k * n > m:
+        raise ValueError(
+            f"cabs with K={k} tasks and n:m = {n}:{m} needs K*n <= m, but K*n = {k * n} > {m}: "
+            f"tasks after the first {m // n} would get empty masks; use n <= {m // k} "
+            f"(density <= {1 / k:.3g}) or a larger block m"
+        )
 
 
 STRATEGIES: Registry[Strategy] = Registry("evolution strategy")
@@ -92,6 +132,14 @@ for _s in (
         "modularevo",
         fixed={"overlap": "sum"},
     ),
+    Strategy(
+        "modularevo_random",
+        "control: as modularevo, with a random mask of each module's per-layer density",
+        "module",
+        "modularevo",
+        fixed={"overlap": "sum"},
+        random_mask=True,
+    ),
     Strategy("ft_task_arithmetic", "full fine-tuning + task arithmetic", "full", "task_arithmetic"),
     Strategy(
         "ft_ties",
@@ -102,9 +150,20 @@ for _s in (
         {"normalize": False},
     ),
     Strategy(
-        "ft_dare", "full fine-tuning + DARE (drop, rescale, sum)", "full", "dare_linear", "density"
+        "ft_dare",
+        "full fine-tuning + DARE (drop, rescale by 1/p as the paper, sum)",
+        "full",
+        "dare_linear",
+        "density",
+        {"rescale": "inverse_p"},
     ),
     Strategy("ft_cabs", "full fine-tuning + CABS (n:m, disjoint)", "full", "cabs", "nm"),
+    Strategy("ft_tsv_m", "full fine-tuning + TSV-M (task singular vectors)", "full", "tsv_m"),
+    Strategy("ft_iso_c", "full fine-tuning + Iso-C (flat spectrum of the sum)", "full", "iso_c"),
+    Strategy(
+        "ft_iso_cts", "full fine-tuning + Iso-CTS (common + task subspaces)", "full", "iso_cts"
+    ),
+    Strategy("ft_magmax", "full fine-tuning + MagMax (largest-magnitude entry)", "full", "magmax"),
 ):
     STRATEGIES.add(_s.name, _s)
 

@@ -11,7 +11,11 @@ The output folder holds ``model/`` (a Hugging Face folder of the fine-tuned mode
 head; LoRA adapters merged into dense weights), ``metrics.json`` (validation and test
 accuracy and macro-F1, training history), ``config.resolved.yaml`` and ``run_info.json``.
 While training, ``checkpoints/`` and ``best.safetensors`` let a killed run resume.
-The best step is chosen on validation accuracy; test is evaluated once, at the end.
+The best step is chosen on validation accuracy among every evaluation, step 0 (the
+start) included, so a fine-tune that only hurts returns its start; test is evaluated
+once, at the end. Every evaluation keeps its per-example predictions (``history[i]
+["val_predictions"]``; ``validation``/``test`` hold ``predictions`` and ``labels``).
+The learning rate warms up linearly over ``warmup_steps``, then decays linearly to 0.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from modularevo.data.collate import pad_batch
 from modularevo.errors import InputError
+from modularevo.evaluation.cards import write_model_card
 from modularevo.evaluation.evaluate import score_split
 from modularevo.training import strategies as st
 from modularevo.training.finetune_config import FinetuneConfig
@@ -188,6 +193,14 @@ def _build_run(
     )
     steps_per_epoch = len(data.train) // cfg.batch_size
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    if cfg.warmup_steps >= total:
+        logger.warning(
+            "warmup_steps=%d >= the run's %d steps: the learning rate never decays; "
+            "lower warmup_steps (e.g. %d, a tenth of the steps)",
+            cfg.warmup_steps,
+            total,
+            max(1, total // 10),
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(cfg, total))
     model, optimizer = acc.prepare(model, optimizer)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -196,6 +209,7 @@ def _build_run(
 
 
 def _linear_schedule(cfg: FinetuneConfig, total: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_steps`` to ``lr``, then linear decay to 0 at ``total``."""
     warm = cfg.warmup_steps
 
     def factor(step: int) -> float:
@@ -245,6 +259,8 @@ def _train(
         desc=f"finetune[{cfg.strategy}]",
         disable=not (cfg.progress and acc.is_main_process),
     )
+    if cfg.eval_at_start and state.step == 0 and not state.history:  # the start may win
+        _evaluate_and_select(run, state, None)
     while state.step < run.total_steps and not state.stopped_early:
         epoch, offset = divmod(state.step, steps_per_epoch)
         for idx in global_batches(len(run.data.train), cfg.batch_size, seed=cfg.seed, epoch=epoch)[
@@ -289,7 +305,11 @@ def _train(
     return state
 
 
-def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
+def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> None:
+    """Score validation (per-example predictions kept in the history); keep the best step.
+
+    Step 0 (before any update) is evaluated too, so the best step may be the start.
+    """
     cfg = run.cfg
     val = score_split(
         run.model,
@@ -298,14 +318,16 @@ def _evaluate_and_select(run: _Run, state: TrainState, loss: float) -> None:
         num_labels=run.data.num_labels,
         batch_size=cfg.eval_batch_size,
         accelerator=run.acc,
+        predictions=True,
     )
+    val.pop("labels")  # the same every time; metrics.json's validation entry holds them
     state.history.append(
         {"step": state.step, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}}
     )
     logger.info(
-        "step %d: train loss %.4f, val accuracy %.4f, val macro-F1 %.4f",
+        "step %d: train loss %s, val accuracy %.4f, val macro-F1 %.4f",
         state.step,
-        loss,
+        "–" if loss is None else f"{loss:.4f}",
         val["accuracy"],
         val["macro_f1"],
     )
@@ -370,13 +392,15 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
             num_labels=run.data.num_labels,
             batch_size=cfg.eval_batch_size,
             accelerator=acc,
+            predictions=True,
         )
     if run.plan is not None:
         metrics.update(mask_report(model, run.plan.masks, run.base_masked))
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
-        _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None)
+        _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None,
+                    card=lambda folder: _card(folder, cfg, metrics))  # fmt: skip
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
@@ -384,17 +408,50 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
     return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics, model=model)
 
 
-def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
-    """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
+def _save_model(
+    model: nn.Module,
+    tokenizer: Any,
+    model_dir: Path,
+    *,
+    emoe: bool,
+    card: Callable[[Path], None],
+) -> None:
+    """An HF folder with its model card; an EMoE model adds emoe.json and its gates
+    (``load_emoe`` reads them)."""
     if emoe:
+        # deferred: EMoE is optional and only converted runs need its store
         from modularevo.emoe.store import save_emoe
 
         save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
+        card(model_dir)
         return
     with atomic_dir(model_dir, overwrite=True) as tmp:
         model.save_pretrained(tmp)  # pyright: ignore[reportCallIssue]
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        card(tmp)
+
+
+def _card(folder: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
+    """The model card of a fine-tuned classifier: base, task, strategy, accuracies with n."""
+    how = {"module": f"inside the module `{cfg.module}` (weights outside it never move)",
+           "full": "in full", "lora": "with LoRA (merged back into dense weights)"}  # fmt: skip
+    write_model_card(
+        folder,
+        title=f"{cfg.model} fine-tuned on {cfg.task}",
+        summary=(
+            f"`{cfg.model}` fine-tuned on `{cfg.task}` {how.get(cfg.strategy, cfg.strategy)} "
+            f"for {metrics['steps']} steps; the best step on validation ({metrics['best_step']}) "
+            "was kept. Load it with `modularevo.models.load_model(folder, 'classifier')`, or "
+            "in plain transformers with `trust_remote_code=True` (see docs/finetune.md)."
+        ),
+        base_model=cfg.model,
+        datasets=[cfg.task],
+        results={s: metrics[s] for s in ("validation", "test") if s in metrics},
+        command=f"modularevo finetune config.resolved.yaml  # from {cfg.output_dir}",
+        config=cfg.model_dump(mode="json"),
+        tags=["text-classification", f"strategy-{cfg.strategy}"],
+    )
 
 
 __all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]

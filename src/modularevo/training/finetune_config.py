@@ -88,6 +88,9 @@ class FinetuneConfig(BaseModel):
         3, ge=1, description="stop after this many evals without val-accuracy gain"
     )
     min_delta: float = Field(0.001, ge=0, description="val-accuracy gain that counts")
+    eval_at_start: bool = Field(
+        True, description="score step 0 too, so the start can win selection (kept on ties)"
+    )
     checkpoint_every: int | None = Field(200, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(1, ge=1)
     seed: int = 42

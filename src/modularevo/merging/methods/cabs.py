@@ -16,9 +16,11 @@ Fixes to the reference code (METHODS.md §6.25/26):
 
 * any number of tasks K ≥ 2, not exactly two; ``order`` lists model indices
   (default: the given order; the first gets first pick);
-* no special branch for ``n ≥ m/2``: a task always keeps at most ``n`` per block,
-  and when fewer than ``n`` positions of a block are still free (``K·n > m``) it keeps
-  all the free ones, so supports stay disjoint instead of overlapping or going dense;
+* no special branch for ``n ≥ m/2``; instead K·n ≤ m is required (refused with an
+  error naming K, n and m): with K·n > m the tasks after the first ⌊m/n⌋ would find
+  (almost) no free position in a block and keep an empty or partial mask, silently
+  dropping whole tasks (e.g. 4 tasks at n:m = 4:8 leave tasks 3 and 4 empty).
+  :func:`cabs_masks` itself keeps every free position when fewer than ``n`` remain;
 * a trailing partial block of ``r = numel mod m`` entries keeps ``round(n·r/m)``
   (halves up) instead of being silently dropped or rejected.
 """
@@ -80,11 +82,21 @@ def cabs_masks(deltas: Sequence[Tensor], n: int, m: int, order: Sequence[int]) -
     return masks
 
 
+def _too_dense(k: int, n: int, m: int) -> str:
+    return (
+        f"cabs with K={k} models and n:m = {n}:{m} needs K*n <= m, but K*n = {k * n} > {m}: "
+        f"models after the first {m // n} would keep empty masks; use n <= {max(1, m // k)} "
+        f"or a block m >= {k * n}"
+    )
+
+
 def _validate(params: Mapping[str, Any], num_models: int) -> list[str]:
     problems = []
     n, m = params.get("n"), params.get("m")
     if isinstance(n, int) and isinstance(m, int) and n > m:
         problems.append(f"cabs needs n <= m, found n={n}, m={m}; e.g. n: 64, m: 256")
+    elif isinstance(n, int) and isinstance(m, int) and num_models * n > m:
+        problems.append(_too_dense(num_models, n, m))
     order = params.get("order") or []
     if order and sorted(order) != list(range(num_models)):
         problems.append(
@@ -121,6 +133,8 @@ def cabs(
     n, m = int(p["n"]), int(p["m"])
     if n > m:
         raise ValueError(f"cabs needs n <= m, got n={n}, m={m}")
+    if len(tensors) * n > m:
+        raise ValueError(_too_dense(len(tensors), n, m))
     base32 = base.float()
     deltas = [t.float() - base32 for t in tensors]
     kept = cabs_masks(deltas, n, m, resolve_order(p["order"], len(tensors)))

@@ -32,8 +32,13 @@ its keep probability (1/density for DARE, 1/p_i for DELLA), the papers' unbiased
 choice; ``rescale: l1`` is a synonym of ``true``.
 
 Reproducing the reference codes: MergeLM TIES = ``ties`` with weights 1 and
-``lambda`` = its scaling coefficient; ModularEvo's TIES (λ_t before election, mean by
-count) = ``ties`` with ``weight: λ_t`` and equal weights only.
+``lambda`` = its scaling coefficient. ModularEvo's TIES multiplies λ_t *before* the
+election and divides by the *count* of agreeing models (METHODS.md §6.8):
+m = Σ_agree λ_t τ'_t / #agree. No setting of ``ties`` gives that for unequal λ_t:
+``weight: λ_t`` with ``normalize: true`` divides by Σ_agree λ_t instead, which cancels
+λ altogether when the λ_t are equal (the result no longer depends on λ), and
+``normalize: false`` does not divide at all. With one λ for every task the reference
+equals ``weight: 1`` (all), ``normalize: true``, ``lambda: λ``.
 """
 
 from __future__ import annotations
