@@ -13,8 +13,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from modularevo.data import load_dataset
+from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
+from modularevo.models import load_model
+from modularevo.models.arch import describe
 from modularevo.modules.mask import ModuleMask
+from modularevo.utils.seed import derived_generator
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +41,6 @@ def _model_and_tokenizer(module: ModuleMask) -> tuple[nn.Module, Any]:
     cfg = _run_config(module)
     key = (str(cfg["model"]), str(cfg["kind"]))
     if key not in _CACHE:
-        from modularevo.models import load_model
-
         _CACHE[key] = load_model(*key)
     return _CACHE[key]
 
@@ -81,8 +84,6 @@ def find_head(paths: Sequence[Path], modules: Mapping[str, ModuleMask]) -> dict[
 
 def sparse_head_name(model: nn.Module, module: ModuleMask) -> str | None:
     """The MLM head module name when the scored-tokens-only path applies, else None."""
-    from modularevo.models.arch import describe
-
     cfg = module.metadata.get("config")
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     arch = describe(model)
@@ -102,10 +103,6 @@ def corpus_batches(
     max_batches: int = 16,
 ) -> list[dict[str, Tensor]]:
     """Fixed LM batches of ``corpus`` built as the module's run built its batches (seed 0)."""
-    from modularevo.data import load_dataset
-    from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
-    from modularevo.utils.seed import derived_generator
-
     cfg = _run_config(module)
     tok = _model_and_tokenizer(module)[1]
     opts = cfg.get("dataset_options", {}) if corpus == cfg["dataset"] else {}

@@ -313,6 +313,8 @@ def analyze_modules(
     Raises:
         InputError: unreadable module files, or modules of another base model.
     """
+    # deferred: loading models and corpora imports transformers and datasets; the mask
+    # statistics and random twins of this module need neither
     from modularevo.modules import _analysis_data as data
 
     paths = [Path(p) for p in paths]

@@ -43,8 +43,11 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.data import load_dataset
 from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
+from modularevo.models import load_model
+from modularevo.models.arch import describe
 from modularevo.modules.io import save_module
 from modularevo.modules.layers import MaskedModel, MaskScores, maskable_params
 from modularevo.modules.mask import ModuleMask, fingerprint
@@ -132,8 +135,6 @@ def _build_scores(
 def _load(cfg: ModularizeConfig, model: Any, tokenizer: Any) -> tuple[nn.Module, Any]:
     if model is not None:
         return model, tokenizer
-    from modularevo.models import load_model
-
     return load_model(cfg.model, cfg.kind)
 
 
@@ -141,8 +142,6 @@ def _corpus(
     name: str, cfg: ModularizeConfig, texts: Mapping[str, Sequence[str]] | None, cap: int | None
 ) -> dict[str, list[str]]:
     if texts is None:
-        from modularevo.data import load_dataset
-
         opts = cfg.dataset_options if name == cfg.dataset else {}
         dsd = load_dataset(name, **opts)
         texts = {"train": dsd["train"]["text"], "validation": dsd["validation"]["text"]}
@@ -210,8 +209,6 @@ def _setup(
     texts: Mapping[str, Sequence[str]] | None,
     head_texts: Mapping[str, Mapping[str, Sequence[str]]] | None,
 ) -> _Run:
-    from modularevo.models.arch import describe
-
     seed = run_seed(cfg)
     seed_everything(seed % 2**31)
     acc = Accelerator(cpu=not torch.cuda.is_available())
