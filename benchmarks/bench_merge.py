@@ -1,7 +1,9 @@
 """Benchmark the streaming merge against a read-and-write floor and mergekit.
 
-Makes (once, cached) a base and three variants of a GPT-2-small-sized model
-(~124M parameters, float32, random weights), then times whole processes:
+Makes (once, cached) a base and three variants of a GPT-2-shaped model with random
+weights, at one of two scale points (``--scale``): ``124m`` (GPT-2 small, float32) or
+``1.4b`` (GPT-2 shapes with 26 layers of width 2048, ~1.4B parameters, bfloat16, written
+tensor by tensor so making it holds one tensor at a time), then times whole processes:
 
 * two floors that read every input tensor once and write the output, with the same
   machinery as the merge (positioned reads into fresh buffers by two reader
@@ -18,6 +20,8 @@ Wall time is measured around each child process; peak RSS is that child's own
 the fastest run is kept. Run::
 
     .venv/bin/python benchmarks/bench_merge.py --mergekit /tmp/mk-venv/bin/mergekit-yaml
+    .venv/bin/python benchmarks/bench_merge.py --scale 1.4b --cache /tmp/me-bench-1.4b \
+        --mergekit /tmp/mk-venv/bin/mergekit-yaml   # ~11 GB of inputs; peak memory matters
 """
 
 from __future__ import annotations
@@ -86,12 +90,67 @@ def make_models(cache: Path, n_layer: int = 12) -> Path:
     return cache
 
 
-def recipe(cache: Path, method: str) -> str:
+SCALES = {"124m": (768, 12, 12, "float32"), "1.4b": (2048, 26, 16, "bfloat16")}
+"""Scale point → (width, layers, heads, dtype) of the GPT-2-shaped models."""
+
+
+def make_large_models(cache: Path, width: int, n_layer: int, n_head: int, dtype: str) -> Path:
+    """Base + 3 variants of a GPT-2-shaped model, streamed tensor by tensor into shards.
+
+    Every tensor is drawn from its own seeded generator (variants add 0.01-scaled noise)
+    and handed to the shard writer at once, so making a 1.4B-parameter model holds a
+    few tensors, never the model.
+    """
+    if all((cache / m / "config.json").is_file() for m in MODELS):
+        return cache
+    import torch
+
+    from modularevo.io import ShardedWriter, TensorSpec
+
+    vocab, positions = 50257, 1024
+    shapes = {
+        "transformer.wte.weight": (vocab, width),
+        "transformer.wpe.weight": (positions, width),
+    }
+    for i in range(n_layer):
+        h = f"transformer.h.{i}."
+        shapes |= {
+            h + "ln_1.weight": (width,), h + "ln_1.bias": (width,),
+            h + "attn.c_attn.weight": (width, 3 * width), h + "attn.c_attn.bias": (3 * width,),
+            h + "attn.c_proj.weight": (width, width), h + "attn.c_proj.bias": (width,),
+            h + "ln_2.weight": (width,), h + "ln_2.bias": (width,),
+            h + "mlp.c_fc.weight": (width, 4 * width), h + "mlp.c_fc.bias": (4 * width,),
+            h + "mlp.c_proj.weight": (4 * width, width), h + "mlp.c_proj.bias": (width,),
+        }  # fmt: skip
+    shapes |= {"transformer.ln_f.weight": (width,), "transformer.ln_f.bias": (width,)}
+    tdtype = getattr(torch, dtype)
+    config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab,
+        "n_positions": positions, "n_embd": width, "n_layer": n_layer, "n_head": n_head,
+        "tie_word_embeddings": True, "torch_dtype": dtype,
+    }  # fmt: skip
+    for m_i, name in enumerate(MODELS):
+        folder = cache / name
+        folder.mkdir(parents=True, exist_ok=True)
+        specs = [TensorSpec(n, dtype, s) for n, s in shapes.items()]
+        with ShardedWriter(folder, specs, shard_bytes=2 * 10**9) as w:
+            for t_i, (n, s) in enumerate(shapes.items()):
+                g = torch.Generator().manual_seed(t_i)
+                t = 0.02 * torch.randn(s, generator=g)
+                if m_i:
+                    g = torch.Generator().manual_seed(1000 * m_i + t_i)
+                    t += 0.01 * 0.02 * torch.randn(s, generator=g)
+                w.write(n, t.to(tdtype))
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return cache
+
+
+def recipe(cache: Path, method: str, dtype: str = "float32") -> str:
     """A mergekit-format recipe for ``method`` over the cached models."""
     params = "weight: 0.3, density: 0.2" if method == "ties" else "weight: 0.3"
     models = "\n".join(f"  - model: {cache / m}\n    parameters: {{{params}}}" for m in MODELS[1:])
     return (
-        f"merge_method: {method}\nbase_model: {cache / 'base'}\nmodels:\n{models}\ndtype: float32\n"
+        f"merge_method: {method}\nbase_model: {cache / 'base'}\nmodels:\n{models}\ndtype: {dtype}\n"
     )
 
 
@@ -120,22 +179,28 @@ def main() -> None:
     ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml"), help="mergekit-yaml")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--methods", default="task_arithmetic,ties")
-    ap.add_argument("--n-layer", type=int, default=12, help="smaller models for quick checks")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="124m", help="model size point")
+    ap.add_argument("--n-layer", type=int, default=None, help="fewer layers, for quick checks")
     ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    width, n_layer, n_head, dtype = SCALES[args.scale]
+    n_layer = args.n_layer or n_layer
     if args.make_only:
-        make_models(args.cache, args.n_layer)
+        if args.scale == "124m":
+            make_models(args.cache, n_layer)
+        else:
+            make_large_models(args.cache, width, n_layer, n_head, dtype)
         return
     # Models are made in a child: a forked child's ru_maxrss starts at its parent's RSS,
     # so this process must stay small (no torch) for the children's peaks to be theirs.
     make = [sys.executable, __file__, "--make-only", "--cache", str(args.cache)]
-    subprocess.run([*make, "--n-layer", str(args.n_layer)], check=True)
+    subprocess.run([*make, "--scale", args.scale, "--n-layer", str(n_layer)], check=True)
     cache = args.cache
     work = Path(tempfile.mkdtemp(prefix="me-bench-run-"))
     env_py = str(ROOT / ".venv" / "bin" / "python")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
-    files = [str(cache / m / "model.safetensors") for m in MODELS]
+    files = [str(cache / m) for m in MODELS]  # folders: single files or sharded
     floors = {}
     for backend in ("numpy", "torch"):
         cmd = [env_py, "-c", FLOOR, backend, *files, str(work / f"floor-{backend}")]
@@ -144,7 +209,7 @@ def main() -> None:
     me = str(ROOT / ".venv" / "bin" / "modularevo")
     for method in args.methods.split(","):
         rp = work / f"{method}.yaml"
-        rp.write_text(recipe(cache, method))
+        rp.write_text(recipe(cache, method, dtype))
         backend = backend_of(me, rp)
         me_cmd = [me, "merge", str(rp), str(work / method), "--overwrite", "--no-progress"]
         rows.append(("modularevo", method, backend, *timed(me_cmd, args.repeat)))

@@ -14,7 +14,7 @@ def test_modularize_dry_run_prints_config_and_writes_nothing(tmp_path: Path, run
     out = tmp_path / "run"
     code, text = run_cli(["modularize", str(CONFIG), f"output_dir={out}", "--dry-run"])
     assert code == 0, text
-    assert '"alpha": 50.0' in text
+    assert '"alpha": null' in text  # calibrated from the domain's LM gradients
     assert not out.exists()
 
 
@@ -38,8 +38,15 @@ def test_modularize_then_analyze_through_the_cli(tmp_path: Path, monkeypatch, ru
     assert code == 0, text
     report = json.loads((out / "analysis.json").read_text())
     assert len(report["modules"]) == 3
-    for entry in report["modules"].values():
-        assert set(entry["loss"]) >= {"dense", "module", "random_twin"}
+    assert set(report["corpora"]) == {"math"}
+    assert len(report["loss_matrix"]) == 1 + 3 + 3  # dense, modules, twins
+    for label, v in report["verdicts"].items():
+        assert v["module_minus_twin"]["n"] == report["corpora"]["math"], label
+    assert "module - twin" in text
+    rnd = tmp_path / "random.safetensors"
+    code, text = run_cli(["random-module", str(modules[0]), str(rnd), "--seed", "3"])
+    assert code == 0, text
+    assert rnd.is_file()
     densities = sorted(e["density"] for e in report["modules"].values())
     assert densities[0] <= 0.25 < densities[1] <= 0.5 < densities[2] <= 0.75
     first = next(iter(report["overlap"].values()))

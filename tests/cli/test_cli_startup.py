@@ -23,6 +23,6 @@ def test_the_model_registry_and_stage_schemas_load_light():
     code = (
         "from modularevo.models.defaults import MODELS\nMODELS.names()\n"
         "import modularevo.training.finetune_config, modularevo.training.pretrain_config\n"
-        "import modularevo.cost.config, modularevo.emoe.config"
+        "import modularevo.cost.config, modularevo.emoe.config, modularevo.evolution.config"
     )
     assert _imported_after(code) == set()

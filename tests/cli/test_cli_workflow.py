@@ -68,6 +68,7 @@ def test_modularize_finetune_merge_extract_evaluate(tmp_path: Path, monkeypatch,
     small = tmp_path / "extracted"
     code, text = run_cli(["extract", str(module), "--model", str(fts[0]), "--out", str(small)])
     assert code == 0, text
+    assert "base_model:" in (small / "README.md").read_text()  # the model card
     code, text = run_cli(["evaluate", str(small), "lang-id", "--max-examples", "16",
                           "--max-length", "32"])  # fmt: skip
     assert code == 0, text

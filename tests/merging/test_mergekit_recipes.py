@@ -330,6 +330,11 @@ def test_slerp_t_gradient_and_density_gradient_validate(zoo):
             "merge_method": "ties", "base_model": p["base"],
             "models": [{"model": p["a"], "parameters": {"density": [0.5, 1.5]}}],
         })  # fmt: skip
+    with pytest.raises(ConfigError, match="one number when trimming globally"):
+        make_plan({
+            "merge_method": "ties", "base_model": p["base"], "parameters": {"trim_scope": "global"},
+            "models": [{"model": p["a"], "parameters": {"density": [0.2, 0.8]}}],
+        })  # fmt: skip
 
 
 def test_quoted_recipe_file_round_trip_keeps_what_was_written(tmp_path: Path, zoo):
@@ -441,3 +446,36 @@ def test_task_arithmetic_over_two_slices_takes_depth_per_slice(tmp_path: Path, z
     bad = {**recipe, "slices": [{"sources": [src("a", [0, 6])]}]}
     with pytest.raises(ConfigError, match="list base_model among"):
         make_plan(bad)
+
+
+# --- .bin inputs -------------------------------------------------------------------------
+
+
+class _Payload:
+    """A pickled object whose loading would run code: weights_only must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_bin_inputs_load_as_weights_only(tmp_path: Path, zoo):
+    """A model saved as pytorch_model.bin (as mergekit accepts) merges like its
+    safetensors twin; a pickle that needs code is refused, naming the file."""
+    p = zoo["paths"]
+    old = tmp_path / "a_bin"
+    old.mkdir()
+    (old / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
+    torch.save(zoo["a"], old / "pytorch_model.bin")
+    recipe = {
+        "merge_method": "task_arithmetic", "base_model": p["base"],
+        "models": [{"model": str(old), "parameters": {"weight": 0.5}}],
+    }  # fmt: skip
+    from_bin = _run(tmp_path, recipe, "from_bin")
+    recipe["models"][0]["model"] = p["a"]
+    from_st = _run(tmp_path, recipe, "from_st")
+    for n in from_st:
+        assert torch.equal(from_bin[n], from_st[n])
+    torch.save({"x": _Payload()}, old / "pytorch_model.bin")
+    recipe["models"][0]["model"] = str(old)
+    with pytest.raises(InputError, match=r"pytorch_model.bin.*weights only"):
+        make_plan(recipe)

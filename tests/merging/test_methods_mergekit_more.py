@@ -81,3 +81,13 @@ def test_arcee_fusion_keeps_only_outlier_changes():
     # sorted importances at int(q·7) = 1, 3, 5: 2, 4, 6 (times the row's KL) → fence 10
     out = fn("arcee_fusion")([base + delta], base)
     torch.testing.assert_close(out, torch.tensor([0.0] * 7 + [50.0]))
+
+
+def test_ram_keeps_unique_changes_and_averages_shared_ones():
+    base = torch.zeros(3)
+    a = torch.tensor([1.0, 2.0, 0.0])
+    b = torch.tensor([0.0, 4.0, 0.0])
+    torch.testing.assert_close(fn("ram")([a, b], base), torch.tensor([1.0, 3.0, 0.0]))
+    # ramplus_tl: a has 1 shared and 1 unique entry → ρ = 1, λ = 1 + 0.1·min(1, 0.2) = 1.02
+    out = fn("ramplus_tl")([a, b], base)
+    torch.testing.assert_close(out, torch.tensor([1.02, 3.0, 0.0]))

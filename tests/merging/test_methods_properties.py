@@ -38,6 +38,8 @@ ACTIVE = {
     "karcher": {},
     "arcee_fusion": {},
     "passthrough": {"scale": [0.5]},
+    "ram": {},
+    "ramplus_tl": {"r": 0.5, "alpha": 1.0},
 }
 # (number of copies of one model, params) for which K copies of a model give that model.
 IDENTITY = {
@@ -65,6 +67,8 @@ IDENTITY = {
     "karcher": (3, {}),
     "arcee_fusion": (1, {}),  # see NOT_IDENTITY
     "passthrough": (1, {}),
+    "ram": (1, {}),
+    "ramplus_tl": (1, {}),
 }
 # Methods for which one model in does not give that model, and why.
 NOT_IDENTITY = {
@@ -88,6 +92,8 @@ TO_BASE = {
     "karcher": None,  # no weights
     "arcee_fusion": None,  # no parameters
     "passthrough": None,  # no base
+    "ram": None,  # no weights
+    "ramplus_tl": None,  # no weights
 }
 
 
@@ -188,7 +194,7 @@ def test_low_precision_inputs_compute_in_float32(name):
 def test_symmetric_methods_are_order_independent(name):
     base, ts = models(3)
     params = {**ACTIVE[name], "weight": [0.5, 1.0, 2.0]}
-    if name in ("model_stock", "sce", "karcher"):
+    if name in ("model_stock", "sce", "karcher", "ram", "ramplus_tl"):
         params = dict(ACTIVE[name])  # no per-model weights
     fwd = call(name, ts, base, **params)
     perm = [2, 0, 1]
@@ -253,6 +259,10 @@ BAD_GOOD = {
     "max_iter": ([0, 2.5], [1, 10]),
     "tol": ([0.0, -1.0], [1e-5]),
     "scale": ([math.nan, "x"], [0.0, 1.0, -2.0]),
+    "r": ([-0.1, math.nan], [0.0, 0.1]),
+    "alpha": ([-0.1], [0.0, 0.2]),
+    "ram.epsilon": ([-0.01, math.nan], [0.0, 1e-5, 0.5]),  # any |τ| floor
+    "ramplus_tl.epsilon": ([-0.01, math.nan], [0.0, 1e-5, 0.5]),
 }
 
 
@@ -260,7 +270,7 @@ BAD_GOOD = {
 def test_param_bounds(name):
     for p in MERGE_METHODS.get(name).params:
         assert p.name in BAD_GOOD, f"add bounds cases for {name}.{p.name}"
-        bad, good = BAD_GOOD[p.name]
+        bad, good = BAD_GOOD.get(f"{name}.{p.name}", BAD_GOOD[p.name])
         for v in bad:
             assert p.check(v) is not None, f"{name}.{p.name} accepted {v!r}"
         for v in good:

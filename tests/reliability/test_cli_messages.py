@@ -148,3 +148,11 @@ def test_evaluate_takes_the_columns_its_messages_name(run_cli, tmp_path):
     code, text = run_cli(["evaluate", str(tmp_path / "model"), str(data),
                           "--text-column", "sentence", "--label-column", "y"])  # fmt: skip
     assert_one_message(code, text, "head for 5 labels", "has 2")
+
+
+def test_misspelt_dataset_fails_the_modularize_dry_run(run_cli, tmp_path):
+    cfg = str(REPO / "configs" / "modularize" / "tiny_test.yaml")
+    code, text = run_cli(["modularize", cfg, "dataset=mathh", f"output_dir={tmp_path / 'm'}",
+                          "--dry-run"])  # fmt: skip
+    assert_one_message(code, text, "'mathh'", "Did you mean 'math'")
+    assert not (tmp_path / "m").exists()

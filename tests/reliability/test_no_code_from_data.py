@@ -85,14 +85,9 @@ def test_the_mnist_reader_refuses_pickled_code(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="modularize still resumes with torch.load(weights_only=False); fixed in "
-    "training/_modularize_parts.py by the modules work",
-    strict=False,
-)
 def test_planted_checkpoint_in_a_modularize_output_never_runs(tmp_path, run_cli):
-    """The modularizer's own checkpoint (``training/_modularize_parts.py``, fixed by the
-    modules work): a planted ``checkpoint.pt`` must be refused or ignored, never run."""
+    """The modularizer's own checkpoint (``training/modularize_checkpoint.py``): a planted
+    ``checkpoint.pt`` must be refused or ignored, never run."""
     from pathlib import Path
 
     out = tmp_path / "mod"

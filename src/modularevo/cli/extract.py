@@ -31,7 +31,7 @@ def extract_cmd(
     net, tok = load_any_model(model, kind, num_labels)
     mask = load_module(module, params=net.named_parameters(), allow_modified=True)
     small = extract_module(net, mask, strict=not lenient)
-    save_extracted(small, out, tokenizer=tok, overwrite=overwrite)
+    save_extracted(small, out, tokenizer=tok, overwrite=overwrite, source=(model, str(module)))
     cfg = getattr(small, "config", None)
     console.print(
         f"wrote {escape(str(out))}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "

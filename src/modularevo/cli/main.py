@@ -32,6 +32,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("finetune", "finetune_cmd", "finetune"),
     ("evaluate", "evaluate_cmd", "evaluate"),
     ("analyze", "analyze_cmd", "analyze"),
+    ("analyze", "random_module_cmd", "random-module"),
     ("evolve", "evolve_cmd", "evolve"),
     ("quickstart", "quickstart_cmd", "quickstart"),
     ("cost", "cost_cmd", "cost"),

@@ -26,6 +26,12 @@ def modularize_cmd(
     extra = [*(overrides or []), *([f"seed={seed}"] if seed is not None else [])]
     cfg = load_config(ModularizeConfig, config, extra)
     if dry_run:
+        # deferred: datasets/transformers are heavy; only a dry run checks names up front
+        from modularevo.data import check_dataset_name
+        from modularevo.models.load import resolve_model
+
+        check_dataset_name(cfg.dataset)  # a misspelt name fails here, with did-you-mean
+        resolve_model(cfg.model)
         console.print_json(cfg.model_dump_json())
         return
     # deferred: the stage imports torch; `modularevo --help` stays fast without it

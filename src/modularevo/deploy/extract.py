@@ -31,6 +31,7 @@ from modularevo.deploy import hf_pruned
 from modularevo.deploy.hf_pruned import FAMILY_SPECS
 from modularevo.deploy.plan import ExtractPlan, plan_extraction
 from modularevo.errors import InputError
+from modularevo.evaluation.cards import write_model_card
 from modularevo.modules.mask import ModuleMask
 from modularevo.utils.atomic import atomic_dir
 
@@ -181,9 +182,17 @@ def pruned_config(config: object, plan: ExtractPlan) -> object:
 
 
 def save_extracted(
-    model: nn.Module, out: str | Path, *, tokenizer: object = None, overwrite: bool = False
+    model: nn.Module,
+    out: str | Path,
+    *,
+    tokenizer: object = None,
+    overwrite: bool = False,
+    source: tuple[str, str] | None = None,
 ) -> Path:
     """Save a pruned model as a HF folder that ``from_pretrained`` reloads, atomically.
+
+    With ``source`` = (model it was extracted from, module file), the folder gets a model
+    card naming both, the kept units and the size.
 
     The folder holds ``modeling_modularevo_pruned.py`` (a copy of :mod:`.hf_pruned`) and
     an ``auto_map``: with modularevo installed it loads without ``trust_remote_code``;
@@ -202,7 +211,29 @@ def save_extracted(
         shutil.copyfile(hf_pruned.__file__, tmp / REMOTE_CODE_FILE)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]
+        if source is not None:
+            _card(model, tmp, *source)
     return Path(out)
+
+
+def _card(model: nn.Module, folder: Path, base: str, module: str) -> None:
+    cfg: Any = model.config
+    params = sum(p.numel() for p in model.parameters())
+    ffn, heads = getattr(cfg, "ffn_sizes", "?"), getattr(cfg, "head_counts", "?")
+    write_model_card(
+        folder,
+        title=f"Module of {Path(base).name} extracted as a smaller model",
+        summary=(
+            f"The FFN neurons and attention heads outside the structured module `{module}` "
+            f"were removed from `{base}`: {params:,} parameters remain, FFN sizes per layer "
+            f"{ffn}, heads per layer {heads}. "
+            f"The folder carries `{REMOTE_CODE_FILE}` (the pruned model class); with modularevo "
+            "installed it loads without running that file."
+        ),
+        base_model=base,
+        command=f"modularevo extract {module} --model {base} --out OUT",
+        tags=["module-extraction", "pruned"],
+    )
 
 
 hf_pruned.register_auto_classes()

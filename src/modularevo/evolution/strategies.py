@@ -16,6 +16,10 @@ name                   fine-tune   merge method        density parameter
 ``ft_ties``            full        ``ties``            ``density`` (trim)
 ``ft_dare``            full        ``dare_linear``     ``density`` (keep prob.)
 ``ft_cabs``            full        ``cabs``            n:m with n = density·m
+``ft_tsv_m``           full        ``tsv_m``           —
+``ft_iso_c``           full        ``iso_c``           —
+``ft_iso_cts``         full        ``iso_cts``         —
+``ft_magmax``          full        ``magmax``          —
 =====================  ==========  ==================  =======================
 
 ``modularevo_random`` is the control of the learned module: every domain module is
@@ -146,9 +150,20 @@ for _s in (
         {"normalize": False},
     ),
     Strategy(
-        "ft_dare", "full fine-tuning + DARE (drop, rescale, sum)", "full", "dare_linear", "density"
+        "ft_dare",
+        "full fine-tuning + DARE (drop, rescale by 1/p as the paper, sum)",
+        "full",
+        "dare_linear",
+        "density",
+        {"rescale": "inverse_p"},
     ),
     Strategy("ft_cabs", "full fine-tuning + CABS (n:m, disjoint)", "full", "cabs", "nm"),
+    Strategy("ft_tsv_m", "full fine-tuning + TSV-M (task singular vectors)", "full", "tsv_m"),
+    Strategy("ft_iso_c", "full fine-tuning + Iso-C (flat spectrum of the sum)", "full", "iso_c"),
+    Strategy(
+        "ft_iso_cts", "full fine-tuning + Iso-CTS (common + task subspaces)", "full", "iso_cts"
+    ),
+    Strategy("ft_magmax", "full fine-tuning + MagMax (largest-magnitude entry)", "full", "magmax"),
 ):
     STRATEGIES.add(_s.name, _s)
 

@@ -199,9 +199,9 @@ def _check_sources(plan: MergePlan) -> None:
 def _write_side_files(plan: MergePlan, tmp: Path, run: dict[str, Any]) -> None:
     cfg = plan.config
     copy_model_files(_config_dir(plan), tmp, torch_dtype=cfg.output_dtype)
-    write_config_updates(plan, tmp)  # slices: the new layer count
     if cfg.tokenizer_source and cfg.tokenizer_source != "base":
         copy_model_files(plan.source_dir, tmp, names=TOKENIZER_FILES)
+    write_config_updates(plan, tmp)  # slices: the layer count; the chat template
     resolved = cfg.model_dump(mode="json")
     card = model_card(
         recipe=plan.recipe,

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import re
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
 from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
+from modularevo.io.torch_bin import bin_files, convert_bin
 from modularevo.merging._checks import (
     check_masks,
     check_names,
@@ -131,6 +134,7 @@ class MergePlan:
     depths: dict[str, float] = field(default_factory=dict)
     config_updates: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None
+    scratch: list[Path] = field(default_factory=list)
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
@@ -215,7 +219,12 @@ class MergePlan:
         """
         key = "density"
         dens = self.params_for(None)[key]
-        bad = [self.entries[i].model for i, d in enumerate(dens) if not is_resolved(d)]
+        raw = [e.parameters.get(key, self.config.parameters.get(key)) for e in self.entries]
+        bad = [
+            self.entries[i].model
+            for i, d in enumerate(dens)
+            if not is_resolved(d) or isinstance(raw[i], (list, dict))  # rules, gradients
+        ]
         if bad:
             raise ConfigError(
                 [f"{m}: {key!r} must be one number when trimming globally" for m in bad]
@@ -230,6 +239,8 @@ class MergePlan:
         """Close every input reader."""
         for r in {id(r): r for r in [self.reference, *self.models]}.values():
             r.close()
+        for d in self.scratch:  # safetensors re-saved from .bin inputs
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> MergePlan:
@@ -247,13 +258,16 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     keep_base = not base_is_separate(method)
     base_path = config.base_model
     errors: list[str] = []
-    base = _open(base_path, errors) if base_path else None
+    scratch: list[Path] = []
+    base = _open(base_path, errors, scratch) if base_path else None
     opened: dict[str, ModelReader | None] = {}
     for e in entries:  # a model used by several slices is opened once
         if e.model not in opened:
-            opened[e.model] = _open(e.model, errors)
+            opened[e.model] = _open(e.model, errors, scratch)
     models = [opened[e.model] for e in entries]
     if errors:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
@@ -268,25 +282,32 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         reference=reference,
         tasks=[],
         source_dir=src,
+        scratch=scratch,
     )
-    if config.slices:
-        _decide_slice_tasks(plan, base)
-    else:
-        plan.tasks = _decide_tasks(plan, base)
-        plan.depths = layer_depths(reference.names())
-    _check_tensor_params(plan)
-    plan.chat_template = chat_template(
-        config, [config.base_model or "", *(e.model for e in entries)]
-    )
-    if method.uses_masks:
-        plan.masks = open_masks([e.mask for e in entries], reference.tensors)
-    if plan.masks:
-        check_masks(plan.masks, entries, reference, allow_other_base=config.allow_other_base)
-    modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
-    blockers = numpy_blockers(
-        method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
-    )
-    plan.backend = choose_backend(config.backend, blockers)
+    try:
+        if config.slices:
+            _decide_slice_tasks(plan, base)
+        else:
+            plan.tasks = _decide_tasks(plan, base)
+            plan.depths = layer_depths(reference.names())
+        _check_tensor_params(plan)
+        if plan.needs_thresholds():
+            plan.threshold_densities()  # one number per model, checked before any read
+        plan.chat_template = chat_template(
+            config, [config.base_model or "", *(e.model for e in entries)]
+        )
+        if method.uses_masks:
+            plan.masks = open_masks([e.mask for e in entries], reference.tensors)
+        if plan.masks:
+            check_masks(plan.masks, entries, reference, allow_other_base=config.allow_other_base)
+        modes = {plan.chunk_mode(plan.params_for(t.name)) for t in plan.merge_tasks()}
+        blockers = numpy_blockers(
+            method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
+        )
+        plan.backend = choose_backend(config.backend, blockers)
+    except BaseException:
+        plan.close()  # readers and any .bin scratch folder
+        raise
     return plan
 
 
@@ -365,9 +386,21 @@ def layer_depths(names: list[str]) -> dict[str, float]:
     }
 
 
-def _open(path: str, errors: list[str]) -> ModelReader | None:
+def _open(path: str, errors: list[str], scratch: list[Path]) -> ModelReader | None:
+    """Open a model; one holding only ``.bin`` weights is first re-saved as safetensors
+    into a scratch folder (:mod:`modularevo.io.torch_bin`), removed by ``plan.close()``."""
     try:
         return open_model(path)
+    except InputError as exc:
+        bins = bin_files(path)
+        if not bins:
+            errors.append(str(exc))
+            return None
+    tmp = Path(tempfile.mkdtemp(prefix="modularevo-bin-"))
+    scratch.append(tmp)
+    log.info("%s holds .bin weights: re-saving them as safetensors in %s", path, tmp)
+    try:
+        return open_model(convert_bin(bins, tmp))
     except InputError as exc:
         errors.append(str(exc))
         return None
@@ -475,11 +508,7 @@ def chat_template(config: MergeConfig, models: list[str]) -> str | None:
     if value == "auto":
         found = [t for t in (_model_template(m) for m in models if m) if t]
         return Counter(found).most_common(1)[0][0] if found else None
-    raise ConfigError(
-        [f"chat_template: {value!r} is not a template this version knows (chatml, auto) and "
-         "holds no Jinja; mergekit's other built-in names are not supported yet: give the "
-         "template's Jinja text"]
-    )  # fmt: skip
+    raise ConfigError([f"chat_template: {value!r} is not supported yet (see validate)"])
 
 
 def _model_template(path: str) -> str | None:

@@ -382,6 +382,13 @@ def check_merge_config(cfg: MergeConfig) -> list[str]:
             if entry.mask is None:
                 problems.append(f"models: {entry.model!r} needs `mask: <module file>`")
     problems += _check_required(cfg, method)
+    template = cfg.chat_template
+    if template is not None and "{" not in template and template not in ("chatml", "auto"):
+        problems.append(
+            f"chat_template: {template!r} holds no Jinja and is not `chatml` or `auto`; "
+            "mergekit's other built-in template names are not supported yet: give the "
+            "template's Jinja text"
+        )
     if not problems and method.validate is not None and not cfg.slices:
         problems += method.validate(_plain_params(cfg, method), n)
     return problems
@@ -406,11 +413,13 @@ def _check_slices(cfg: MergeConfig, method: MergeMethod) -> list[str]:
         problems.append(f"slices: method {method.name!r} uses module masks; use `models:`")
     base = _norm(cfg.base_model) if cfg.base_model else None
     for i, sl in enumerate(cfg.slices):
-        for key in ("base_model", "residual_weight"):
+        hints = {"base_model": "set base_model at the top level",
+                 "residual_weight": "leave it out (no residual mixing)"}  # fmt: skip
+        for key, hint in hints.items():
             if getattr(sl, key) is not None:
                 problems.append(
                     f"slices.{i}.{key}: mergekit's per-slice `{key}` is not supported yet by "
-                    "modularevo; set base_model at the top level"
+                    f"modularevo; {hint}"
                 )
         problems += _check_params(sl.parameters, method, f"slices.{i}.parameters",
                                   allow_per_model=True)  # fmt: skip
@@ -592,9 +601,9 @@ def load_merge_config(
     checked = {k: v for k, v in coerce_numbers(data).items() if k not in UNSUPPORTED_KEYS}
     if unsupported:
         try:
-            validate(MergeConfig, checked, source=where)
-        except ConfigError as exc:
-            unsupported += [p for p in exc.problems if not p.startswith("models:")]
+            unsupported += check_merge_config(validate(MergeConfig, checked, source=where))
+        except ConfigError as exc:  # `modules:` replaces `models:`: no need to ask for them
+            unsupported += [p for p in exc.problems if "give either `models:`" not in p]
         raise ConfigError(unsupported, source=where)
     cfg = validate(MergeConfig, checked, source=where)
     problems = check_merge_config(cfg)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from modularevo.errors import InputError
 from modularevo.models.gptneo import DEFAULT_VOCAB_SIZE, GPTNeoArch, gptneo_config
 from modularevo.registry import Registry
+from modularevo.utils.atomic import apply_umask
 from modularevo.utils.cache import cache_dir
 from modularevo.utils.lazy import LazyModule
 
@@ -85,6 +86,7 @@ def publish_dir(target: Path, build: Callable[[Path], None]) -> Path:
     if (target / "config.json").is_file():
         return target
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    apply_umask(tmp, folder=True)  # mkdtemp makes 0700
     try:
         build(tmp)
         try:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from modularevo.data.collate import pad_batch
 from modularevo.errors import InputError
+from modularevo.evaluation.cards import write_model_card
 from modularevo.evaluation.evaluate import score_split
 from modularevo.training import strategies as st
 from modularevo.training.finetune_config import FinetuneConfig
@@ -401,7 +402,8 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
-        _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None)
+        _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None,
+                    card=lambda folder: _card(folder, cfg, metrics))  # fmt: skip
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
@@ -409,18 +411,50 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
     return FinetuneResult(output_dir=run.out, model_dir=model_dir, metrics=metrics, model=model)
 
 
-def _save_model(model: nn.Module, tokenizer: Any, model_dir: Path, *, emoe: bool) -> None:
-    """An HF folder; an EMoE model adds emoe.json and its gates (``load_emoe`` reads them)."""
+def _save_model(
+    model: nn.Module,
+    tokenizer: Any,
+    model_dir: Path,
+    *,
+    emoe: bool,
+    card: Callable[[Path], None],
+) -> None:
+    """An HF folder with its model card; an EMoE model adds emoe.json and its gates
+    (``load_emoe`` reads them)."""
     if emoe:
-        # deferred: EMoE code loads only for an emoe run
+        # deferred: EMoE is optional and only converted runs need its store
         from modularevo.emoe.store import save_emoe
 
         save_emoe(model, model_dir, tokenizer=tokenizer, overwrite=True)
+        card(model_dir)
         return
     with atomic_dir(model_dir, overwrite=True) as tmp:
         model.save_pretrained(tmp)  # pyright: ignore[reportCallIssue]
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        card(tmp)
+
+
+def _card(folder: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
+    """The model card of a fine-tuned classifier: base, task, strategy, accuracies with n."""
+    how = {"module": f"inside the module `{cfg.module}` (weights outside it never move)",
+           "full": "in full", "lora": "with LoRA (merged back into dense weights)"}  # fmt: skip
+    write_model_card(
+        folder,
+        title=f"{cfg.model} fine-tuned on {cfg.task}",
+        summary=(
+            f"`{cfg.model}` fine-tuned on `{cfg.task}` {how.get(cfg.strategy, cfg.strategy)} "
+            f"for {metrics['steps']} steps; the best step on validation ({metrics['best_step']}) "
+            "was kept. Load it with `modularevo.models.load_model(folder, 'classifier')`, or "
+            "in plain transformers with `trust_remote_code=True` (see docs/finetune.md)."
+        ),
+        base_model=cfg.model,
+        datasets=[cfg.task],
+        results={s: metrics[s] for s in ("validation", "test") if s in metrics},
+        command=f"modularevo finetune config.resolved.yaml  # from {cfg.output_dir}",
+        config=cfg.model_dump(mode="json"),
+        tags=["text-classification", f"strategy-{cfg.strategy}"],
+    )
 
 
 __all__ = ["FinetuneResult", "TrainState", "bits_differ", "finetune"]

@@ -16,14 +16,58 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 LMKind = Literal["causal_lm", "masked_lm", "seq2seq"]
 
 
+class HeadWarmupConfig(BaseModel):
+    """Warm-up of an LM head the checkpoint lacks (MiniLM ships none), on the frozen dense model.
+
+    The head trains until the validation LM loss of the corpus mix plateaus, is cached
+    (keyed by base model, corpus mix and these settings) and shared by every domain,
+    then stays frozen while masks learn. A checkpoint with a trained head skips it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    corpora: tuple[str, ...] | None = Field(
+        default=None, description="corpus mix the head learns on; None: the run's own dataset"
+    )
+    max_steps: int = Field(default=600, ge=0, description="cap on head steps (0: no warm-up)")
+    lr: float = Field(default=1e-3, gt=0, description="AdamW learning rate of the head")
+    batch_size: int = Field(default=16, ge=1)
+    train_batches: int = Field(
+        default=48,
+        ge=1,
+        description="masked LMs: batches per corpus whose body features are cached",
+    )
+    eval_every: int = Field(default=25, ge=1, description="steps between validation losses")
+    eval_batches: int = Field(default=4, ge=1, description="validation batches per corpus")
+    plateau_tol: float = Field(
+        default=0.005,
+        ge=0,
+        description="relative improvement below which an evaluation counts as flat",
+    )
+    patience: int = Field(
+        default=2, ge=1, description="flat evaluations in a row that end the warm-up"
+    )
+    max_train_texts: int | None = Field(
+        default=4000, ge=1, description="cap on train texts per corpus"
+    )
+    cache_dir: Path = Field(
+        default=Path("runs/heads"), description="shared cache of warmed-up heads"
+    )
+
+
 class ModularizeConfig(BaseModel):
     """Everything one mask-learning run needs; validated once, frozen.
 
     The loss is the domain's language-modelling loss plus ``alpha`` times the mean of
-    the binary mask over all covered entries. Scores start uniform in
-    ``[init_low, init_high)``: with a strong enough push, the kept fraction falls
-    roughly by ``lr / (init_high - init_low)`` per step, so the width of the init and
-    ``lr`` set how many steps it takes to reach a level.
+    the binary mask over all covered entries, so every score feels a constant downward
+    push ``alpha / N`` (the *pressure*). Scores start uniform in ``[init_low,
+    init_high)`` from a seed derived from ``(seed, dataset)``. With ``alpha: null`` the
+    pressure is calibrated on the domain before training: it equals the
+    ``pressure_quantile`` quantile of the per-score LM-gradient RMS, so that share of
+    the weights has an LM gradient larger than the pressure. With ``lr: null`` the peak
+    learning rate is chosen so the lowest level is predicted to be crossed after
+    ``cross_at`` of the steps (warm-up, the peak held until that level falls, then a
+    linear decay to ``final_lr_ratio``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,13 +78,23 @@ class ModularizeConfig(BaseModel):
     dataset_options: dict[str, Any] = Field(default_factory=dict)
     max_train_texts: int | None = Field(None, ge=1, description="cap on train texts read")
     max_val_texts: int = Field(512, ge=1, description="cap on validation texts read")
-    alpha: float = Field(100.0, ge=0, description="weight of the kept-fraction penalty")
-    lr: float = Field(0.01, gt=0, description="AdamW learning rate of the scores")
-    lr_head: float = Field(5e-4, gt=0, description="learning rate of a trained LM head")
-    train_head: bool | None = Field(
-        None, description="train the LM head with the masks; None: when the checkpoint lacks it"
+    alpha: float | None = Field(
+        None, ge=0, description="weight of the kept-fraction penalty; null: calibrated"
     )
-    head_warmup_steps: int = Field(0, ge=0, description="dense head-only steps before masking")
+    pressure_quantile: float = Field(
+        0.75, gt=0, lt=1, description="calibrated alpha: pressure = this quantile of LM-grad RMS"
+    )
+    calibration_batches: int = Field(8, ge=1, description="batches of the alpha calibration")
+    lr: float | None = Field(None, gt=0, description="peak AdamW lr of the scores; null: planned")
+    cross_at: float = Field(
+        0.5, gt=0, le=1, description="planned lr: share of steps at which the last level falls"
+    )
+    alpha_growth: float = Field(
+        1.0, ge=1, description="per-step growth of alpha once the planned crossing is late"
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps of lr warm-up")
+    final_lr_ratio: float = Field(0.1, ge=0, le=1, description="lr at the last step / peak lr")
+    head_warmup: HeadWarmupConfig = Field(default_factory=HeadWarmupConfig)
     init_low: float = Field(0.0, description="scores start uniform in [init_low, init_high)")
     init_high: float = Field(1.0, description="upper end of the score init")
     steps: int = Field(300, ge=1, description="mask-learning steps (optimizer updates)")

@@ -1,13 +1,24 @@
 """Learn a domain module: a binary mask over a frozen pretrained model (ModularEvo §1.1).
 
 Loss = the domain's LM loss (causal, MLM or seq2seq by ``config.kind``) + α · the
-mask's kept fraction over all covered entries. AdamW updates the scores only (plus a
-fresh LM head when the checkpoint ships none; the module is the mask, never the head).
-When the kept fraction first falls to a snapshot level, the hard mask is written as a
-module file (``module-<level>.safetensors``) together with the head it was trained with
-(``head-<level>.safetensors``) and the validation LM loss at that moment. The test
-split is never read. The loop runs under Hugging Face Accelerate: one CPU process
-here, DDP on several devices with the same code (the global batch is split).
+mask's kept fraction over all covered entries. AdamW updates the scores only; the
+model, its LM head included, stays frozen. A checkpoint without an LM head (MiniLM)
+first gets one trained on the frozen dense model (:mod:`.head_warmup`, cached and
+shared by every domain), so every mask is judged with the same head. Three choices
+make the *data*, not the init or the pressure, decide the mask (issue 12):
+
+- the score init ``U[init_low, init_high)`` is seeded from ``(seed, dataset)``, so two
+  domains never share it;
+- α is calibrated so the pressure on a score equals a quantile of the per-score LM
+  gradient (``pressure_quantile``): that share of weights has an LM gradient larger
+  than the pressure (the diagnostic is logged at every evaluation and saved);
+- the lr warms up, holds its peak until the lowest level falls, then decays; the peak
+  is planned so that level falls after ``cross_at`` of the steps (tokens per level saved).
+
+When the kept fraction first falls to a snapshot level, the hard mask is written as
+``module-<level>.safetensors`` (the head, if any, is ``head.safetensors`` beside it and
+is never part of the module). The test split is never read. Resumable bit-exactly
+(:mod:`.modularize_checkpoint`).
 
 Example:
     >>> from modularevo.training.modularize_config import ModularizeConfig
@@ -22,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +43,26 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.data import load_dataset
 from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
+from modularevo.errors import InputError
+from modularevo.models import load_model
+from modularevo.models.arch import describe
 from modularevo.modules.io import save_module
-from modularevo.modules.layers import MaskedModel
-from modularevo.training import _modularize_parts as parts
+from modularevo.modules.layers import MaskedModel, MaskScores, maskable_params
+from modularevo.modules.mask import ModuleMask, fingerprint
+from modularevo.modules.structured import StructuredScores
+from modularevo.training import head_warmup
+from modularevo.training import modularize_checkpoint as ckpt
 from modularevo.training.modularize_config import ModularizeConfig
-from modularevo.utils.seed import derived_generator, seed_everything
+from modularevo.utils.atomic import atomic_save_file, atomic_write_text
+from modularevo.utils.seed import derived_generator, derived_seed, seed_everything
 
 log = logging.getLogger(__name__)
 
-__all__ = ["modularize"]
+__all__ = ["build_module", "level_tag", "modularize", "run_seed"]
+
+TOKEN_LEVELS = (0.9, 0.75, 0.5, 0.25, 0.1)
 
 
 @dataclass
@@ -50,80 +72,172 @@ class _Run:
     model: nn.Module
     wrapped: nn.Module
     scores: Any
-    head: list[str]
-    opt_scores: torch.optim.Optimizer
-    opt_head: torch.optim.Optimizer | None
     train: Tensor  # (num_blocks, max_length)
     val: Tensor
     ids: TokenIds
     out: Path
+    seed: int
+    head_report: dict[str, Any]
     sparse_head: str | None = None
+    opt: Any = None
+    calibration: dict[str, Any] = field(default_factory=dict)
     step: int = 0
     crossed: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    share_sum: float = 0.0
+    share_n: int = 0
+
+
+def run_seed(config: ModularizeConfig) -> int:
+    """The seed of a run's score init, batch order and masking: derived from (seed, dataset)."""
+    return derived_seed(config.seed, "modularize", config.dataset) % 2**62
+
+
+def level_tag(level: float) -> str:
+    """File-name tag of a snapshot level: 0.25 -> ``"0.25"``."""
+    return f"{level:.2f}".rstrip("0").rstrip(".") if level < 1 else "1"
+
+
+def build_module(
+    masks: Mapping[str, Tensor], model: nn.Module, *, domain: str, metadata: Mapping[str, Any]
+) -> ModuleMask:
+    """A :class:`ModuleMask` with fingerprints of the masked base parameters."""
+    params = dict(model.named_parameters())
+    covered = [(n, params[n]) for n in masks]
+    return ModuleMask(
+        masks=dict(masks),
+        domain=domain,
+        arch_fingerprint=fingerprint(covered, values=False),
+        base_fingerprint=fingerprint(covered),
+        metadata=dict(metadata),
+    )
+
+
+def _build_scores(
+    model: nn.Module, arch: Any, cfg: ModularizeConfig, generator: torch.Generator
+) -> nn.Module:
+    params = dict(model.named_parameters())
+    init = (cfg.init_low, cfg.init_high)
+    if cfg.structured:
+        scores: nn.Module = StructuredScores(arch, params, init_range=init, generator=generator)
+    else:
+        names = maskable_params(model, arch.maskable, bias=cfg.mask_bias)
+        scores = MaskScores({n: params[n].shape for n in names}, init_range=init,
+                            generator=generator)  # fmt: skip
+    if not scores.names():  # type: ignore[operator]
+        raise InputError(
+            f"model {cfg.model!r} has no maskable layers (family {arch.family!r}); "
+            "check `describe(model)` or use another model"
+        )
+    return scores
 
 
 def _load(cfg: ModularizeConfig, model: Any, tokenizer: Any) -> tuple[nn.Module, Any]:
     if model is not None:
         return model, tokenizer
-    from modularevo.models import load_model
-
     return load_model(cfg.model, cfg.kind)
 
 
-def _texts(cfg: ModularizeConfig, texts: dict[str, list[str]] | None) -> tuple[list, list]:
+def _corpus(
+    name: str, cfg: ModularizeConfig, texts: Mapping[str, Sequence[str]] | None, cap: int | None
+) -> dict[str, list[str]]:
     if texts is None:
-        from modularevo.data import load_dataset
-
-        dsd = load_dataset(cfg.dataset, **cfg.dataset_options)
+        opts = cfg.dataset_options if name == cfg.dataset else {}
+        dsd = load_dataset(name, **opts)
         texts = {"train": dsd["train"]["text"], "validation": dsd["validation"]["text"]}
-    train = list(texts["train"])[: cfg.max_train_texts]
-    return train, list(texts["validation"])[: cfg.max_val_texts]
+    return {"train": list(texts["train"])[:cap],
+            "validation": list(texts["validation"])[: cfg.max_val_texts]}  # fmt: skip
 
 
-def _setup(cfg: ModularizeConfig, model: Any, tokenizer: Any, texts: Any) -> _Run:
-    from modularevo.models.arch import describe
+def _sparse_head_name(model: nn.Module, arch: Any, kind: str) -> str | None:
+    prefix = getattr(model, "base_model_prefix", "")
+    if kind == "masked_lm" and len(arch.heads) == 1 and prefix and hasattr(model, prefix):
+        return arch.heads[0]  # vocabulary projection only on scored tokens
+    return None
 
-    seed_everything(cfg.seed)
+
+def _prepare_head(
+    cfg: ModularizeConfig,
+    model: nn.Module,
+    tok: Any,
+    own: Mapping[str, Sequence[str]],
+    texts_given: bool,
+    head_texts: Mapping[str, Mapping[str, Sequence[str]]] | None,
+    sparse: str | None,
+) -> dict[str, Any]:
+    """Warm up (or reuse) the frozen LM head; write it beside the modules."""
+    out = Path(cfg.output_dir)
+    saved = out / head_warmup.HEAD_FILE
+    params = dict(model.named_parameters())
+    if saved.is_file():  # a resumed run keeps the head it started with
+        with torch.no_grad():
+            for n, t in head_warmup.load_head(saved).items():
+                params[n].copy_(t)
+        return json.loads((out / "head_warmup.json").read_text(encoding="utf-8"))
+    hw = cfg.head_warmup
+    names = list(hw.corpora or (cfg.dataset,))
+
+    def load() -> dict[str, Any]:
+        corpora = dict(head_texts or {})
+        for name in names:
+            if name not in corpora:
+                given = texts_given and name == cfg.dataset
+                corpora[name] = own if given else _corpus(name, cfg, None, None)
+        return {n: {"train": list(t["train"])[: hw.max_train_texts],
+                    "validation": list(t["validation"])[: cfg.max_val_texts]}
+                for n, t in corpora.items()}  # fmt: skip
+
+    # corpora loaded by name are identified by name and caps (no need to read them when cached)
+    by_name = head_texts is None and not (texts_given and cfg.dataset in names)
+    mix_id = ({"names": sorted(names), "max_train_texts": hw.max_train_texts,
+               "max_val_texts": cfg.max_val_texts} if by_name else None)  # fmt: skip
+    head, report = head_warmup.warm_up_head(
+        model, tok, cfg.model, cfg.kind, load, hw, mix_id=mix_id, max_length=cfg.max_length,
+        mlm_probability=cfg.mlm_probability, seed=cfg.seed, sparse_head=sparse,
+    )  # fmt: skip
+    if head:
+        meta = {"format": head_warmup.HEAD_FORMAT, "key": str(report.get("key", ""))}
+        atomic_save_file(head, saved, metadata=meta)
+        atomic_write_text(out / "head_warmup.json", json.dumps(report, indent=1))
+    return report
+
+
+def _setup(
+    cfg: ModularizeConfig,
+    model: Any,
+    tokenizer: Any,
+    texts: Mapping[str, Sequence[str]] | None,
+    head_texts: Mapping[str, Mapping[str, Sequence[str]]] | None,
+) -> _Run:
+    seed = run_seed(cfg)
+    seed_everything(seed % 2**31)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     model, tok = _load(cfg, model, tokenizer)
     arch = describe(model)
-    scores = parts.build_scores(model, arch, cfg, derived_generator(cfg.seed, "scores"))
-    head = parts.head_parameter_names(model, arch, cfg.train_head)
-    wrapped = MaskedModel(model, scores, trainable=head)
-    ids = TokenIds.of(tok, vocab_size=getattr(model.config, "vocab_size", None))
-    train_texts, val_texts = _texts(cfg, texts)
-    pack = {"max_length": cfg.max_length, "kind": cfg.kind}
-    train, val = pack_texts(train_texts, tok, **pack), pack_texts(val_texts, tok, **pack)
-    opt_scores = torch.optim.AdamW(scores.parameters(), lr=cfg.lr, weight_decay=0.0)
-    params = dict(model.named_parameters())
-    opt_head = (
-        torch.optim.AdamW([params[n] for n in head], lr=cfg.lr_head, weight_decay=0.0)
-        if head
-        else None
-    )
-    wrapped, opt_scores = acc.prepare(wrapped, opt_scores)
-    if opt_head is not None:
-        opt_head = acc.prepare(opt_head)
+    sparse = _sparse_head_name(model, arch, cfg.kind)
+    own = _corpus(cfg.dataset, cfg, texts, cfg.max_train_texts)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n_masked = len(scores.names())  # type: ignore[operator]
-    log.info("masking %d tensors, training %d head tensors", n_masked, len(head))
-    run = _Run(cfg, acc, model, wrapped, scores, head, opt_scores, opt_head, train, val, ids, out)
-    prefix = getattr(model, "base_model_prefix", "")
-    if cfg.kind == "masked_lm" and len(arch.heads) == 1 and prefix and hasattr(model, prefix):
-        run.sparse_head = arch.heads[0]  # vocabulary projection only on scored tokens
-    return run
+    head_report: dict[str, Any] = {"skipped": "the checkpoint ships its LM head"}
+    if head_warmup.fresh_head_names(model):
+        head_report = _prepare_head(cfg, model, tok, own, texts is not None, head_texts, sparse)
+    scores = _build_scores(model, arch, cfg, derived_generator(seed, "scores"))
+    wrapped = MaskedModel(model, scores, trainable=())  # the head is frozen too
+    ids = TokenIds.of(tok, vocab_size=getattr(model.config, "vocab_size", None))
+    pack = {"max_length": cfg.max_length, "kind": cfg.kind}
+    train, val = pack_texts(own["train"], tok, **pack), pack_texts(own["validation"], tok, **pack)
+    log.info("masking %d tensors; head: %s", len(scores.names()),  # type: ignore[operator]
+             head_report.get("path", head_report.get("skipped")))  # fmt: skip
+    return _Run(cfg, acc, model, wrapped, scores, train, val, ids, out, seed, head_report, sparse)
 
 
-def _train_batch(run: _Run, step: int) -> dict[str, Tensor]:
+def _batch(run: _Run, step: int) -> dict[str, Tensor]:
     cfg, n = run.cfg, run.train.shape[0]
     start = step * cfg.batch_size
-    epoch = start // n
-    order = torch.randperm(n, generator=derived_generator(cfg.seed, "order", epoch))
+    order = torch.randperm(n, generator=derived_generator(run.seed, "order", start // n))
     idx = order[torch.arange(start, start + cfg.batch_size) % n]
     idx = idx[run.acc.process_index :: run.acc.num_processes]  # this process's share
-    gen = derived_generator(cfg.seed, "mlm", step, run.acc.process_index)
+    gen = derived_generator(run.seed, "mlm", step, run.acc.process_index)
     batch = lm_batch(run.train[idx], cfg.kind, ids=run.ids, generator=gen,
                      mlm_probability=cfg.mlm_probability)  # fmt: skip
     return {k: v.to(run.acc.device) for k, v in batch.items()}
@@ -136,29 +250,181 @@ def _evaluate(run: _Run) -> float:
     losses = []
     for i in range(min(cfg.eval_batches, -(-run.val.shape[0] // cfg.batch_size))):
         blocks = run.val[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        gen = derived_generator(cfg.seed, "val", i)
+        gen = derived_generator(0, "val", i)  # the same batches for every seed and domain
         batch = lm_batch(blocks, cfg.kind, ids=run.ids, generator=gen,
                          mlm_probability=cfg.mlm_probability)  # fmt: skip
         batch = {k: v.to(run.acc.device) for k, v in batch.items()}
-        out = run.wrapped(**batch, sparse_head=run.sparse_head)
-        losses.append(float(out.loss))
+        losses.append(float(run.wrapped(**batch, sparse_head=run.sparse_head).loss))
     run.wrapped.train()
     return sum(losses) / max(len(losses), 1)
 
 
-def _step(run: _Run, step: int, warmup: bool) -> tuple[float, float]:
-    batch = _train_batch(run, step)
+def _score_params(run: _Run) -> list[nn.Parameter]:
+    return list(run.scores.parameters())
+
+
+def _lm_grads(run: _Run, batch: Mapping[str, Tensor]) -> tuple[float, list[Tensor]]:
+    """LM loss and its gradient to every score tensor (the pressure not included)."""
     out = run.wrapped(**batch, sparse_head=run.sparse_head)
-    kept = run.scores.kept_fraction()
-    loss = out.loss if warmup else out.loss + run.cfg.alpha * kept
-    run.acc.backward(loss)
-    if not warmup:
-        run.opt_scores.step()
-    if run.opt_head is not None:
-        run.opt_head.step()
-        run.opt_head.zero_grad(set_to_none=True)
-    run.opt_scores.zero_grad(set_to_none=True)
-    return float(out.loss.detach()), float(kept.detach())
+    params = _score_params(run)
+    grads = torch.autograd.grad(out.loss, params, allow_unused=True)
+    return float(out.loss.detach()), [
+        g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)
+    ]
+
+
+def _unit_pressure(run: _Run) -> list[Tensor]:
+    """Gradient of the kept fraction (α = 1) to every score: 1/N for unstructured scores."""
+    params = _score_params(run)
+    grads = torch.autograd.grad(run.scores.kept_fraction(), params, allow_unused=True)
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+
+def _sample(tensors: Sequence[Tensor], n: int, gen: torch.Generator) -> Tensor:
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    if flat.numel() <= n:
+        return flat
+    return flat[torch.randint(0, flat.numel(), (n,), generator=gen)]
+
+
+def _lr_multiplier(cfg: ModularizeConfig, step: int, crossed_at: int | None) -> float:
+    """lr / peak lr at ``step`` (0-based): linear warm-up, the peak held until the last
+    level is crossed, then a linear decay to ``final_lr_ratio`` over the remaining steps.
+
+    Holding the peak guarantees the displacement keeps growing until the lowest level
+    falls, even when the LM gradient protects more weights than the calibration predicted.
+    """
+    warm = max(int(cfg.warmup_ratio * cfg.steps), 1)
+    if step < warm:
+        return (step + 1) / warm
+    if crossed_at is None or step < crossed_at:
+        return 1.0
+    frac = (step - crossed_at) / max(cfg.steps - crossed_at, 1)
+    return 1.0 - (1.0 - cfg.final_lr_ratio) * min(frac, 1.0)
+
+
+def _planned_area(cfg: ModularizeConfig) -> float:
+    """Sum of lr multipliers up to the planned crossing step (peak held until then)."""
+    n = max(int(cfg.cross_at * cfg.steps), 1)
+    return sum(_lr_multiplier(cfg, t, None) for t in range(n))
+
+
+def _predicted_displacement(speed: Tensor, cfg: ModularizeConfig, level: float) -> float:
+    """Score displacement ``D`` at which the predicted kept fraction reaches ``level``.
+
+    A score moves by about ``lr · speed`` per step under Adam, with ``speed =
+    E[g] / sqrt(E[g²])`` of its total gradient; it starts ``U[low, high)``, so it is
+    kept after a displacement ``D`` with probability ``(high - D·speed) / (high - low)``.
+    """
+    lo, hi = cfg.init_low, cfg.init_high
+
+    def kept(d: float) -> float:
+        return float(((hi - d * speed) / (hi - lo)).clamp(0, 1).mean())
+
+    a, b = 0.0, 1.0
+    while kept(b) > level and b < 1e6:
+        b *= 2
+    for _ in range(60):
+        mid = (a + b) / 2
+        a, b = (mid, b) if kept(mid) > level else (a, mid)
+    return b
+
+
+def _calibrated_alpha(ratio: Tensor, cfg: ModularizeConfig) -> float:
+    """α whose pressure is the ``pressure_quantile`` quantile of LM-gradient RMS / unit pressure.
+
+    Scores that get no LM gradient at all (a key bias, weights the data never reaches)
+    are left out of the quantile: they say nothing about how strong the signal is.
+
+    Raises:
+        InputError: if no score gets an LM gradient (the data carries no signal).
+    """
+    live = ratio[ratio > 0].double()
+    if live.numel() == 0:
+        raise InputError(
+            f"the LM loss of {cfg.dataset!r} gives no gradient to any score, so alpha cannot be "
+            "calibrated; check the corpus (constant or empty texts?) or give alpha explicitly"
+        )
+    return float(torch.quantile(live, cfg.pressure_quantile))
+
+
+def _calibrate(run: _Run) -> dict[str, Any]:
+    """Set the pressure from the LM gradients of the domain and plan the lr."""
+    cfg = run.cfg
+    unit = _unit_pressure(run)
+    s1 = [torch.zeros_like(u) for u in unit]
+    s2 = [torch.zeros_like(u) for u in unit]
+    run.wrapped.eval()  # no dropout: the calibration is deterministic
+    for i in range(cfg.calibration_batches):
+        _, grads = _lm_grads(run, _batch(run, -1 - i))
+        for a, b, g in zip(s1, s2, grads, strict=True):
+            a.add_(g)
+            b.add_(g * g)
+    run.wrapped.train()
+    k = cfg.calibration_batches
+    gen = derived_generator(run.seed, "calibration")
+    n = 1 << 21
+    ratio = _sample([(b / k).sqrt() / u.clamp_min(1e-30) for b, u in zip(s2, unit, strict=True)],
+                    n, gen)  # fmt: skip
+    alpha = cfg.alpha if cfg.alpha is not None else _calibrated_alpha(ratio, cfg)
+    mean = _sample([a / k for a in s1], n, derived_generator(run.seed, "calibration"))
+    sq = _sample([b / k for b in s2], n, derived_generator(run.seed, "calibration"))
+    press = _sample([alpha * u for u in unit], n, derived_generator(run.seed, "calibration"))
+    speed = (press + mean) / (press**2 + 2 * press * mean + sq).sqrt().clamp_min(1e-30)
+    level = cfg.snapshot_levels[-1]
+    disp = _predicted_displacement(speed.double(), cfg, level)
+    area = _planned_area(cfg)
+    lr = cfg.lr if cfg.lr is not None else disp / area
+    share = float((sq.sqrt() > press).double().mean())
+    out = {"alpha": alpha, "lr": lr, "pressure_per_score": float(press.median()),
+           "share_lm_rms_above_pressure": share, "predicted_displacement": disp,
+           "calibration_batches": k,
+           "planned_cross_step": int(cfg.cross_at * cfg.steps)}  # fmt: skip
+    log.info("calibrated: alpha %.4g, lr %.4g, %.1f%% of scores have an LM gradient RMS above "
+             "the pressure", alpha, lr, 100 * share)  # fmt: skip
+    return out
+
+
+def _make_optimizer(run: _Run) -> None:
+    lr = float(run.calibration["lr"])
+    run.opt = torch.optim.AdamW(_score_params(run), lr=lr, weight_decay=0.0)
+    run.wrapped, run.opt = run.acc.prepare(run.wrapped, run.opt)
+
+
+def _last_crossing(run: _Run) -> int | None:
+    last = run.crossed.get(level_tag(run.cfg.snapshot_levels[-1]))
+    return int(last["step"]) if last else None
+
+
+def _alpha_at(run: _Run, step: int) -> float:
+    """α at ``step``: the calibrated value, grown by ``alpha_growth`` per step once the
+    planned crossing step has passed without the lowest level falling (a safeguard for
+    weights the LM gradient protects more than predicted; 1.0 turns it off)."""
+    late = step - int(run.calibration["planned_cross_step"])
+    crossed = _last_crossing(run)
+    if crossed is not None:
+        late = crossed - int(run.calibration["planned_cross_step"])
+    return float(run.calibration["alpha"]) * run.cfg.alpha_growth ** max(late, 0)
+
+
+def _step(run: _Run, step: int, unit: list[Tensor]) -> float:
+    lr = float(run.calibration["lr"]) * _lr_multiplier(run.cfg, step, _last_crossing(run))
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    loss, grads = _lm_grads(run, _batch(run, step))
+    alpha = _alpha_at(run, step)
+    above = 0
+    total = 0
+    for p, g, u in zip(_score_params(run), grads, unit, strict=True):
+        press = alpha * u
+        above += int((g.abs() > press).sum())
+        total += g.numel()
+        p.grad = (g + press).clamp_(-1.0, 1.0)  # the reference's STE clip
+    run.share_sum += above / max(total, 1)
+    run.share_n += 1
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss
 
 
 def _hard_kept(run: _Run) -> float:
@@ -168,11 +434,14 @@ def _hard_kept(run: _Run) -> float:
 
 
 def _snapshot(run: _Run, level: float, kept: float, val_loss: float) -> Path:
-    tag = parts.level_tag(level)
+    tag = level_tag(level)
+    tokens = run.step * run.cfg.batch_size * run.cfg.max_length
+    info = {"level": level, "step": run.step, "kept": kept, "val_loss": val_loss,
+            "tokens": tokens}  # fmt: skip
     meta: dict[str, Any] = {
-        "level": level, "step": run.step, "kept": kept, "val_loss": val_loss,
-        "mask_step": run.step - run.cfg.head_warmup_steps, "kind": run.cfg.kind,
-        "model": run.cfg.model, "structured": run.cfg.structured,
+        **info, "kind": run.cfg.kind, "model": run.cfg.model, "structured": run.cfg.structured,
+        "seed": run.cfg.seed, "run_seed": run.seed, "calibration": run.calibration,
+        "head": head_warmup.HEAD_FILE if "path" in run.head_report else None,
         "config": run.cfg.model_dump(mode="json"),
     }  # fmt: skip
     if run.cfg.structured:
@@ -180,68 +449,68 @@ def _snapshot(run: _Run, level: float, kept: float, val_loss: float) -> Path:
         meta["units"] = {
             u: "".join("1" if b else "0" for b in m.tolist()) for u, m in units.items()
         }
-    module = parts.build_module(run.scores.hard_masks(), run.model, domain=run.cfg.dataset,
-                                metadata=meta)  # fmt: skip
+    module = build_module(run.scores.hard_masks(), run.model, domain=run.cfg.dataset,
+                          metadata=meta)  # fmt: skip
     path = save_module(module, run.out / f"module-{tag}.safetensors")
-    head = parts.save_head(run.model, run.head, run.out / f"head-{tag}.safetensors")
-    run.crossed[tag] = {"level": level, "step": run.step, "kept": kept, "val_loss": val_loss,
-                        "mask_step": run.step - run.cfg.head_warmup_steps,
-                        "path": str(path), "head": str(head) if head else None}  # fmt: skip
-    log.info("kept %.4f <= %.2f at step %d: wrote %s", kept, level, run.step, path)
+    run.crossed[tag] = {**info, "path": str(path)}
+    log.info("kept %.4f <= %.2f at step %d (%d tokens): wrote %s", kept, level, run.step,
+             tokens, path)  # fmt: skip
     return path
 
 
 def _checkpoint(run: _Run) -> None:
     if not run.acc.is_main_process:
         return
-    params = dict(run.model.named_parameters())
     state = {
-        "step": run.step, "crossed": run.crossed, "history": run.history,
-        "scores": run.scores.state_dict(),
-        "head": {n: params[n].detach().cpu() for n in run.head},
-        "opt_scores": run.opt_scores.state_dict(),
-        "opt_head": run.opt_head.state_dict() if run.opt_head else None,
+        "config": run.cfg.model_dump(mode="json"), "step": run.step,
+        "crossed": json.dumps(run.crossed), "history": json.dumps(run.history),
+        "calibration": json.dumps(run.calibration),
+        "share": [run.share_sum, run.share_n],
+        "scores": run.scores.state_dict(), "opt": run.opt.state_dict(),
+        "rng": ckpt.rng_state(),
     }  # fmt: skip
-    parts.save_checkpoint(state, run.out / "checkpoint.pt")
+    ckpt.save_checkpoint(state, run.out / "checkpoint.pt")
 
 
-def _resume(run: _Run) -> None:
-    state = parts.load_checkpoint(run.out / "checkpoint.pt")
+def _resume(run: _Run) -> bool:
+    state = ckpt.load_checkpoint(run.out / "checkpoint.pt", run.cfg.model_dump(mode="json"))
     if state is None:
-        return
+        return False
     run.scores.load_state_dict(state["scores"])
-    params = dict(run.model.named_parameters())
-    with torch.no_grad():
-        for n, t in state["head"].items():
-            params[n].copy_(t)
-    run.opt_scores.load_state_dict(state["opt_scores"])
-    if run.opt_head is not None and state["opt_head"] is not None:
-        run.opt_head.load_state_dict(state["opt_head"])
-    run.step, run.crossed, run.history = state["step"], state["crossed"], state["history"]
+    run.calibration = json.loads(state["calibration"])
+    _make_optimizer(run)
+    run.opt.load_state_dict(state["opt"])
+    run.step = int(state["step"])
+    run.crossed, run.history = json.loads(state["crossed"]), json.loads(state["history"])
+    run.share_sum, run.share_n = float(state["share"][0]), int(state["share"][1])
+    ckpt.restore_rng(state["rng"])
     log.info("resumed from %s at step %d", run.out / "checkpoint.pt", run.step)
+    return True
 
 
-def _after_step(run: _Run, loss: float, warmup: bool) -> bool:
+def _after_step(run: _Run, loss: float) -> bool:
     """Evaluate, snapshot and checkpoint after ``run.step``; True when training should stop."""
     cfg = run.cfg
     kept = _hard_kept(run)
-    record: dict[str, float] = {"step": run.step, "loss": loss, "kept": kept}
-    due = [
-        lv for lv in cfg.snapshot_levels if kept <= lv and parts.level_tag(lv) not in run.crossed
-    ]
+    tokens = run.step * cfg.batch_size * cfg.max_length
+    record: dict[str, float] = {"step": run.step, "tokens": tokens, "loss": loss, "kept": kept,
+                                "lr": float(run.opt.param_groups[0]["lr"]),
+                                "alpha": _alpha_at(run, run.step - 1)}  # fmt: skip
+    due = [lv for lv in cfg.snapshot_levels if kept <= lv and level_tag(lv) not in run.crossed]
     if due or run.step % cfg.eval_every == 0 or run.step == cfg.steps:
         record["val_loss"] = _evaluate(run)
-    if warmup and run.step == cfg.head_warmup_steps and run.acc.is_main_process:
-        parts.save_head(run.model, run.head, run.out / "head-dense.safetensors")
-        record["dense_val_loss"] = record.get("val_loss", _evaluate(run))
-    if run.acc.is_main_process and not warmup:
+        record["share_lm_grad_above_pressure"] = run.share_sum / max(run.share_n, 1)
+        run.share_sum, run.share_n = 0.0, 0
+        log.info("step %d: kept %.4f, val loss %.4f, %.1f%% of scores with |LM grad| > "
+                 "pressure", run.step, kept, record["val_loss"],
+                 100 * record["share_lm_grad_above_pressure"])  # fmt: skip
+    if run.acc.is_main_process:
         for lv in due:
             _snapshot(run, lv, kept, record["val_loss"])
     run.history.append(record)
     if run.step % cfg.checkpoint_every == 0:
         _checkpoint(run)
-    last = parts.level_tag(cfg.snapshot_levels[-1])
-    return cfg.stop_after_last_level and last in run.crossed
+    return cfg.stop_after_last_level and level_tag(cfg.snapshot_levels[-1]) in run.crossed
 
 
 def modularize(
@@ -249,7 +518,8 @@ def modularize(
     *,
     model: nn.Module | None = None,
     tokenizer: Any = None,
-    texts: dict[str, list[str]] | None = None,
+    texts: Mapping[str, Sequence[str]] | None = None,
+    head_texts: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> dict[float, Path]:
     """Learn one domain module and write a module file per snapshot level crossed.
 
@@ -258,28 +528,31 @@ def modularize(
         model: a model to use instead of loading ``config.model`` (tests, notebooks).
         tokenizer: its tokenizer (required with ``model``).
         texts: ``{"train": [...], "validation": [...]}`` instead of ``config.dataset``.
+        head_texts: corpus name -> texts for the head warm-up mix, instead of loading
+            ``config.head_warmup.corpora``.
 
     Returns:
         Snapshot level -> module file, for every level the kept fraction reached.
 
     Raises:
-        InputError: unknown model or dataset, a corpus too small for one block, or a
-            model with nothing to mask.
+        InputError: unknown model or dataset, a corpus too small for one block, a
+            model with nothing to mask, or a checkpoint of another config.
     """
     t0 = time.perf_counter()
-    run = _setup(config, model, tokenizer, texts)
-    _resume(run)
-    if run.step == 0:
-        run.history.append({"step": 0, "val_loss": _evaluate(run), "kept": _hard_kept(run)})
-    total = config.head_warmup_steps + config.steps
-    bar = tqdm(total=total, initial=run.step, disable=not config.progress, desc="modularize")
+    run = _setup(config, model, tokenizer, texts, head_texts)
+    if not _resume(run):
+        run.calibration = _calibrate(run)
+        _make_optimizer(run)
+        run.history.append({"step": 0, "tokens": 0, "val_loss": _evaluate(run), "kept": 1.0})
+    unit = _unit_pressure(run)
+    bar = tqdm(total=config.steps, initial=run.step, disable=not config.progress,
+               desc=f"modularize {config.dataset}")  # fmt: skip
     run.wrapped.train()
-    while run.step < total:
-        warmup = run.step < config.head_warmup_steps
-        loss, _ = _step(run, run.step, warmup)
+    while run.step < config.steps:
+        loss = _step(run, run.step, unit)
         run.step += 1
         bar.update(1)
-        stop = _after_step(run, loss, warmup)
+        stop = _after_step(run, loss)
         bar.set_postfix(loss=f"{loss:.3f}", kept=f"{run.history[-1]['kept']:.3f}")
         if stop:
             break
@@ -289,16 +562,28 @@ def modularize(
     return {v["level"]: Path(v["path"]) for v in run.crossed.values()}
 
 
+def tokens_per_level(history: Sequence[Mapping[str, float]]) -> dict[str, int | None]:
+    """Tokens seen when the kept fraction first fell to each of :data:`TOKEN_LEVELS`."""
+    out: dict[str, int | None] = {}
+    for lv in TOKEN_LEVELS:
+        hit = next((r for r in history if "kept" in r and r["kept"] <= lv and r["step"] > 0), None)
+        out[level_tag(lv)] = int(hit["tokens"]) if hit else None
+    return out
+
+
 def _write_summary(run: _Run, seconds: float) -> None:
     if not run.acc.is_main_process:
         return
     summary = {
         "config": run.cfg.model_dump(mode="json"),
+        "run_seed": run.seed,
+        "calibration": run.calibration,
+        "head_warmup": run.head_report,
         "snapshots": run.crossed,
+        "tokens_per_level": tokens_per_level(run.history),
         "steps_run": run.step,
         "seconds": seconds,
         "masked_tensors": len(run.scores.names()),
-        "head_tensors": run.head,
         "history": run.history,
     }
-    (run.out / "modularize.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    atomic_write_text(run.out / "modularize.json", json.dumps(summary, indent=1))

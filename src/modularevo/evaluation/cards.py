@@ -9,7 +9,6 @@ with its number of examples and 95% interval. It is written with huggingface_hub
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,9 @@ from typing import Any
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
+from modularevo.evaluation.stats import wilson_interval
+
 CARD_FILE = "README.md"
-
-
-def wilson(k: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of ``k`` successes in ``n`` trials (``(nan, nan)`` if n = 0)."""
-    if n <= 0:
-        return math.nan, math.nan
-    z = 1.959963984540054
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -37,7 +27,7 @@ def metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     rows = ["| evaluation | accuracy | n | 95% interval |", "|---|---|---|---|"]
     for name, r in results.items():
         acc, n = float(r["accuracy"]), int(r.get("n", 0))
-        lo, hi = wilson(acc * n, n)
+        lo, hi = wilson_interval(round(acc * n), n)
         interval = f"[{100 * lo:.1f}, {100 * hi:.1f}]" if n else "—"
         rows.append(f"| {name} | {100 * acc:.2f} | {n} | {interval} |")
     return rows

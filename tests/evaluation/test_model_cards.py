@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from modularevo.models.cards import wilson, write_model_card
+from modularevo.evaluation.cards import write_model_card
 
 
 def test_card_has_metadata_results_and_recipe(tmp_path: Path) -> None:
@@ -27,8 +27,3 @@ def test_card_has_metadata_results_and_recipe(tmp_path: Path) -> None:
     assert "| test | 80.00 | 100 | [71.1, 86.7] |" in card.text
     assert "modularevo finetune cfg.yaml" in card.text
     assert "lr: 5.0e-05" in card.text
-
-
-def test_wilson_interval_matches_the_textbook_value() -> None:
-    lo, hi = wilson(80, 100)
-    assert (round(lo, 3), round(hi, 3)) == (0.711, 0.867)
