@@ -12,7 +12,7 @@ from merge_helpers import read_output
 from safetensors.torch import load_file, save_file
 
 from modularevo import merge
-from modularevo.errors import ConfigError
+from modularevo.errors import ConfigError, InputError
 from modularevo.io import ShardedWriter, TensorSpec, open_model
 from modularevo.merging import stream, thresholds
 from modularevo.merging.apply import make_plan
@@ -250,3 +250,14 @@ def test_modularevo_masks_are_sliced_with_the_chunks(
     n = "emb.weight"
     want = base[n] + 0.7 * masks[0] * (a[n] - base[n]) + 0.4 * masks[1] * (b[n] - base[n])
     torch.testing.assert_close(read_output(tmp_path / "out")[n], want, rtol=0, atol=1e-6)
+
+
+def test_a_model_sharing_no_tensor_with_the_base_is_refused(tmp_path: Path, four):
+    # with missing_tensors: base it would silently contribute nothing (the base back)
+    sd = load_file(str(tmp_path / "b" / "model.safetensors"))
+    save_file({f"other.{n}": t for n, t in sd.items()}, str(tmp_path / "b" / "model.safetensors"))
+    cfg = _recipe(tmp_path, "task_arithmetic")
+    cfg["missing_tensors"] = "base"
+    with pytest.raises(InputError, match=r"(?s)share no tensor with the base.*b: none of its"):
+        merge(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

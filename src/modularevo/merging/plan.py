@@ -430,7 +430,38 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
             plan.notes.append(f"{name!r} is tied to {tied[name]!r}: written as a copy of it")
         else:
             tasks.append(TensorTask(name, "merge", info.shape, dtype, present))
+    _check_models_contribute(plan, tasks)
     return _aliases_after_targets(tasks)
+
+
+def _check_models_contribute(plan: MergePlan, tasks: list[TensorTask]) -> None:
+    """Refuse a merge in which some input model shares no tensor with the base.
+
+    With ``missing_tensors: base`` such a model would silently contribute the base's
+    values everywhere, and a merge of only such models writes the base back unchanged.
+
+    Raises:
+        InputError: naming each model and a few of its tensor names beside the base's.
+    """
+    merged = [t for t in tasks if t.action == "merge"]
+    if plan.base is None or not merged:
+        return
+    idle = [i for i in range(len(plan.entries)) if not any(t.present[i] for t in merged)]
+    if not idle:
+        return
+    base_names = [t.name for t in merged[:2]]
+    problems = [
+        f"{plan.entries[i].model}: none of its tensors is a float tensor of the base "
+        f"(it has e.g. {plan.models[i].names()[:2]}, the base {base_names})"
+        for i in idle
+    ]
+    raise InputError(
+        "some input models share no tensor with the base model, so the merge would write the "
+        "base back for them:\n"
+        + "\n".join(f"  - {p}" for p in problems)
+        + "\nMerge models of the base's architecture saved with the same tensor names "
+        "(a fine-tune of this base), or fix `base_model`."
+    )
 
 
 def _decide_slice_tasks(plan: MergePlan, base: ModelReader | None) -> None:
