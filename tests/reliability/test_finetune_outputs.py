@@ -11,6 +11,7 @@ import sys
 import pytest
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
+from conftest import lock_held_elsewhere
 from modularevo.errors import InputError
 from modularevo.training.finetune import finetune
 from modularevo.training.finetune_config import FinetuneConfig
@@ -56,20 +57,8 @@ def test_overwrite_removes_the_finished_results_before_training(tmp_path):
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from modularevo.utils.atomic import claim_output\n"
-         f"with claim_output({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(InputError, match="being written by another run"):
-            _go(out)
-    finally:
-        holder.kill()
-        holder.wait()
+    with lock_held_elsewhere(out), pytest.raises(InputError, match="being written by another run"):
+        _go(out)
     assert _go(out).metrics["steps"] == 4
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from merge_helpers_rel import recipe, tiny_family
 
-from conftest import assert_one_message
+from conftest import assert_one_message, lock_held_elsewhere
 
 MERGE = ["merge", "--no-progress"]
 
@@ -66,21 +64,10 @@ def test_second_merge_into_the_same_folder_needs_overwrite(family, tmp_path, run
 
 def test_a_running_merge_holds_its_output(family, tmp_path, run_cli):
     out = tmp_path / "out"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from modularevo.utils.atomic import claim_output\n"
-         f"with claim_output({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out) as pid:
         code, text = _merge(run_cli, recipe(family, name="r3.yaml"), out)
-        assert_one_message(code, text, "being written by another run", str(holder.pid))
+        assert_one_message(code, text, "being written by another run", str(pid))
         assert not out.exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert _merge(run_cli, recipe(family, name="r3.yaml"), out)[0] == 0  # released on death
 
 

@@ -13,8 +13,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modularevo.utils.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from modularevo.models.arch import ARCHITECTURES, ArchInfo, AttnInfo, FFNInfo, describe
@@ -22,21 +23,13 @@ if TYPE_CHECKING:
     from modularevo.models.heads import SequenceClassifier
     from modularevo.models.load import KINDS, load_model, resolve_model
 
-_LAZY = {
+_EXPORTS = {
     "ARCHITECTURES": "arch", "ArchInfo": "arch", "AttnInfo": "arch", "FFNInfo": "arch",
     "describe": "arch", "MODELS": "defaults", "ModelSpec": "defaults",
     "SequenceClassifier": "heads", "KINDS": "load", "load_model": "load",
     "resolve_model": "load",
 }  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"modularevo.models.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'modularevo.models' has no attribute {name!r}")
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ARCHITECTURES",

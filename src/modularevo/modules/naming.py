@@ -96,6 +96,6 @@ def fit_masks(reader: Any, param_names: Collection[str]) -> Any:
     """
     names = reader.names()
     mapping = match_names(names, param_names)
-    if not mapping or (all(m == p for m, p in mapping.items()) and len(mapping) == len(names)):
+    if not mapping or mapping == {n: n for n in names}:
         return reader
     return RenamedMasks(reader, mapping)
