@@ -129,12 +129,21 @@ def main() -> None:
         err_console.print("aborted")
         sys.exit(130)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if _is_usage_error(exc):
+            exc.show()  # pyright: ignore[reportAttributeAccessIssue]
+            sys.exit(exc.exit_code)  # pyright: ignore[reportAttributeAccessIssue]
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """A click usage error, from click itself or from the copy newer typer versions vendor."""
+    kinds: list[type] = []
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            kinds.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return isinstance(exc, tuple(kinds))
 
 
 def __getattr__(name: str) -> typer.Typer:

@@ -35,8 +35,12 @@ class ModularizeOptions(_Frozen):
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=8, ge=1)
     max_length: int = Field(default=128, ge=8)
-    lr: float = Field(default=0.01, gt=0)
-    alpha: float = Field(default=100.0, ge=0)
+    lr: float | None = Field(
+        default=0.01, gt=0, description="peak lr of the scores; null: planned (issue-12 recipe)"
+    )
+    alpha: float | None = Field(
+        default=100.0, ge=0, description="sparsity pressure; null: calibrated on the gradients"
+    )
     max_train_texts: int | None = Field(default=None, ge=1)
     max_val_texts: int = Field(default=256, ge=1)
     extra: dict[str, Any] = Field(
