@@ -65,14 +65,15 @@ def tokenize_pairs(
     BOS added as the tokenizer does) and the answer (``answer_prefix + target``, plus EOS
     when the tokenizer has one) are tokenized separately and joined, so generation, which
     starts from the prompt's tokens, continues exactly where training did. The answer is
-    cut to ``max_target_length`` tokens; the prompt loses tokens from its *start* so that
+    cut to ``max_target_length`` tokens (at most half of ``max_length``); the prompt loses
+    tokens from its *start* so that
     prompt + answer fit ``max_length`` and the cue at its end stays.
 
     Args:
         split: a ``datasets.Dataset`` (or list of dicts) with ``text`` and ``target``.
         tokenizer: a Hugging Face tokenizer.
         max_length: longest prompt + answer, in tokens.
-        max_target_length: longest answer, in tokens (EOS included).
+        max_target_length: longest answer, in tokens (EOS included; at most max_length / 2).
         prompt_template: format string with ``{text}``.
         answer_prefix: put before the answer (a space suits byte-level BPE vocabularies).
 
@@ -82,8 +83,7 @@ def tokenize_pairs(
         and ``target`` (the reference answer as text).
 
     Raises:
-        InputError: a missing column, a template without ``{text}``, or a max_length that
-            leaves no room for the prompt.
+        InputError: a missing column or a template without ``{text}``.
     """
     columns = getattr(split, "column_names", None) or (list(split[0]) if len(split) else [])
     missing = [c for c in ("text", TARGET_COLUMN) if c not in columns]
@@ -94,11 +94,6 @@ def tokenize_pairs(
         )
     if "{text}" not in prompt_template:
         raise InputError(f"prompt_template {prompt_template!r} must contain '{{text}}'")
-    if max_target_length >= max_length:
-        raise InputError(
-            f"max_target_length {max_target_length} leaves no room for the prompt within "
-            f"max_length {max_length}; raise max_length or lower max_target_length"
-        )
     eos = getattr(tokenizer, "eos_token_id", None)
     rows = split if isinstance(split, list) else split.select_columns(["text", TARGET_COLUMN])
     out: list[Example] = []
@@ -106,7 +101,7 @@ def tokenize_pairs(
         prompt = tokenizer(prompt_template.format(text=row["text"]))["input_ids"]
         answer = tokenizer(answer_prefix + row[TARGET_COLUMN], add_special_tokens=False)
         answer_ids = list(answer["input_ids"]) + ([eos] if isinstance(eos, int) else [])
-        answer_ids = answer_ids[:max_target_length]
+        answer_ids = answer_ids[: min(max_target_length, max_length // 2)]
         prompt = list(prompt)[-(max_length - len(answer_ids)) :]
         ids = prompt + answer_ids
         out.append(
