@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from torch import Tensor, nn
 
-from modularevo.data.collate import pad_batch
+from modularevo.data.collate import pad_batch, pad_id_of
+from modularevo.data.generation import tokenize_pairs
 from modularevo.errors import InputError
 from modularevo.evaluation.stats import wilson_interval
-from modularevo.models.heads import positions_from_mask
 from modularevo.utils.device import build_accelerator
 
 IGNORE_INDEX = -100
@@ -70,6 +70,11 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Te
     ids = [[pad_id] * (longest - len(p)) + list(p) for p in prompts]
     mask = [[0] * (longest - len(p)) + [1] * len(p) for p in prompts]
     return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
+def _positions(mask: Tensor) -> Tensor:
+    # the same rule as models.heads.positions_from_mask, which would import transformers here
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def _takes_positions(model: nn.Module) -> bool:
@@ -132,7 +137,7 @@ def _greedy_loop(
     for _ in range(max_new_tokens):
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if positions:
-            kwargs["position_ids"] = positions_from_mask(mask)
+            kwargs["position_ids"] = _positions(mask)
         nxt = model(**kwargs).logits[:, -1].argmax(dim=-1)  # (batch,)
         if eos_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
@@ -149,7 +154,7 @@ def answer_losses(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """Mean cross-entropy over each example's answer tokens (``labels != -100``), (batch,)."""
     kwargs = {k: v for k, v in batch.items() if k != "labels"}
     if _takes_positions(model):
-        kwargs["position_ids"] = positions_from_mask(batch["attention_mask"])
+        kwargs["position_ids"] = _positions(batch["attention_mask"])
     logits = model(**kwargs).logits[:, :-1].float()  # (batch, seq-1, vocab)
     labels = batch["labels"][:, 1:]  # (batch, seq-1): token t+1 is predicted at t
     per_token = F.cross_entropy(
@@ -235,8 +240,56 @@ def score_generation(
     return out
 
 
+def evaluate_generation(
+    model: nn.Module | str,
+    data: Any,
+    *,
+    tokenizer: Any = None,
+    max_length: int = 128,
+    max_new_tokens: int = 32,
+    batch_size: int = 32,
+    prompt_template: str = "{text}\nAnswer:",
+    answer_prefix: str = " ",
+) -> dict[str, Any]:
+    """Greedy exact match of a causal LM on one split of a generation task.
+
+    Args:
+        model: a folder written by ``modularevo finetune`` (its ``model/``), an embedded or
+            Hub name, or an ``nn.Module`` (then ``tokenizer`` is required).
+        data: the split (``text`` and ``target`` columns).
+        tokenizer: tokenizer of an in-memory ``model``.
+        max_length: longest prompt + answer, in tokens.
+        max_new_tokens: longest generated answer.
+        batch_size: prompts per batch.
+        prompt_template: the prompt the model was fine-tuned with (``{text}`` = question).
+        answer_prefix: put before the reference answer (its loss only).
+
+    Returns:
+        ``accuracy``, ``loss``, ``n``, ``ci95``, ``predictions`` and ``labels``.
+
+    Raises:
+        InputError: an in-memory model without its tokenizer.
+    """
+    if isinstance(model, str):
+        # deferred: transformers is a heavy import; models passed in need none
+        from modularevo.models.load import load_model
+
+        model, tokenizer = load_model(model, "causal_lm")
+    elif tokenizer is None:
+        raise InputError("an in-memory model needs its `tokenizer` to be evaluated")
+    examples = tokenize_pairs(
+        data, tokenizer, max_length=max_length, prompt_template=prompt_template,
+        answer_prefix=answer_prefix,
+    )  # fmt: skip
+    return score_generation(
+        model, examples, tokenizer, pad_id=pad_id_of(tokenizer), max_new_tokens=max_new_tokens,
+        batch_size=batch_size, predictions=True,
+    )  # fmt: skip
+
+
 __all__ = [
     "answer_losses",
+    "evaluate_generation",
     "exact_match",
     "greedy_answers",
     "normalize_answer",
