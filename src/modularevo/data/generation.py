@@ -99,7 +99,7 @@ def tokenize_pairs(
     out: list[Example] = []
     for row in rows:
         prompt = tokenizer(prompt_template.format(text=row["text"]))["input_ids"]
-        answer = tokenizer(answer_prefix + row[TARGET_COLUMN], add_special_tokens=False)
+        answer = tokenizer(answer_prefix + str(row[TARGET_COLUMN]), add_special_tokens=False)
         answer_ids = list(answer["input_ids"]) + ([eos] if isinstance(eos, int) else [])
         answer_ids = answer_ids[: min(max_target_length, max_length // 2)]
         prompt = list(prompt)[-(max_length - len(answer_ids)) :]
