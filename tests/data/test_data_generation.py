@@ -27,7 +27,8 @@ def test_generation_tasks_are_registered_with_their_domain():
         spec = DATASETS.get(name)
         assert spec.kind == "generation"
         assert spec.domain == domain  # tied to the domain's corpus and module
-        assert spec.train_per_class and spec.eval_per_class
+        assert spec.train_per_class
+        assert spec.eval_per_class
 
 
 def test_dedupe_drops_a_question_with_two_answers():

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from generation_helpers import PAIRS, pairs_dataset
 from modularevo.errors import InputError
 from modularevo.evaluation.evaluate import evaluate_model
 from modularevo.evaluation.generation import exact_match, normalize_answer
 from modularevo.models.load import load_model
 from modularevo.training.finetune import finetune
 from modularevo.training.finetune_config import FinetuneConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from generation_helpers import PAIRS, pairs_dataset  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,13 @@ import pytest
 import torch
 from evolve_helpers import fake_config, tiny_corpus, tiny_task
 
+from generation_helpers import PAIRS, pairs_dataset
 from modularevo.config import load_config
 from modularevo.evolution import evolve
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.lm_template import LMTemplate
 from modularevo.evolution.state import RunDir
 from modularevo.models.load import load_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from generation_helpers import PAIRS, pairs_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STRATEGIES = ["base", "single_task", "modularevo", "ft_task_arithmetic"]
@@ -51,10 +48,15 @@ def gen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         rounds=1,
         strategies=STRATEGIES,
         finetune={
-            "max_steps": 60, "batch_size": 6, "max_length": 32, "eval_every": 30,
-            "lr": 1e-2, "weight_decay": 0.0, "patience": None,
+            "max_steps": 60,
+            "batch_size": 6,
+            "max_length": 32,
+            "eval_every": 30,
+            "lr": 1e-2,
+            "weight_decay": 0.0,
+            "patience": None,
             "generation": {"max_new_tokens": 8},
-        },  # fmt: skip
+        },
         plots=False,
     )
     return evolve(cfg, datasets=data, texts=texts)
@@ -77,7 +79,9 @@ def test_generation_task_runs_through_every_strategy(gen_run: Path):
         assert isinstance(rec.scores["ta"]["test"]["predictions"][0], int)
     merged = run.read_record("ft_task_arithmetic", 1)
     assert merged.search["evaluations"] >= 2  # the λ search scored the generation task too
-    mod = json.loads((gen_run / "finetunes" / "r1" / "base-pairs-module" / "summary.json").read_text())
+    mod = json.loads(
+        (gen_run / "finetunes" / "r1" / "base-pairs-module" / "summary.json").read_text()
+    )
     assert mod["mask"]["out_of_mask_changed"] == 0
     rep = json.loads((gen_run / "report" / "report.json").read_text())
     assert {"pairs", "ta"} <= set(rep["table_test"][0])

@@ -1,4 +1,4 @@
-"""Generation tasks in `finetune`: answer-only loss, greedy exact match, full and module strategies."""
+"""Generation tasks in `finetune`: answer-only loss, greedy exact match, full and module."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from generation_helpers import PAIRS, pairs_dataset
 
+from generation_helpers import PAIRS, pairs_dataset
 from modularevo.data.collate import pad_batch
 from modularevo.data.generation import IGNORE_INDEX, resolve_task_type, tokenize_pairs
 from modularevo.errors import InputError
@@ -92,7 +92,9 @@ def test_full_finetune_memorises_pairs_and_saves_predictions(tmp_path):
     saved = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert saved["test"]["labels"] == [a for _, a in PAIRS]
     reloaded, _ = load_model(str(res.model_dir), "causal_lm")
-    prompts = [ex["prompt_ids"] for ex in tokenize_pairs(pairs_dataset()["test"], tok, max_length=64)]
+    prompts = [
+        ex["prompt_ids"] for ex in tokenize_pairs(pairs_dataset()["test"], tok, max_length=64)
+    ]
     got = greedy_answers(reloaded, prompts, pad_id=0, eos_id=tok.eos_token_id, max_new_tokens=8)
     assert [tok.decode(a).strip() for a in got] == [a for _, a in PAIRS]
 

@@ -128,7 +128,9 @@ def write_problems(seed: int, n_per_type: int, stream: str = "", types: str = ""
     wanted = [t for t in types.split(",") if t] or sorted(generators)
     unknown = sorted(set(wanted) - set(generators))
     if unknown:
-        raise InputError(f"unknown mathematics_dataset types {unknown}; known: {sorted(generators)}")
+        raise InputError(
+            f"unknown mathematics_dataset types {unknown}; known: {sorted(generators)}"
+        )
     for name in sorted(wanted):
         fn = generators[name]
         keys = (stream, name) if stream else (name,)

@@ -116,8 +116,9 @@ def greedy_answers(
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=pad_id, eos_token_id=eos_id,
         )  # fmt: skip
-        out = generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        new = out[:, ids.shape[1] :]
+        out: Any = generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        sequences: Tensor = out if isinstance(out, Tensor) else out.sequences
+        new = sequences[:, ids.shape[1] :]
     else:
         new = _greedy_loop(model, ids, mask, eos_id=eos_id, max_new_tokens=max_new_tokens)
     answers = []

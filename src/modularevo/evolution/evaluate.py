@@ -4,10 +4,11 @@
 weights are overwritten for each evaluation), the tokenized evaluation slices and the
 linear probe used for the untouched base. A generation task's template is its causal
 LM, scored by greedy decoding and exact match (its "accuracy"; predictions and labels
-are the normalised answers, so the report's paired tests read them as they are). Selection (the λ search) only
-sees the ``search`` slice of validation; while an objective runs, the test split is
-locked and reading it raises :class:`LockedSplitError`. Validation and test scores
-keep their per-example predictions and labels, for the paired tests of the report.
+are the normalised answers, so the report's paired tests read them as they are).
+Selection (the λ search) only sees the ``search`` slice of validation; while an
+objective runs, the test split is locked and reading it raises :class:`LockedSplitError`.
+Validation and test scores keep their per-example predictions and labels, for the
+paired tests of the report.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ class LMTemplate(nn.Module):
         lm: a Hugging Face causal LM (``...ForCausalLM``).
     """
 
+    lm: Any  # the wrapped causal LM; not a registered submodule (its tensors are listed once)
+
     def __init__(self, lm: nn.Module) -> None:
         super().__init__()
         prefix = str(getattr(lm, "base_model_prefix", ""))

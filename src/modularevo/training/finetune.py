@@ -40,9 +40,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modularevo.data.collate import pad_batch
+from modularevo.data.generation import resolve_task_type
 from modularevo.errors import InputError
 from modularevo.evaluation.cards import write_model_card
-from modularevo.data.generation import resolve_task_type
 from modularevo.evaluation.evaluate import score_split
 from modularevo.evaluation.generation import score_generation
 from modularevo.training import strategies as st
@@ -429,8 +429,9 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
+        kind = run.data.task_type
         _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None,
-                    card=lambda folder: _card(folder, cfg, metrics, run.data.task_type))  # fmt: skip
+                    card=lambda folder: _card(folder, cfg, metrics, kind))  # fmt: skip
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
