@@ -72,3 +72,19 @@ def test_modularevo_random_is_the_module_control() -> None:
     s = get_strategy("modularevo_random")
     assert (s.train, s.merge_method, s.random_mask) == ("module", "modularevo", True)
     assert not get_strategy("modularevo").random_mask
+
+
+def test_cart_pcb_and_opcm_strategies() -> None:
+    assert get_strategy("ft_pcb").method_params([1, 1], 0.2) == {
+        "weight": [1.0, 1.0],
+        "density": 0.2,
+    }
+    assert get_strategy("ft_cart").method_params([0.5], 0.2) == {"weight": [0.5]}
+    opcm = get_strategy("ft_opcm")
+    assert (opcm.train, opcm.merge_method) == ("full", "opcm")
+    # the continual merge depends on the order of the tasks: the first is never projected
+    base = torch.zeros(3, 3)
+    models = [torch.diag(torch.tensor([3.0, 2.0, 1.0])), torch.ones(3, 3)]
+    fwd = MERGE_METHODS.get("opcm").fn(models, base, weight=[1.0, 1.0])
+    rev = MERGE_METHODS.get("opcm").fn(models[::-1], base, weight=[1.0, 1.0])
+    assert not torch.allclose(fwd, rev)
