@@ -83,7 +83,8 @@ def model(sd):
 
 
 zero = {n: torch.zeros_like(t) for n, t in tvs[0].items()}
-pool = BaseModelPool({"_pretrained_": model(zero), **{f"t{i}": model(tv) for i, tv in enumerate(tvs)}})
+tasks = {f"t{i}": model(tv) for i, tv in enumerate(tvs)}
+pool = BaseModelPool({"_pretrained_": model(zero), **tasks})
 merged = OPCM(alpha=0.5, shuffle_order=False, save_on_every_step=False).run(pool)
 for key, t in merged.state_dict().items():
     out[f"opcm/{key}"] = t.detach().contiguous()
