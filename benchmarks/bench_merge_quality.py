@@ -7,7 +7,8 @@ subset of 2, 3 and 4 tasks, the task backbones are merged with every method whil
 task keeps its own fine-tuned head:
 
     average (weights 1/k, no search), task arithmetic, TIES, DARE, CABS, MagMax, TSV-M,
-    Iso-C, Iso-CTS, CART, PCB, OPCM
+    Iso-C, Iso-CTS, CART, PCB, OPCM (registered: per-tensor norms), OPCM with the paper's
+    whole-model norms (``opcm_whole``: :class:`~modularevo.merging.continual.ContinualOpcm`)
 
 Hyperparameters are chosen on validation only (a seeded slice of ``--search-examples``
 per task): one λ shared by the tasks (the per-task ``weight``) on ``--lambdas``, the
@@ -52,6 +53,7 @@ from modularevo.evaluation.stats import bootstrap_averages, interval, paired_dif
 from modularevo.evolution.evaluate import TaskData, TaskEvaluator, prepare_task
 from modularevo.evolution.search import search_merge
 from modularevo.evolution.strategies import get_strategy
+from modularevo.merging.continual import ContinualOpcm
 from modularevo.merging.in_memory import merge_state_dicts
 from modularevo.training.strategies import head_prefixes, is_head
 
@@ -70,6 +72,7 @@ METHODS = {
     "cart": "ft_cart",
     "pcb": "ft_pcb",
     "opcm": "ft_opcm",
+    "opcm_whole": "ft_opcm",  # the paper's whole-model norms (ContinualOpcm), one at a time
 }
 NOT_HOMOGENEOUS = {"pcb"}  # tanh(τ ⊙ Σ τ): the merge changes shape with λ
 
@@ -195,8 +198,14 @@ def _rss() -> int:
 
 
 def merge(setup: Setup, tasks: Sequence[str], method: str, params: Mapping[str, Any]) -> State:
-    """The merged backbone of ``tasks`` (registered ``method``, its parameters)."""
+    """The merged backbone of ``tasks`` (registered ``method``, its parameters);
+    ``opcm_whole``: :class:`ContinualOpcm`, the models folded in one at a time."""
     models = [setup.shared[t] for t in tasks]
+    if method == "opcm_whole":
+        merger = ContinualOpcm(setup.base, alpha=float(params.get("alpha", 0.5)))
+        for sd, w in zip(models, params["weight"], strict=True):
+            merger.add(sd, weight=w)
+        return merger.merged()
     return merge_state_dicts(setup.base, models, method, params, seed=0)
 
 
@@ -239,6 +248,7 @@ def _search_one(
     args: argparse.Namespace,
 ) -> tuple[float, float, int]:
     k = len(tasks)
+    method = "opcm_whole" if label == "opcm_whole" else strategy.merge_method
 
     def params(lam: float) -> dict[str, Any]:
         return {**strategy.method_params([lam] * k, density), **extra}
@@ -246,9 +256,9 @@ def _search_one(
     if label in NOT_HOMOGENEOUS:
 
         def merged(lam: float) -> State:
-            return merge(setup, tasks, strategy.merge_method, params(lam))
+            return merge(setup, tasks, method, params(lam))
     else:
-        one = merge(setup, tasks, strategy.merge_method, params(1.0))
+        one = merge(setup, tasks, method, params(1.0))
         delta = {n: one[n].float() - setup.base[n].float() for n in setup.base}
 
         def merged(lam: float) -> State:
@@ -270,7 +280,7 @@ def final_merge(
     else:
         strategy = get_strategy(METHODS[label])
         assert strategy.merge_method is not None
-        method = strategy.merge_method
+        method = "opcm_whole" if label == "opcm_whole" else strategy.merge_method
         params = {**strategy.method_params([chosen["lambda"]] * k, chosen["density"]),
                   **chosen["extra"]}  # fmt: skip
     with PeakMemory() as mem:

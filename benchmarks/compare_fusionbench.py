@@ -17,8 +17,8 @@ OPCM runs FusionBench's own ``OPCM.run`` (``opcm_general``, ``alpha`` 0.5, model
 given order) on a small ``nn.Module`` with the same tensors (base 0). FusionBench rescales
 with whole-model norms, modularevo's registered ``opcm`` per tensor (it streams tensor by
 tensor), so two rows are printed: ``opcm (whole-model norms)`` folds the tensors with
-:class:`~modularevo.merging.methods.opcm.OpcmState` and rescales the result with the
-whole-model norms (the same definition: agreement to float32 rounding), and ``opcm
+:class:`~modularevo.merging.continual.ContinualOpcm` (one model at a time, whole-model
+norms) (the same definition: agreement to float32 rounding), and ``opcm
 (per-tensor norms)`` is the registered method as it is (the size of the definitional
 difference). FusionBench 0.2.33 has no CART and no PCB, so they are not compared.
 """
@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modularevo.merging import MERGE_METHODS
-from modularevo.merging.methods.opcm import OpcmState
+from modularevo.merging.continual import ContinualOpcm
 
 SHAPES = {"attn.q.weight": (64, 64), "ffn.up.weight": (96, 48), "ffn.down.weight": (48, 96),
           "ffn.up.bias": (96,)}  # fmt: skip
@@ -115,16 +115,11 @@ def ours(name: str, tvs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def opcm_whole_model(tvs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """OPCM folded per tensor with :class:`OpcmState`, rescaled with whole-model norms."""
-    states = {}
-    for key in SHAPES:
-        st = OpcmState.start(tvs[0][key])
-        for tv in tvs[1:]:
-            st = st.add(tv[key], 0.5)
-        states[key] = st.merged
-    mean_norm = sum(float(torch.cat([t.flatten() for t in tv.values()]).norm()) for tv in tvs)
-    raw_norm = float(torch.cat([t.flatten() for t in states.values()]).norm())
-    return {k: v * (mean_norm / len(tvs) / raw_norm) for k, v in states.items()}
+    """OPCM with whole-model norms: :class:`ContinualOpcm`, one model at a time (base 0)."""
+    merger = ContinualOpcm({n: torch.zeros(s) for n, s in SHAPES.items()}, alpha=0.5)
+    for tv in tvs:
+        merger.add(tv)
+    return merger.merged()
 
 
 def _diffs(mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], name: str):

@@ -27,7 +27,7 @@ def _bench():
 @pytest.mark.slow
 def test_quick_run_writes_the_tables_and_reuses_fine_tunes(tmp_path: Path):
     bench = _bench()
-    methods = ["task_arithmetic", "cart", "pcb", "opcm"]
+    methods = ["task_arithmetic", "cart", "pcb", "opcm_whole"]
     argv = ["--quick", "--tasks", "lang-id", "code-package", "--methods", *methods]
     assert bench.main([*argv, "--out", str(tmp_path / "a")]) == 0
     result = json.loads((tmp_path / "a" / "results.json").read_text())

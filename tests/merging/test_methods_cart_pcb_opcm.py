@@ -133,3 +133,32 @@ def test_opcm_one_model_at_a_time_gives_the_merge_of_all(shape):
         state = state.add(tau, 0.5)  # only the running tensor and two numbers are kept
     torch.testing.assert_close(base + state.delta(), _call("opcm", taus, base))
     assert state.tasks == 4
+
+
+def test_continual_opcm_rescales_with_whole_model_norms():
+    from modularevo.merging.continual import ContinualOpcm
+
+    g = torch.Generator().manual_seed(5)
+    base = {"w": torch.randn(5, 4, generator=g), "b": torch.randn(4, generator=g),
+            "head": torch.randn(2, generator=g)}  # fmt: skip
+    models = [{n: t + torch.randn(t.shape, generator=g) for n, t in base.items()} for _ in range(3)]
+    merger = ContinualOpcm(base, alpha=0.5, exclude=lambda n: n == "head")
+    for m in models:
+        merger.add(m)
+    out = merger.merged(lam=0.5)
+    assert torch.equal(out["head"], base["head"])
+    taus = [{n: m[n] - base[n] for n in ("w", "b")} for m in models]
+    raw = {}
+    for n in ("w", "b"):
+        st = OpcmState.start(taus[0][n])
+        for tv in taus[1:]:
+            st = st.add(tv[n], 0.5)
+        raw[n] = st.merged
+    whole = [math.sqrt(sum(float(t.pow(2).sum()) for t in tv.values())) for tv in taus]
+    raw_norm = math.sqrt(sum(float(t.pow(2).sum()) for t in raw.values()))
+    for n in ("w", "b"):
+        want = base[n] + 0.5 * raw[n] * (sum(whole) / 3) / raw_norm
+        torch.testing.assert_close(out[n], want)
+    # per tensor, the registered method rescales each tensor by its own norms instead
+    per_tensor = MERGE_METHODS.get("opcm").fn([m["w"] for m in models], base["w"])
+    assert not torch.allclose(per_tensor, base["w"] + 2 * (out["w"] - base["w"]), atol=1e-4)
