@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from merge_helpers import read_output
+from safetensors.torch import save_file
 
 from modularevo.merging import MERGE_METHODS
+from modularevo.merging.apply import merge
+from modularevo.merging.continual import ContinualOpcm
+from modularevo.merging.in_memory import merge_state_dicts
 from modularevo.merging.methods.cart import cart_rank
 from modularevo.merging.methods.opcm import OpcmState, project_away, split_rank
 from modularevo.merging.methods.pcb import drop_weights
@@ -136,8 +142,6 @@ def test_opcm_one_model_at_a_time_gives_the_merge_of_all(shape):
 
 
 def test_continual_opcm_rescales_with_whole_model_norms():
-    from modularevo.merging.continual import ContinualOpcm
-
     g = torch.Generator().manual_seed(5)
     base = {"w": torch.randn(5, 4, generator=g), "b": torch.randn(4, generator=g),
             "head": torch.randn(2, generator=g)}  # fmt: skip
@@ -162,3 +166,31 @@ def test_continual_opcm_rescales_with_whole_model_norms():
     # per tensor, the registered method rescales each tensor by its own norms instead
     per_tensor = MERGE_METHODS.get("opcm").fn([m["w"] for m in models], base["w"])
     assert not torch.allclose(per_tensor, base["w"] + 2 * (out["w"] - base["w"]), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("cart", {"rank_fraction": 0.5, "lambda": 0.8}), ("pcb", {"density": 0.3}),
+     ("opcm", {"alpha": 0.4})],
+)  # fmt: skip
+def test_a_recipe_merges_as_the_in_memory_merge(tmp_path, method, params):
+    g = torch.Generator().manual_seed(11)
+    base = {"layer.w": torch.randn(6, 4, generator=g), "layer.b": torch.randn(6, generator=g),
+            "norm.weight": torch.ones(4)}  # fmt: skip
+    models = [{n: t + 0.1 * torch.randn(t.shape, generator=g) for n, t in base.items()}
+              for _ in range(3)]  # fmt: skip
+    for name, sd in [("base", base), *((f"m{i}", m) for i, m in enumerate(models))]:
+        (tmp_path / name).mkdir()
+        save_file(sd, str(tmp_path / name / "model.safetensors"))
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "toy"}))
+    weights = [0.5, 0.7, 0.9]
+    recipe = {"merge_method": method, "base_model": str(tmp_path / "base"), "dtype": "float32",
+              "parameters": params,
+              "models": [{"model": str(tmp_path / f"m{i}"), "parameters": {"weight": w}}
+                         for i, w in enumerate(weights)]}  # fmt: skip
+    merge(recipe, tmp_path / "out", progress=False)
+    got = read_output(tmp_path / "out")
+    want = merge_state_dicts(base, models, method, {**params, "weight": weights})
+    for n, t in want.items():
+        torch.testing.assert_close(got[n], t, msg=n)
+    assert not torch.allclose(got["layer.w"], base["layer.w"])
