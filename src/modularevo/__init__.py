@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modularevo.evolution.loop import evolve
     from modularevo.evolution.quickstart import quickstart
     from modularevo.merging.apply import merge
+    from modularevo.merging.lora import extract_lora
     from modularevo.modules.analysis import analyze_modules
     from modularevo.mwt.train import train_mwt
     from modularevo.training.finetune import FinetuneResult, finetune
