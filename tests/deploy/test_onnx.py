@@ -12,6 +12,13 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from test_extract import random_keep, structured_mask  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+)
+
 from modularevo.deploy.extract import extract_module  # noqa: E402
 from modularevo.deploy.onnx_export import (  # noqa: E402
     INFO_FILE,
@@ -23,9 +30,8 @@ from modularevo.deploy.onnx_export import (  # noqa: E402
     sample_inputs,
 )
 from modularevo.errors import InputError  # noqa: E402
+from modularevo.modules.io import save_module  # noqa: E402
 from modularevo.modules.mask import ModuleMask  # noqa: E402
-from test_extract import random_keep, structured_mask  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 ATOL = 1e-4
 
@@ -102,3 +108,24 @@ def test_export_keeps_train_mode(tmp_path: Path) -> None:
     model = tiny_bert().train()
     export_onnx(model, tmp_path / "t", dynamo=False)
     assert model.training
+
+
+def test_cli_extract_onnx_and_export_onnx(tmp_path: Path, run_cli) -> None:
+
+    dense = tiny_bert()
+    dense.save_pretrained(tmp_path / "dense")
+    save_module(bert_module(dense), tmp_path / "m.safetensors")
+    small, onnx_dir = tmp_path / "small", tmp_path / "small-onnx"
+    code, text = run_cli(["extract", str(tmp_path / "m.safetensors"), "--model",
+                          str(tmp_path / "dense"), "--out", str(small), "--onnx", str(onnx_dir)])  # fmt: skip
+    assert code == 0, text
+    code, text = run_cli(["export-onnx", str(tmp_path / "dense"), "--out", str(tmp_path / "d-onnx"),
+                          "--torchscript", "--quantize"])  # fmt: skip
+    assert code == 0, text
+    assert "int8" in text
+    assert (tmp_path / "d-onnx" / INT8_FILE).is_file()
+    ids, mask = sample_inputs(60, batch=2, seq=10, seed=7)
+    for hf, graph in ((small, onnx_dir), (tmp_path / "dense", tmp_path / "d-onnx")):
+        ref = _torch_logits(AutoModelForSequenceClassification.from_pretrained(hf), ids, mask)
+        got = ort_logits(ort_session(graph / ONNX_FILE), ids, mask)
+        torch.testing.assert_close(got, ref, atol=ATOL, rtol=0)

@@ -37,6 +37,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("quickstart", "quickstart_cmd", "quickstart"),
     ("cost", "cost_cmd", "cost"),
     ("extract", "extract_cmd", "extract"),
+    ("export_onnx", "export_onnx_cmd", "export-onnx"),
     ("emoe", "app", "emoe"),
     ("mwt", "app", "mwt"),
 ]

@@ -212,4 +212,3 @@ def export_onnx(
         model.train(was_training)
     log.info("exported %s (max |logit diff| %.2g)", out, info.get("max_abs_logit_diff", -1))
     return Path(out)
-
