@@ -116,8 +116,9 @@ def test_cli_extract_onnx_and_export_onnx(tmp_path: Path, run_cli) -> None:
     dense.save_pretrained(tmp_path / "dense")
     save_module(bert_module(dense), tmp_path / "m.safetensors")
     small, onnx_dir = tmp_path / "small", tmp_path / "small-onnx"
-    code, text = run_cli(["extract", str(tmp_path / "m.safetensors"), "--model",
-                          str(tmp_path / "dense"), "--out", str(small), "--onnx", str(onnx_dir)])  # fmt: skip
+    module, dense_dir = str(tmp_path / "m.safetensors"), str(tmp_path / "dense")
+    code, text = run_cli(["extract", module, "--model", dense_dir, "--out", str(small),
+                          "--onnx", str(onnx_dir)])  # fmt: skip
     assert code == 0, text
     code, text = run_cli(["export-onnx", str(tmp_path / "dense"), "--out", str(tmp_path / "d-onnx"),
                           "--torchscript", "--quantize"])  # fmt: skip

@@ -185,10 +185,16 @@ def export_onnx(
     _require_ort()
     was_training = model.training
     wrapped = LogitsOnly(model).eval()
-    ids, mask = sample_inputs(vocab_size or _vocab_size(model))
-    info: dict[str, Any] = {"opset": opset, "exporter": "dynamo" if dynamo else "torchscript",
-                            "inputs": list(INPUT_NAMES), "outputs": ["logits"], "atol": atol}  # fmt: skip
-    check_ids, check_mask = sample_inputs(vocab_size or _vocab_size(model), batch=3, seq=9, seed=1)
+        info: dict[str, Any] = {
+        "opset": opset,
+        "exporter": "dynamo" if dynamo else "torchscript",
+        "inputs": list(INPUT_NAMES),
+        "outputs": ["logits"],
+        "atol": atol,
+    }
+    vocab = vocab_size or _vocab_size(model)
+    ids, mask = sample_inputs(vocab)
+    check_ids, check_mask = sample_inputs(vocab, batch=3, seq=9, seed=1)
     try:
         with atomic_dir(out, overwrite=overwrite) as tmp:
             with torch.no_grad():
