@@ -185,7 +185,7 @@ def export_onnx(
     _require_ort()
     was_training = model.training
     wrapped = LogitsOnly(model).eval()
-        info: dict[str, Any] = {
+    info: dict[str, Any] = {
         "opset": opset,
         "exporter": "dynamo" if dynamo else "torchscript",
         "inputs": list(INPUT_NAMES),
