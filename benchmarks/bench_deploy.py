@@ -280,8 +280,8 @@ def runtime_latency(task: str, args: argparse.Namespace, out: Path) -> dict:
         times = interleaved_latency(variants, inputs, repeats=args.repeats, warmup=3)  # type: ignore[arg-type]
         point = {}
         for name, ts in times.items():
-            ms = [1000 * t for t in ts]
-            q = statistics.quantiles(ms, n=4) if len(ms) >= 4 else [ms[0], 0, ms[-1]]
+            ms = sorted(1000 * t for t in ts)
+            q = statistics.quantiles(ms, n=4) if len(ms) >= 4 else [ms[0], 0.0, ms[-1]]
             point[name] = {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0]}
         result[f"batch{b}"] = point
     return result
