@@ -61,7 +61,9 @@ def test_training_reduces_the_distillation_loss() -> None:
     teacher = _teacher()
     keep = {u: torch.ones(n, dtype=torch.bool) for u, n in GatedModel.wrap(
         copy.deepcopy(teacher), GatesConfig(), total_steps=1).gates.units.items()}  # fmt: skip
-    keep = _random_keep({u: k & (torch.arange(k.numel()) < k.numel() // 2) for u, k in keep.items()}, 0)
+    keep = _random_keep(
+        {u: k & (torch.arange(k.numel()) < k.numel() // 2) for u, k in keep.items()}, 0
+    )
     module = unit_module(describe(teacher), dict(teacher.named_parameters()), keep, domain="half")
     student = extract_module(teacher, module).train()
     d = Distiller(student, teacher, CFG)
@@ -74,7 +76,9 @@ def test_training_reduces_the_distillation_loss() -> None:
         opt.zero_grad()
     after = float(d(**held_out).loss)
     assert after < 0.7 * before, (before, after)
-    assert list(dict(d.named_parameters())) == [f"student.{n}" for n, _ in student.named_parameters()]
+    assert list(dict(d.named_parameters())) == [
+        f"student.{n}" for n, _ in student.named_parameters()
+    ]
 
 
 def test_depth_mismatch_is_refused() -> None:

@@ -329,7 +329,9 @@ class GatedModel(nn.Module):
             {"params": list(self.gates.log_alpha.parameters()), "lr": cfg.lr, "weight_decay": 0.0}
         ]
         if cfg.penalty is None:
-            groups.append({"params": [self.gates.lambdas], "lr": cfg.lambda_lr, "weight_decay": 0.0})
+            groups.append(
+                {"params": [self.gates.lambdas], "lr": cfg.lambda_lr, "weight_decay": 0.0}
+            )
         return groups
 
     def density(self) -> dict[str, float]:
