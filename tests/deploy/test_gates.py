@@ -38,7 +38,8 @@ def gated(dense: nn.Module) -> GatedModel:
 
 def test_gates_start_dense_and_reach_the_target_density(dense: nn.Module, gated: GatedModel):
     start = GatedModel.wrap(copy.deepcopy(dense), CFG, total_steps=200).density()
-    assert start["ffn"] > 0.9 and start["heads"] > 0.9
+    assert start["ffn"] > 0.9
+    assert start["heads"] > 0.9
     end = gated.density()
     assert end["ffn"] == pytest.approx(0.25, abs=0.03)
     assert end["heads"] == pytest.approx(0.5, abs=0.03)
@@ -82,7 +83,8 @@ def test_finalized_and_extracted_models_equal_the_gated_one(gated: GatedModel):
         want = gm(input_ids=ids, attention_mask=mask).logits
     model, module = gm.finalize()
     small = extract_module(model, module)
-    assert small.config.ffn_sizes == [16, 16] and small.config.head_counts == [2, 2]
+    assert small.config.ffn_sizes == [16, 16]
+    assert small.config.head_counts == [2, 2]
     with torch.inference_mode():
         folded = model(input_ids=ids, attention_mask=mask).logits
         extracted = small(input_ids=ids, attention_mask=mask).logits

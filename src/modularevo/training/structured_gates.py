@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +96,8 @@ class StructuredGates(nn.Module):
         total_steps: training steps of the run (the target ramp).
         init: unit group -> initial log_alpha per unit (default ``cfg.init_log_alpha``).
     """
+
+    step: Tensor
 
     def __init__(
         self,
@@ -194,7 +196,7 @@ class StructuredGates(nn.Module):
 
 
 def _top(scores: Tensor, density: float) -> Tensor:
-    k = int(round(density * scores.numel()))
+    k = round(density * scores.numel())
     keep = torch.zeros_like(scores, dtype=torch.bool)
     if k:
         keep[scores.topk(k).indices] = True
@@ -314,7 +316,7 @@ class GatedModel(nn.Module):
             for unit, (name, width, transposed) in self.gates.sites.items():
                 if unit not in z:
                     continue
-                w = modules[name].weight
+                w = cast(Tensor, modules[name].weight)
                 scale = z[unit].repeat_interleave(width).to(w.dtype)
                 w.mul_(scale[:, None] if transposed else scale[None, :])
         for h in self._hooks:
