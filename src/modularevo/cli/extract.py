@@ -21,6 +21,8 @@ def extract_cmd(
     num_labels: int = typer.Option(None, help="Classes, for kind=classifier."),
     lenient: bool = typer.Option(False, help="Bake in zeros outside whole neurons/heads."),
     overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+    onnx: Path = typer.Option(None, help="Also export the module to this ONNX folder."),
+    quantize: bool = typer.Option(False, help="With --onnx: also write model.int8.onnx."),
 ) -> None:
     """Remove the FFN neurons and attention heads the module drops; save a loadable folder."""
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
@@ -37,3 +39,9 @@ def extract_cmd(
         f"wrote {escape(str(out))}: FFN sizes {getattr(cfg, 'ffn_sizes', '?')}, "
         f"heads {getattr(cfg, 'head_counts', '?')}"
     )
+    if onnx is not None:
+        # deferred: onnx/onnxruntime are the optional `deploy` extra
+        from modularevo.deploy.onnx_export import export_onnx
+
+        export_onnx(small, onnx, quantize=quantize, overwrite=overwrite, tokenizer=tok)
+        console.print(f"wrote {escape(str(onnx))} (ONNX, logits checked against PyTorch)")

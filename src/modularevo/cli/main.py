@@ -38,6 +38,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("cost", "cost_cmd", "cost"),
     ("extract", "extract_cmd", "extract"),
     ("extract_lora", "extract_lora_cmd", "extract-lora"),
+    ("export_onnx", "export_onnx_cmd", "export-onnx"),
     ("emoe", "app", "emoe"),
     ("mwt", "app", "mwt"),
 ]

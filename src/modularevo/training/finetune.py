@@ -45,6 +45,7 @@ from modularevo.errors import InputError
 from modularevo.evaluation.cards import write_model_card
 from modularevo.evaluation.evaluate import score_split
 from modularevo.evaluation.generation import score_generation
+from modularevo.modules.io import save_module
 from modularevo.training import strategies as st
 from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.finetune_data import RunData, label_info, prepare_data
@@ -66,6 +67,7 @@ from modularevo.training.loop import (
     train_step,
 )
 from modularevo.training.masked_optim import mask_gradients_
+from modularevo.training.recovery import MODULE_FILE, unwrap_trained, wrap_for_training
 from modularevo.utils.atomic import atomic_dir
 from modularevo.utils.device import build_accelerator
 from modularevo.utils.seed import seed_everything
@@ -115,6 +117,7 @@ def finetune(
     tokenizer: Any = None,
     dataset: Any = None,
     on_step: Callable[[TrainState], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``config.model`` on ``config.task`` with ``config.strategy``.
 
@@ -124,6 +127,7 @@ def finetune(
         tokenizer: its tokenizer (required with ``model``).
         dataset: a DatasetDict with train/validation/test instead of ``config.task``.
         on_step: called after every step (after any checkpoint) with the train state.
+        teacher: the dense teacher for ``config.distill`` instead of ``distill.teacher``.
 
     Returns:
         The :class:`FinetuneResult`.
@@ -163,7 +167,8 @@ def finetune(
         from modularevo.emoe.convert import emoe_convert
 
         emoe_convert(model, config.emoe)  # deterministic: a resumed run converts identically
-    run = _build_run(config, acc, model, prepare_data(config, dataset, tokenizer), out)
+    data = prepare_data(config, dataset, tokenizer)
+    run = _build_run(config, acc, model, data, out, teacher=teacher)
     start = time.perf_counter()
     state = _resume_or_start(run)
     state = _train(run, state, on_step)
@@ -187,7 +192,13 @@ def _prepare_output(out: Path, cfg: FinetuneConfig, acc: Accelerator) -> None:
 
 
 def _build_run(
-    cfg: FinetuneConfig, acc: Accelerator, model: nn.Module, data: RunData, out: Path
+    cfg: FinetuneConfig,
+    acc: Accelerator,
+    model: nn.Module,
+    data: RunData,
+    out: Path,
+    *,
+    teacher: nn.Module | None = None,
 ) -> _Run:
     plan: st.TrainPlan | None = None
     base_masked: dict[str, Tensor] = {}
@@ -217,6 +228,7 @@ def _build_run(
             total,
             max(1, total // 10),
         )
+    model = wrap_for_training(model, optimizer, cfg, total_steps=total, teacher=teacher)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(cfg, total))
     model, optimizer = acc.prepare(model, optimizer)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -407,7 +419,7 @@ def _restore_best(run: _Run) -> nn.Module:
 
 def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> FinetuneResult:
     cfg, acc = run.cfg, run.acc
-    model = _restore_best(run)
+    model, module, deploy_info = unwrap_trained(_restore_best(run))  # gates folded in
     if cfg.strategy == "lora":
         model = st.merge_lora(model)
     metrics: dict[str, Any] = {
@@ -426,12 +438,15 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
         metrics[split] = _score(run, model, getattr(run.data, split))
     if run.plan is not None:
         metrics.update(mask_report(model, run.plan.masks, run.base_masked))
+    metrics.update(deploy_info)
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
         kind = run.data.task_type
         _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None,
                     card=lambda folder: _card(folder, cfg, metrics, kind))  # fmt: skip
+        if module is not None:
+            save_module(module, run.out / MODULE_FILE)
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modularevo.emoe.config import EMoEConfig
+from modularevo.training.distill import DistillConfig
+from modularevo.training.structured_gates import GatesConfig
 
 Strategy = Literal["module", "full", "lora"]
 
@@ -135,6 +137,12 @@ class FinetuneConfig(BaseModel):
     emoe: EMoEConfig | None = Field(
         None, description="split FFNs into EMoE experts before training (arXiv 2310.10908)"
     )
+    gates: GatesConfig | None = Field(
+        None, description="learn a structured module (FFN neurons, heads) while fine-tuning"
+    )
+    distill: DistillConfig | None = Field(
+        None, description="distil from the dense fine-tuned teacher (KL + hidden MSE)"
+    )
     progress: bool = True
 
     @model_validator(mode="after")
@@ -146,6 +154,11 @@ class FinetuneConfig(BaseModel):
             )
         if self.strategy != "module" and self.module:
             raise ValueError(f"`module` is only used by strategy 'module', not {self.strategy!r}")
+        for name in ("gates", "distill"):
+            if getattr(self, name) is not None and self.strategy != "full":
+                raise ValueError(f"`{name}` trains with strategy 'full', not {self.strategy!r}")
+        if self.gates is not None and self.emoe is not None:
+            raise ValueError("`gates` and `emoe` do not combine (EMoE reorders FFN neurons)")
         if self.emoe is not None and self.strategy == "module":
             raise ValueError(
                 "`emoe` reorders FFN neurons, so a module's masks would no longer line up; "
