@@ -18,6 +18,19 @@ from modularevo.io.reader import ModelReader
 
 _MAX_LISTED = 8
 _TIE_HINT = re.compile(r"(embed|wte|shared|lm_head|decoder|word_embeddings)")
+_VOCAB_HINT = re.compile(r"(embed_tokens|wte|shared|lm_head|embed_out|word_embeddings|decoder)")
+
+
+def vocab_tensors(reader: ModelReader, n_vocab: int | None) -> list[str]:
+    """The float tensors of ``reader`` indexed by token on their first axis (input
+    embeddings, LM head): an embedding-like name and ``n_vocab`` rows."""
+    if n_vocab is None:
+        return []
+    return [
+        n
+        for n, info in reader.tensors.items()
+        if info.is_float and info.shape and info.shape[0] == n_vocab and _VOCAB_HINT.search(n)
+    ]
 
 
 def _raise(title: str, problems: list[str], fix: str) -> None:
@@ -75,9 +88,16 @@ def check_names(
 
 
 def check_shapes(
-    readers: Sequence[ModelReader], labels: Sequence[str], configs: Sequence[dict[str, Any]]
+    readers: Sequence[ModelReader],
+    labels: Sequence[str],
+    configs: Sequence[dict[str, Any]],
+    *,
+    vocab_aligned: bool = False,
 ) -> None:
     """Check that shared tensors have equal shapes and kinds (float or not) everywhere.
+
+    With ``vocab_aligned`` (tokenizer surgery re-indexes the vocabulary tensors) differing
+    vocabulary sizes are allowed.
 
     Raises:
         InputError: listing every mismatch; differing vocabularies get their own message.
@@ -110,7 +130,7 @@ def check_shapes(
             problems + vocab_problems,
             "Merge models of one architecture and size (same config.json).",
         )
-    if vocab_problems:
+    if vocab_problems and not vocab_aligned:
         _raise(
             "the models have different vocabulary sizes",
             vocab_problems,

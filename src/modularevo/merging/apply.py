@@ -182,7 +182,7 @@ def _check_sources(plan: MergePlan) -> None:
         InputError: naming the folder, what it holds and how to fix the recipe.
     """
     src = plan.config.tokenizer_source
-    if not src or src == "base":
+    if not src or src in ("base", "union") or plan.vocab is not None:
         return
     folder = model_dir(src)
     found = sorted(n for n in TOKENIZER_FILES if folder is not None and (folder / n).is_file())

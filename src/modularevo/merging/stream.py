@@ -29,6 +29,7 @@ from modularevo.merging.plan import CHUNK, MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
 from modularevo.merging.spec import call_method, method_generators
 from modularevo.merging.thresholds import topk_cuts
+from modularevo.merging.tokenizer import align_rows
 from modularevo.utils.heap import release_free_heap
 
 if TYPE_CHECKING:
@@ -159,8 +160,10 @@ def merge_tensor(
             :meth:`~modularevo.merging.backend.Backend.compute_threads`).
     """
     has_base = plan.base is not None
-    base = inputs[0][0] if has_base else None
     idx = task.inputs(len(plan.entries), has_base)
+    if plan.aligns(task.name):
+        inputs = _aligned(plan, inputs, idx)
+    base = inputs[0][0] if has_base else None
     models = [t if t is not None else base for t, _ in inputs[1 if has_base else 0 :]]
     params = plan.params_for(task.name, idx)
     extra = _extra(plan, task, idx, params, thresholds)
@@ -177,6 +180,21 @@ def merge_tensor(
             f"(expected {list(task.shape)}); this is a bug in the method"
         )
     return plan.backend.cast(out, task.out_code)
+
+
+def _aligned(plan: MergePlan, inputs: Inputs, idx: list[int]) -> Inputs:
+    """The inputs with their rows re-indexed to the output vocabulary (tokenizer surgery)."""
+    vocab = plan.vocab
+    assert vocab is not None
+    off = 1 if plan.base is not None else 0
+    full: list[Any] = [None] * len(vocab.models)
+    if off:
+        full[0] = inputs[0][0]
+    for pos, i in enumerate(idx):
+        full[off + i] = inputs[off + pos][0]
+    new = align_rows(full, vocab)
+    picked = ([0] if off else []) + [off + i for i in idx]
+    return [(new[j], label) for j, (_, label) in zip(picked, inputs, strict=True)]
 
 
 def _extra(
