@@ -122,7 +122,7 @@ def test_union_builds_the_vocabulary_and_fills_missing_rows_as_mergekit(tmp_path
     got = read_output(out)
     for tensor in (EMB, HEAD):
         assert got[tensor].shape == (9, HIDDEN)
-        r = lambda m, t: _row(zoo, m, tensor, t)  # noqa: E731
+        r = lambda m, t, tensor=tensor: _row(zoo, m, tensor, t)  # noqa: E731
         for token in ("a", "b", "c", "<s>"):
             rows = {m: r(m, token) for m in VOCABS}
             torch.testing.assert_close(got[tensor][_vocab(out).index(token)], _expect_ta(rows))
@@ -229,7 +229,8 @@ def test_identical_vocabularies_move_no_row_and_keep_the_numpy_backend(tmp_path:
     plan = make_plan({**recipe, "tokenizer_source": "base"})
     try:
         assert plan.backend.name == "numpy"
-        assert plan.vocab is not None and plan.vocab.identity
+        assert plan.vocab is not None
+        assert plan.vocab.identity
     finally:
         plan.close()
     merge(recipe, tmp_path / "plain", progress=False)
@@ -278,9 +279,11 @@ def test_union_needs_loadable_tokenizers_and_models_form(tmp_path: Path, zoo):
 
 
 def _by_token(folder: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    sd = read_output(folder) if (folder / "model.safetensors.index.json").is_file() else {
-        k: v for f in folder.glob("*.safetensors") for k, v in load_file(str(f)).items()
-    }
+    sd = (
+        read_output(folder)
+        if (folder / "model.safetensors.index.json").is_file()
+        else {k: v for f in folder.glob("*.safetensors") for k, v in load_file(str(f)).items()}
+    )
     return sd, _vocab(folder)
 
 

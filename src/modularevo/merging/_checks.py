@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from modularevo.errors import InputError
+from modularevo.io.dtypes import BF16_EXPONENT, bf16_has_nonfinite
 from modularevo.io.hf_files import vocab_size
 from modularevo.io.reader import ModelReader
 
@@ -272,7 +273,9 @@ def _bad_count(t: Any) -> tuple[int, int]:
     """(NaN/Inf count, numel) of a torch tensor or numpy array (``uint16`` = BF16 bits)."""
     if isinstance(t, np.ndarray):
         if t.dtype == np.uint16:  # bf16 bit patterns: exponent all ones is Inf/NaN
-            return int(((t & 0x7F80) == 0x7F80).sum()), int(t.size)
+            if not bf16_has_nonfinite(t):  # blockwise: no tensor-sized temporaries
+                return 0, int(t.size)
+            return int(((t & BF16_EXPONENT) == BF16_EXPONENT).sum()), int(t.size)
         if not np.issubdtype(t.dtype, np.floating):
             return 0, int(t.size)
         return int((~np.isfinite(t)).sum()), int(t.size)

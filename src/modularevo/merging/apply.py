@@ -30,7 +30,6 @@ from modularevo.errors import ConfigError, InputError
 from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
 from modularevo.io.reader import model_dir
 from modularevo.io.writer import ShardedWriter, TensorSpec
-from modularevo.merging._checks import check_merged_finite
 from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
@@ -130,9 +129,7 @@ def _stream(
         try:
             for task, inputs in reads:
                 if task.action == "merge":
-                    t = merge_tensor(plan, task, inputs, thresholds, pool)
-                    if plan.config.check_finite:
-                        check_merged_finite(t, task.name, plan.params_for(task.name))
+                    t = merge_tensor(plan, task, inputs, thresholds, pool)  # checks NaN/Inf
                     if task.name in aliased:
                         held[task.name] = t
                 elif task.action == "alias":

@@ -104,7 +104,7 @@ def load_tokenizer(path: str) -> Any:
     folder = model_dir(path)
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder or path), use_fast=True)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+    except Exception as exc:  # transformers raises many kinds
         raise TokenizerLoadError(
             f"{path}: cannot load its tokenizer ({type(exc).__name__}: {exc}); tokenizer "
             "surgery needs each model's tokenizer files (tokenizer.json or "
@@ -203,9 +203,7 @@ def _union(base_tok: Any, others: list[tuple[str, Any, dict[str, int]]]) -> Any:
     new: dict[str, None] = {}
     for tok, rows in [(base_tok, base_vocab), *((t, v) for _, t, v in others)]:
         n = max(rows.values(), default=-1) + 1
-        specials = {
-            info.content: info for i, info in tok.added_tokens_decoder.items() if i < n
-        }
+        specials = {info.content: info for i, info in tok.added_tokens_decoder.items() if i < n}
         for token in sorted(rows, key=rows.__getitem__):
             if token not in specials and token not in base_vocab:
                 new.setdefault(token)
