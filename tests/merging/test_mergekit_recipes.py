@@ -240,10 +240,8 @@ parameters:
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("tokenizer", {"source": "union"}),
         ("chat_template", "llama3"),
         ("modules", {"text": {"models": [{"model": "a"}]}}),
-        ("tokenizer_source", "union"),
     ],
 )
 def test_unsupported_mergekit_keys_are_named_not_called_misspelt(zoo, key, value):

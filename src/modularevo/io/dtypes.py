@@ -81,6 +81,29 @@ def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+BF16_EXPONENT = 0x7F80
+"""The exponent bits of a bfloat16 pattern; all set: Inf or NaN."""
+SCAN_CHUNK = 1 << 20
+"""Elements per block of :func:`bf16_has_nonfinite` (2 MiB of uint16)."""
+
+
+def bf16_has_nonfinite(bits: np.ndarray) -> bool:
+    """Whether bfloat16 bit patterns (``uint16``) hold a NaN or Inf (exponent all ones).
+
+    Scans in blocks of :data:`SCAN_CHUNK` into one reused buffer, so the check adds
+    2 MiB, not a float32 copy of the tensor (twice its size) or a bool mask.
+    """
+    flat = bits.reshape(-1)
+    buf = np.empty(min(SCAN_CHUNK, flat.size), dtype=np.uint16)
+    for a in range(0, flat.size, SCAN_CHUNK):
+        part = flat[a : a + SCAN_CHUNK]
+        out = buf[: part.size]
+        np.bitwise_and(part, BF16_EXPONENT, out=out)
+        if int(out.max()) == BF16_EXPONENT:
+            return True
+    return False
+
+
 def float32_to_bf16(x: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (``uint16``) of float32 values, rounded to nearest even.
 

@@ -13,11 +13,25 @@ from typing import Any
 import numpy as np
 
 from modularevo.errors import InputError
+from modularevo.io.dtypes import BF16_EXPONENT, bf16_has_nonfinite
 from modularevo.io.hf_files import vocab_size
 from modularevo.io.reader import ModelReader
 
 _MAX_LISTED = 8
 _TIE_HINT = re.compile(r"(embed|wte|shared|lm_head|decoder|word_embeddings)")
+_VOCAB_HINT = re.compile(r"(embed_tokens|wte|shared|lm_head|embed_out|word_embeddings|decoder)")
+
+
+def vocab_tensors(reader: ModelReader, n_vocab: int | None) -> list[str]:
+    """The float tensors of ``reader`` indexed by token on their first axis (input
+    embeddings, LM head): an embedding-like name and ``n_vocab`` rows."""
+    if n_vocab is None:
+        return []
+    return [
+        n
+        for n, info in reader.tensors.items()
+        if info.is_float and info.shape and info.shape[0] == n_vocab and _VOCAB_HINT.search(n)
+    ]
 
 
 def _raise(title: str, problems: list[str], fix: str) -> None:
@@ -75,9 +89,16 @@ def check_names(
 
 
 def check_shapes(
-    readers: Sequence[ModelReader], labels: Sequence[str], configs: Sequence[dict[str, Any]]
+    readers: Sequence[ModelReader],
+    labels: Sequence[str],
+    configs: Sequence[dict[str, Any]],
+    *,
+    vocab_aligned: bool = False,
 ) -> None:
     """Check that shared tensors have equal shapes and kinds (float or not) everywhere.
+
+    With ``vocab_aligned`` (tokenizer surgery re-indexes the vocabulary tensors) differing
+    vocabulary sizes are allowed.
 
     Raises:
         InputError: listing every mismatch; differing vocabularies get their own message.
@@ -110,7 +131,7 @@ def check_shapes(
             problems + vocab_problems,
             "Merge models of one architecture and size (same config.json).",
         )
-    if vocab_problems:
+    if vocab_problems and not vocab_aligned:
         _raise(
             "the models have different vocabulary sizes",
             vocab_problems,
@@ -252,7 +273,9 @@ def _bad_count(t: Any) -> tuple[int, int]:
     """(NaN/Inf count, numel) of a torch tensor or numpy array (``uint16`` = BF16 bits)."""
     if isinstance(t, np.ndarray):
         if t.dtype == np.uint16:  # bf16 bit patterns: exponent all ones is Inf/NaN
-            return int(((t & 0x7F80) == 0x7F80).sum()), int(t.size)
+            if not bf16_has_nonfinite(t):  # blockwise: no tensor-sized temporaries
+                return 0, int(t.size)
+            return int(((t & BF16_EXPONENT) == BF16_EXPONENT).sum()), int(t.size)
         if not np.issubdtype(t.dtype, np.floating):
             return 0, int(t.size)
         return int((~np.isfinite(t)).sum()), int(t.size)

@@ -30,7 +30,6 @@ from modularevo.errors import ConfigError, InputError
 from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
 from modularevo.io.reader import model_dir
 from modularevo.io.writer import ShardedWriter, TensorSpec
-from modularevo.merging._checks import check_merged_finite
 from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
@@ -130,9 +129,7 @@ def _stream(
         try:
             for task, inputs in reads:
                 if task.action == "merge":
-                    t = merge_tensor(plan, task, inputs, thresholds, pool)
-                    if plan.config.check_finite:
-                        check_merged_finite(t, task.name, plan.params_for(task.name))
+                    t = merge_tensor(plan, task, inputs, thresholds, pool)  # checks NaN/Inf
                     if task.name in aliased:
                         held[task.name] = t
                 elif task.action == "alias":
@@ -182,7 +179,7 @@ def _check_sources(plan: MergePlan) -> None:
         InputError: naming the folder, what it holds and how to fix the recipe.
     """
     src = plan.config.tokenizer_source
-    if not src or src == "base":
+    if not src or src in ("base", "union") or plan.vocab is not None:
         return
     folder = model_dir(src)
     found = sorted(n for n in TOKENIZER_FILES if folder is not None and (folder / n).is_file())

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from modularevo.errors import ConfigError, InputError
-from modularevo.io.dtypes import BY_CODE, bf16_to_float32, float32_to_bf16
+from modularevo.io.dtypes import BY_CODE, bf16_has_nonfinite, bf16_to_float32, float32_to_bf16
 from modularevo.io.reader import ModelReader
 from modularevo.utils.lazy import LazyModule
 
@@ -60,6 +60,11 @@ class Backend(Protocol):
         """float32 ``x`` narrowed to the dtype ``code`` (e.g. ``"BF16"``)."""
         ...
 
+    def stays_finite(self, x: Any, code: str) -> bool:
+        """Whether float32 ``x`` holds no NaN/Inf and none appears when it is narrowed to
+        ``code`` (two reductions, no temporaries: see :func:`finite_limit`)."""
+        ...
+
     def empty(self, shape: tuple[int, ...], code: str) -> Any:
         """An uninitialised buffer of dtype ``code``."""
         ...
@@ -67,6 +72,17 @@ class Backend(Protocol):
     def compute_threads(self, chunked: bool) -> contextlib.AbstractContextManager[Any]:
         """A thread pool sharing the chunks of chunked merges (or ``None``)."""
         ...
+
+
+_ROUNDS_TO_INF = {"BF16": float(np.uint32(0x7F7F8000).view(np.float32)), "F16": 65520.0}
+
+
+def finite_limit(code: str) -> float:
+    """The smallest float32 magnitude that is not finite once narrowed to ``code``
+    (round to nearest even: bfloat16's largest value plus half an ulp, 0x7F7F8000;
+    float16's 65504 + 16); ``inf`` for float32 and wider. A float32 array ``x`` stays
+    finite iff ``-limit < x.min()`` and ``x.max() < limit`` (NaN fails both)."""
+    return _ROUNDS_TO_INF.get(code, float("inf"))
 
 
 def nonfinite_error(name: str, where: str, n_nan: int, n_inf: int) -> InputError:
@@ -96,6 +112,13 @@ class TorchBackend:
 
     def to_float32(self, x: Any) -> Any:
         return x.float()
+
+    def stays_finite(self, x: Any, code: str) -> bool:
+        if x.numel() == 0:
+            return True
+        lo, hi = torch.aminmax(x)  # NaN propagates into both
+        limit = finite_limit(code)
+        return bool(-limit < float(lo)) and bool(float(hi) < limit)
 
     def cast(self, x: Any, code: str) -> Any:
         return x.to(BY_CODE[code].torch)
@@ -145,10 +168,15 @@ class NumpyBackend:
     def check_finite(self, x: np.ndarray, name: str, where: str) -> None:
         if x.size == 0 or x.dtype.kind not in "fu" or (x.dtype.kind == "u" and x.itemsize != 2):
             return
-        f = bf16_to_float32(x) if x.dtype == np.uint16 else x
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(f.sum(dtype=np.float32)):
+        if x.dtype == np.uint16:  # bfloat16 bits: test the exponent, widen nothing
+            if not bf16_has_nonfinite(x):
                 return
+            f = bf16_to_float32(x)
+        else:
+            f = x
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(f.sum(dtype=np.float32)):
+                    return
         n_nan, n_inf = int(np.isnan(f).sum()), int(np.isinf(f).sum())
         if n_nan or n_inf:
             raise nonfinite_error(name, where, n_nan, n_inf)
@@ -157,6 +185,12 @@ class NumpyBackend:
         if x.dtype == np.uint16:
             return bf16_to_float32(x)
         return x.astype(np.float32, copy=False)
+
+    def stays_finite(self, x: np.ndarray, code: str) -> bool:
+        if x.size == 0:
+            return True
+        limit = finite_limit(code)
+        return bool(-limit < float(x.min())) and bool(float(x.max()) < limit)
 
     def cast(self, x: np.ndarray, code: str) -> np.ndarray:
         if code == "BF16":

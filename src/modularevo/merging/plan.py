@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from modularevo.errors import ConfigError, InputError
 from modularevo.io.dtypes import BY_CODE, DType
-from modularevo.io.hf_files import read_config, vocab_size
+from modularevo.io.hf_files import TOKENIZER_FILES, read_config, vocab_size
 from modularevo.io.reader import ModelReader, model_dir, open_model
 from modularevo.io.torch_bin import bin_files, convert_bin
 from modularevo.merging._checks import (
@@ -37,6 +37,7 @@ from modularevo.merging._checks import (
     check_shapes,
     find_tied_groups,
     open_masks,
+    vocab_tensors,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
 from modularevo.merging.lora import adapter_base, is_lora_adapter, materialise_adapter
@@ -51,6 +52,12 @@ from modularevo.merging.recipe import (
 )
 from modularevo.merging.slices import plan_slices
 from modularevo.merging.spec import MergeMethod, Param
+from modularevo.merging.tokenizer import (
+    TokenizerLoadError,
+    VocabPlan,
+    build_vocab_plan,
+    save_tokenizer,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -139,6 +146,18 @@ class MergePlan:
     source_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
     backend: Backend = field(default_factory=TorchBackend)
+    vocab: VocabPlan | None = None
+    vocab_names: frozenset[str] = frozenset()
+
+    def aligns(self, name: str) -> bool:
+        """Whether tensor ``name``'s rows are re-indexed to the output vocabulary."""
+        return self.vocab is not None and not self.vocab.identity and name in self.vocab_names
+
+    @property
+    def input_paths(self) -> list[str]:
+        """The model paths in the order of a merged tensor's inputs (base first if any)."""
+        base = [self.config.base_model or ""] if self.base is not None else []
+        return base + [e.model for e in self.entries]
 
     @property
     def base_is_input(self) -> bool:
@@ -287,8 +306,11 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     )
     try:
         if config.slices:
+            if config.tokenizer_source not in (None, "base"):
+                _check_same_vocab(config, src, entries[0].model)
             _decide_slice_tasks(plan, base)
         else:
+            _plan_vocabulary(plan)
             plan.tasks = _decide_tasks(plan, base)
             plan.depths = layer_depths(reference.names())
         _check_tensor_params(plan)
@@ -305,6 +327,8 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         blockers = numpy_blockers(
             method, needs_thresholds=plan.needs_thresholds(), chunk_modes=list(modes)
         )
+        if any(plan.aligns(t.name) for t in plan.tasks):
+            blockers.append("tokenizer surgery aligns embedding rows on torch")
         plan.backend = choose_backend(config.backend, blockers)
     except BaseException:
         plan.close()  # readers and any .bin scratch folder
@@ -335,31 +359,79 @@ def _check_tensor_params(plan: MergePlan) -> None:
 def tokenizer_dir(config: MergeConfig, first_model: str) -> Path | None:
     """The folder whose config and tokenizer files the output gets.
 
-    ``tokenizer_source`` unset or ``base`` (mergekit's keyword): the base model's
-    folder (the first model's without a base); otherwise the named model folder.
+    ``tokenizer_source`` unset, ``base`` or ``union`` (mergekit's keywords): the base
+    model's folder (the first model's without a base); otherwise the named model folder
+    (tokenizer surgery then saves the output tokenizer over its files, see
+    :func:`_plan_vocabulary`).
 
     Raises:
-        InputError: the named source is not a model folder, or its vocabulary size
-            differs from the base's (that needs tokenizer surgery, not supported yet).
+        InputError: the named source is not a model folder.
     """
-    source = config.tokenizer_source
-    if source is None or source == "base":
+    source = config.vocabulary_source
+    if source is None or source in ("base", "union"):
         return model_dir(config.base_model or first_model)
     found = model_dir(source)
     if found is None:
         raise InputError(
-            f"tokenizer_source {source!r} is not a model folder; expected `base` or the "
-            "folder of a model whose config and tokenizer the output should get"
-        )
-    ref = model_dir(config.base_model or first_model)
-    want, got = vocab_size(read_config(ref)), vocab_size(read_config(found))
-    if want is not None and got is not None and want != got:
-        raise InputError(
-            f"tokenizer_source {source!r} has a vocabulary of {got} tokens but the merged "
-            f"models have {want}; aligning embeddings to another vocabulary (mergekit's "
-            "tokenizer surgery) is not supported yet"
+            f"tokenizer_source {source!r} is not a model folder; expected `base`, `union` or "
+            "the folder of a model whose tokenizer the output should get"
         )
     return found
+
+
+def _plan_vocabulary(plan: MergePlan) -> None:
+    """Tokenizer surgery (:mod:`.tokenizer`): the output vocabulary, each input's row map
+    and the vocabulary tensors to re-index; nothing without ``tokenizer_source`` or
+    ``tokenizer:``.
+
+    A ``tokenizer_source`` (``base`` or a folder) whose tokenizer transformers cannot
+    load falls back to copying its files, which needs every model to share the base's
+    vocabulary size.
+
+    Raises:
+        InputError: a tokenizer cannot be loaded (``union``, ``tokenizer:``), the
+            source's vocabulary size differs in the fallback, or surgery meets a feature
+            it does not combine with yet (module masks, a global trim).
+    """
+    cfg = plan.config
+    if cfg.vocabulary_source is None:
+        return
+    paths = plan.input_paths
+    base = cfg.base_model if cfg.base_model in (*paths, None) else None
+    try:
+        vocab = build_vocab_plan(cfg, base or None, paths)
+    except TokenizerLoadError as exc:
+        if cfg.tokenizer is not None or cfg.vocabulary_source == "union":
+            raise
+        _check_same_vocab(cfg, plan.source_dir, paths[0])
+        plan.notes.append(f"{exc}; its tokenizer files are copied as they are")
+        return
+    ref_n = vocab_size(read_config(model_dir(paths[0])))
+    names = frozenset(vocab_tensors(plan.reference, ref_n))
+    if not vocab.identity and (plan.method.uses_masks or plan.needs_thresholds()):
+        raise InputError(
+            "tokenizer surgery with module masks or a global trim (trim_scope: global) is "
+            "not supported yet"
+        )
+    plan.vocab, plan.vocab_names = vocab, names
+    plan.config_updates["vocab_size"] = vocab.size
+    plan.notes.append(
+        f"tokenizer surgery ({cfg.vocabulary_source}): {vocab.n_tokens} tokens, "
+        f"{vocab.size} rows; "
+        + ("no row moves" if vocab.identity else f"re-indexed: {', '.join(sorted(names))}")
+    )
+
+
+def _check_same_vocab(config: MergeConfig, source: Path | None, first: str) -> None:
+    """Copying a tokenizer's files needs its vocabulary size to be the merged models'."""
+    ref = model_dir(config.base_model or first)
+    want, got = vocab_size(read_config(ref)), vocab_size(read_config(source))
+    if want is not None and got is not None and want != got:
+        raise InputError(
+            f"tokenizer_source {config.vocabulary_source!r} has a vocabulary of {got} tokens "
+            f"but the merged models have {want}, and its tokenizer cannot be loaded to align "
+            "the embeddings to it (tokenizer surgery needs tokenizer.json or tokenizer.model)"
+        )
 
 
 _LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)(?:\.|$)")
@@ -427,7 +499,7 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
     configs = [read_config(model_dir(lbl)) for lbl in labels]
     dropped = check_names(readers, labels, missing=cfg.missing_tensors)
     plan.notes += [f"left out {n!r}: the base model lacks it" for n in dropped]
-    check_shapes(readers, labels, configs)
+    check_shapes(readers, labels, configs, vocab_aligned=plan.vocab is not None)
     out_code = _OUT_CODES.get(cfg.output_dtype or "")
     tied = find_tied_groups(readers, configs[0]) if ref is not None else {}
     tasks: list[TensorTask] = []
@@ -438,6 +510,14 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
             tasks.append(TensorTask(name, "copy", info.shape, info.code, present))
             continue
         dtype = out_code or info.code
+        if plan.aligns(name):
+            assert plan.vocab is not None
+            info_shape = (plan.vocab.size, *info.shape[1:])
+            if name in tied:
+                tasks.append(TensorTask(name, "alias", info_shape, dtype, present, tied[name]))
+            else:
+                tasks.append(TensorTask(name, "merge", info_shape, dtype, present))
+            continue
         if name in tied:
             tasks.append(TensorTask(name, "alias", info.shape, dtype, present, tied[name]))
             plan.notes.append(f"{name!r} is tied to {tied[name]!r}: written as a copy of it")
@@ -508,7 +588,13 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 def write_config_updates(plan: MergePlan, folder: Path) -> None:
     """Apply the plan's changes to the copied files: ``config.json``'s layer count (a
-    ``slices:`` merge) and the recipe's ``chat_template``."""
+    ``slices:`` merge) or vocabulary size (tokenizer surgery), the output tokenizer
+    (surgery: saved in place of the copied tokenizer files) and the recipe's
+    ``chat_template``."""
+    if plan.vocab is not None:
+        for n in TOKENIZER_FILES:
+            (folder / n).unlink(missing_ok=True)
+        save_tokenizer(plan.vocab, folder)
     path = folder / "config.json"
     if plan.config_updates and path.is_file():
         cfg = json.loads(path.read_text(encoding="utf-8"))

@@ -52,7 +52,6 @@ DTYPE_NAMES = {
 # mergekit recipe keys modularevo does not implement yet: named as such, never as typos.
 UNSUPPORTED_KEYS = {
     "modules": "per-module recipes of multi-module models",
-    "tokenizer": "tokenizer surgery: merged vocabularies, force_token, pad_to_multiple_of",
 }
 # mergekit keys that only tune mergekit's own execution; accepted and ignored.
 IGNORED_KEYS = frozenset({"int8_mask"})
@@ -114,6 +113,48 @@ class SliceDef(BaseModel):
         return v
 
 
+class TokenSource(BaseModel):
+    """Where a token's embedding row comes from (mergekit 0.1.5's ``source:`` forms):
+    ``{kind: model_token, model: M, token: T}`` (or ``token_id: N``) takes row ``T`` of
+    model ``M``; ``{kind: zero}`` a zero row. A plain model path (``source: ./m``) is
+    read into :class:`TokenEmbedding` as ``model``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["model_token", "zero"]
+    model: str | None = None
+    token: str | None = None
+    token_id: int | None = None
+
+    @model_validator(mode="after")
+    def _one_token(self) -> TokenSource:
+        if self.kind == "model_token":
+            if self.model is None:
+                raise ValueError("kind: model_token needs `model:`")
+            if (self.token is None) == (self.token_id is None):
+                raise ValueError("kind: model_token needs exactly one of `token:` and `token_id:`")
+        return self
+
+
+class TokenEmbedding(BaseModel):
+    """One entry of ``tokenizer.tokens``: the row's source and whether it replaces the
+    row every model already has (``force``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: TokenSource | str | None = None
+    force: bool = False
+
+
+class TokenizerConfig(BaseModel):
+    """mergekit's ``tokenizer:`` block: the output vocabulary (``source``: ``union``, the
+    default, ``base`` or a model folder), tokens to add or re-source, and the row count
+    rounded up to a multiple (the extra rows get the mean embedding)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    source: str = "union"
+    tokens: dict[str, TokenEmbedding] | None = None
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)
+
+
 class SliceEntry(ModelEntry):
     """A model entry made from one slice source (internal: the planner's view)."""
 
@@ -140,8 +181,12 @@ class MergeConfig(BaseModel):
         check_finite: refuse inputs holding NaN or Inf.
         allow_other_base: accept module masks learned on another base than ``base_model``
             (their stored base fingerprint differs).
-        tokenizer_source: ``base`` (default) or a model folder to copy tokenizer files
-            from (config.json always comes from the base).
+        tokenizer_source: the output vocabulary (mergekit's tokenizer surgery): ``base``,
+            ``union`` (every model's tokens) or a model folder; each model's embedding and
+            LM-head rows are aligned to it before the merge (:mod:`.tokenizer`). Unset:
+            the base's files are copied and every model must share its vocabulary.
+        tokenizer: mergekit's ``tokenizer:`` block (:class:`TokenizerConfig`); not
+            together with ``tokenizer_source``.
         chat_template: written into the output's tokenizer: Jinja text, ``chatml``, or
             ``auto`` (the template most of the input models share).
         backend: ``auto`` runs methods with a numpy kernel (``linear``,
@@ -164,6 +209,7 @@ class MergeConfig(BaseModel):
     check_finite: bool = True
     allow_other_base: bool = False
     tokenizer_source: str | None = None
+    tokenizer: TokenizerConfig | None = None
     chat_template: str | None = None
     name: str | None = None
     backend: Literal["auto", "torch", "numpy"] = "auto"
@@ -188,7 +234,14 @@ class MergeConfig(BaseModel):
                 "give either `models:` (whole models) or `slices:` (layer ranges), not both "
                 "and not neither"
             )
+        if self.tokenizer is not None and self.tokenizer_source is not None:
+            raise ValueError("give `tokenizer_source` or a `tokenizer:` block, not both")
         return self
+
+    @property
+    def vocabulary_source(self) -> str | None:
+        """The output vocabulary's source (``tokenizer.source`` or ``tokenizer_source``)."""
+        return self.tokenizer.source if self.tokenizer is not None else self.tokenizer_source
 
     @property
     def output_dtype(self) -> str | None:
@@ -411,6 +464,11 @@ def _check_slices(cfg: MergeConfig, method: MergeMethod) -> list[str]:
     problems: list[str] = []
     if method.uses_masks:
         problems.append(f"slices: method {method.name!r} uses module masks; use `models:`")
+    if cfg.tokenizer is not None or cfg.tokenizer_source == "union":
+        problems.append(
+            "slices: tokenizer surgery (`tokenizer:`, `tokenizer_source: union`) in a "
+            "`slices:` merge is not supported yet by modularevo; use `models:`"
+        )
     base = _norm(cfg.base_model) if cfg.base_model else None
     for i, sl in enumerate(cfg.slices):
         hints = {"base_model": "set base_model at the top level",
@@ -593,11 +651,6 @@ def load_merge_config(
         for key, what in UNSUPPORTED_KEYS.items()
         if data.get(key) is not None
     ]
-    if data.get("tokenizer_source") == "union":
-        unsupported.append(
-            "tokenizer_source: 'union' (a merged vocabulary, mergekit's tokenizer surgery) is "
-            "not supported yet by modularevo; use `base` or a model folder with the same vocabulary"
-        )
     checked = {k: v for k, v in coerce_numbers(data).items() if k not in UNSUPPORTED_KEYS}
     if unsupported:
         try:

@@ -24,11 +24,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from modularevo.io.reader import ModelReader
+from modularevo.merging._checks import check_merged_finite
 from modularevo.merging.backend import TorchBackend
 from modularevo.merging.plan import CHUNK, MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
 from modularevo.merging.spec import call_method, method_generators
 from modularevo.merging.thresholds import topk_cuts
+from modularevo.merging.tokenizer import align_rows
 from modularevo.utils.heap import release_free_heap
 
 if TYPE_CHECKING:
@@ -150,6 +152,10 @@ def merge_tensor(
 ) -> Any:
     """Merge one tensor from its read ``inputs``; returns it in the task's output dtype.
 
+    With ``check_finite`` the float32 result is checked (chunk by chunk, beside the
+    compute) to be finite in the output dtype; a tensor that is not is counted and
+    refused (:func:`~modularevo.merging._checks.check_merged_finite`).
+
     Args:
         plan: the merge plan (its backend says whether these are tensors or arrays).
         task: the tensor to merge.
@@ -159,24 +165,47 @@ def merge_tensor(
             :meth:`~modularevo.merging.backend.Backend.compute_threads`).
     """
     has_base = plan.base is not None
-    base = inputs[0][0] if has_base else None
     idx = task.inputs(len(plan.entries), has_base)
+    if plan.aligns(task.name):
+        inputs = _aligned(plan, inputs, idx)
+    base = inputs[0][0] if has_base else None
     models = [t if t is not None else base for t, _ in inputs[1 if has_base else 0 :]]
     params = plan.params_for(task.name, idx)
     extra = _extra(plan, task, idx, params, thresholds)
     mode = plan.chunk_mode(params) if task.numel > CHUNK else None
     if mode is not None:
         tensors = [t for t in models if t is not None]
-        return _merge_chunked(plan, task, (tensors, base), extra, mode, pool)
-    f32 = plan.backend.to_float32
-    base32 = f32(base) if base is not None else None
-    out = call_method(plan.method, [f32(t) for t in models if t is not None], base32, **extra)
-    if tuple(out.shape) != task.shape:
-        raise RuntimeError(
-            f"merge method returned shape {list(out.shape)} for {task.name!r} "
-            f"(expected {list(task.shape)}); this is a bug in the method"
-        )
-    return plan.backend.cast(out, task.out_code)
+        out, finite = _merge_chunked(plan, task, (tensors, base), extra, mode, pool)
+    else:
+        f32 = plan.backend.to_float32
+        base32 = f32(base) if base is not None else None
+        merged = call_method(plan.method, [f32(t) for t in models if t is not None], base32,
+                             **extra)  # fmt: skip
+        if tuple(merged.shape) != task.shape:
+            raise RuntimeError(
+                f"merge method returned shape {list(merged.shape)} for {task.name!r} "
+                f"(expected {list(task.shape)}); this is a bug in the method"
+            )
+        finite = plan.backend.stays_finite(merged, task.out_code)
+        out = plan.backend.cast(merged, task.out_code)
+    if plan.config.check_finite and not finite:
+        check_merged_finite(out, task.name, params)  # counts and raises
+    return out
+
+
+def _aligned(plan: MergePlan, inputs: Inputs, idx: list[int]) -> Inputs:
+    """The inputs with their rows re-indexed to the output vocabulary (tokenizer surgery)."""
+    vocab = plan.vocab
+    assert vocab is not None
+    off = 1 if plan.base is not None else 0
+    full: list[Any] = [None] * len(vocab.models)
+    if off:
+        full[0] = inputs[0][0]
+    for pos, i in enumerate(idx):
+        full[off + i] = inputs[off + pos][0]
+    new = align_rows(full, vocab)
+    picked = ([0] if off else []) + [off + i for i in idx]
+    return [(new[j], label) for j, (_, label) in zip(picked, inputs, strict=True)]
 
 
 def _extra(
@@ -207,7 +236,8 @@ def _merge_chunked(
     extra: dict[str, Any],
     mode: str,
     pool: ThreadPoolExecutor | None,
-) -> Any:
+) -> tuple[Any, bool]:
+    """The merged tensor and whether every chunk stayed finite in its output dtype."""
     backend = plan.backend
     flats = [t.reshape(-1) for t in inputs[0]]
     flat_base = inputs[1].reshape(-1) if inputs[1] is not None else None
@@ -222,7 +252,7 @@ def _merge_chunked(
     out = backend.empty(task.shape, task.out_code)
     flat_out = out.reshape(-1)  # a view: the buffer is contiguous
 
-    def one(a: int) -> None:
+    def one(a: int) -> bool:
         b = min(a + CHUNK, task.numel)
         kw = dict(extra)
         if masks is not None:
@@ -232,7 +262,7 @@ def _merge_chunked(
         part = None if flat_base is None else backend.to_float32(flat_base[a:b])
         merged = call_method(plan.method, [backend.to_float32(f[a:b]) for f in flats], part, **kw)
         flat_out[a:b] = backend.cast(merged, task.out_code)
+        return backend.stays_finite(merged, task.out_code)  # in cache, beside the compute
 
-    for _ in run(one, range(0, task.numel, CHUNK)):
-        pass
-    return out
+    finite = all(list(run(one, range(0, task.numel, CHUNK))))
+    return out, finite
