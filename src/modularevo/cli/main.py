@@ -17,6 +17,7 @@ from rich.text import Text
 
 from modularevo.errors import ModularEvoError
 from modularevo.utils.logging import setup_logging
+from modularevo.utils.progress import quiet_bars_when_piped
 
 err_console = Console(stderr=True)
 
@@ -114,6 +115,7 @@ def _print_error(message: str) -> None:
 
 def main() -> None:
     """Run the CLI; user and OS errors become one red message and exit status 2."""
+    quiet_bars_when_piped()  # before any library that draws bars is imported
     app = build_app(only=_requested_command(sys.argv[1:]))
     try:
         app(standalone_mode=False)

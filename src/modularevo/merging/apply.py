@@ -38,6 +38,7 @@ from modularevo.merging.thresholds import keep_counts, kth_largest_bits
 from modularevo.utils.atomic import atomic_dir, check_output_path
 from modularevo.utils.heap import reuse_freed_memory
 from modularevo.utils.lazy import LazyModule
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.runinfo import run_info
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class _BaseWatch:
             return False
         try:
             weights = self.plan.params_for(None).get("weight")
-        except Exception:  # noqa: BLE001 - a rule without a default: not all zero
+        except Exception:
             return False
         return isinstance(weights, (list, tuple)) and all(w == 0 for w in weights)
 
@@ -223,7 +224,7 @@ def _progress_bar(total: int, desc: str, show: bool) -> Any:
         return contextlib.nullcontext(_NoBar())
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="param", unit_scale=True, desc=desc)
+    return tqdm(total=total, unit="param", unit_scale=True, desc=desc, disable=bar_disable())
 
 
 class _NoBar:

@@ -60,7 +60,9 @@ from modularevo.training.loop import (
 )
 from modularevo.training.masked_optim import mask_gradients_
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.curves import Curves
 from modularevo.utils.device import build_accelerator
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -260,10 +262,14 @@ def _train(
         total=run.total_steps,
         initial=state.step,
         desc=f"finetune[{cfg.strategy}]",
-        disable=not (cfg.progress and acc.is_main_process),
+        disable=bar_disable(cfg.progress and acc.is_main_process),
     )
+    curves = Curves(run.out, "finetune", tracker=cfg.tracker, enabled=acc.is_main_process)
+    for row in state.history:  # a resumed run redraws what it had evaluated
+        _log_eval(curves, row)
     if cfg.eval_at_start and state.step == 0 and not state.history:  # the start may win
         _evaluate_and_select(run, state, None)
+        _log_eval(curves, state.history[-1])
     while state.step < run.total_steps and not state.stopped_early:
         epoch, offset = divmod(state.step, steps_per_epoch)
         for idx in global_batches(len(run.data.train), cfg.batch_size, seed=cfg.seed, epoch=epoch)[
@@ -284,8 +290,10 @@ def _train(
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
+            curves.log({"train/loss": loss}, state.step)
             if state.step % cfg.eval_every == 0 or state.step == run.total_steps:
                 _evaluate_and_select(run, state, loss)
+                _log_eval(curves, state.history[-1])
             if (
                 cfg.checkpoint_every
                 and state.step % cfg.checkpoint_every == 0
@@ -305,7 +313,14 @@ def _train(
             if state.step >= run.total_steps or state.stopped_early:
                 break
     bar.close()
+    curves.close(title=f"finetune {cfg.task} ({cfg.strategy}, seed {cfg.seed})")
     return state
+
+
+def _log_eval(curves: Curves, row: dict[str, Any]) -> None:
+    """The validation scores of one history row (accuracy, macro-F1, loss when scored)."""
+    keep = ("accuracy", "macro_f1", "loss")
+    curves.log({f"val/{k}": row.get(f"val_{k}") for k in keep}, row["step"])
 
 
 def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> None:

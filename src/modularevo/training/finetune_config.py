@@ -107,6 +107,11 @@ class FinetuneConfig(BaseModel):
         None, description="split FFNs into EMoE experts before training (arXiv 2310.10908)"
     )
     progress: bool = True
+    tracker: Literal["tensorboard", "none"] = Field(
+        "tensorboard",
+        description="training curves through Accelerate's TensorBoard tracker (offline, under "
+        "output_dir/tensorboard); `none` turns it off (curves.png is written either way)",
+    )
 
     @model_validator(mode="after")
     def _check_strategy(self) -> FinetuneConfig:

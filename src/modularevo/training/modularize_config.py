@@ -113,6 +113,11 @@ class ModularizeConfig(BaseModel):
     seed: int = 0
     output_dir: Path = Field(Path("runs/modularize"), description="where modules are written")
     progress: bool = Field(True, description="show a progress bar")
+    tracker: Literal["tensorboard", "none"] = Field(
+        "tensorboard",
+        description="training curves through Accelerate's TensorBoard tracker (offline); "
+        "`none` turns it off (curves.png is written either way)",
+    )
 
     @field_validator("snapshot_levels")
     @classmethod

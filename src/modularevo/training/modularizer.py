@@ -56,6 +56,8 @@ from modularevo.training import head_warmup
 from modularevo.training import modularize_checkpoint as ckpt
 from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
+from modularevo.utils.curves import Curves
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.seed import derived_generator, derived_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -545,21 +547,33 @@ def modularize(
         _make_optimizer(run)
         run.history.append({"step": 0, "tokens": 0, "val_loss": _evaluate(run), "kept": 1.0})
     unit = _unit_pressure(run)
-    bar = tqdm(total=config.steps, initial=run.step, disable=not config.progress,
+    bar = tqdm(total=config.steps, initial=run.step, disable=bar_disable(config.progress),
                desc=f"modularize {config.dataset}")  # fmt: skip
+    curves = Curves(run.out, "modularize", tracker=config.tracker,
+                    enabled=run.acc.is_main_process)  # fmt: skip
+    for row in run.history:  # a resumed run redraws its earlier steps
+        _log_curves(curves, row)
     run.wrapped.train()
     while run.step < config.steps:
         loss = _step(run, run.step, unit)
         run.step += 1
         bar.update(1)
         stop = _after_step(run, loss)
+        _log_curves(curves, run.history[-1])
         bar.set_postfix(loss=f"{loss:.3f}", kept=f"{run.history[-1]['kept']:.3f}")
         if stop:
             break
     bar.close()
+    curves.close(title=f"modularize {config.dataset} ({config.model})")
     _checkpoint(run)
     _write_summary(run, time.perf_counter() - t0)
     return {v["level"]: Path(v["path"]) for v in run.crossed.values()}
+
+
+def _log_curves(curves: Curves, row: Mapping[str, Any]) -> None:
+    """Train loss, validation loss (when evaluated) and the kept fraction of one step."""
+    names = {"loss": "train/loss", "val_loss": "val/loss", "kept": "mask/kept_fraction"}
+    curves.log({new: row.get(old) for old, new in names.items()}, int(row["step"]))
 
 
 def tokens_per_level(history: Sequence[Mapping[str, float]]) -> dict[str, int | None]:
