@@ -22,7 +22,10 @@ def _save(path: Path, sd: dict[str, torch.Tensor]) -> None:
 
 def _base() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"emb.weight": torch.randn(50, 8, generator=g), "lin.weight": torch.randn(4, 8, generator=g)}
+    return {
+        "emb.weight": torch.randn(50, 8, generator=g),
+        "lin.weight": torch.randn(4, 8, generator=g),
+    }
 
 
 def _recipe(tmp: Path, method: str, weights: list[float], **params) -> dict:
@@ -30,7 +33,8 @@ def _recipe(tmp: Path, method: str, weights: list[float], **params) -> dict:
         "merge_method": method,
         "base_model": str(tmp / "base"),
         "models": [
-            {"model": str(tmp / f"m{i}"), "parameters": {"weight": w}} for i, w in enumerate(weights)
+            {"model": str(tmp / f"m{i}"), "parameters": {"weight": w}}
+            for i, w in enumerate(weights)
         ],
         "parameters": params,
     }

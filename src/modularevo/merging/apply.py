@@ -194,8 +194,7 @@ class _BaseWatch:
         names = [e.model for e in self.plan.entries]
         if self._all_weights_zero():
             log.warning(
-                "every model has weight 0, so the merge wrote the base back unchanged "
-                "(%d tensors)",
+                "every model has weight 0, so the merge wrote the base back unchanged (%d tensors)",
                 self.seen,
             )
             return

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.config import apply_overrides, load_config, validate
 from modularevo.data.collate import pad_batch
 from modularevo.errors import InputError
 from modularevo.evaluation.cards import write_model_card
@@ -104,8 +105,9 @@ class _Run:
 
 @claims_output_dir  # one run per output_dir, for the whole run
 def finetune(
-    config: FinetuneConfig,
+    config: FinetuneConfig | str | Path,
     *,
+    overrides: Sequence[str] = (),
     model: nn.Module | None = None,
     tokenizer: Any = None,
     dataset: Any = None,
@@ -114,7 +116,8 @@ def finetune(
     """Fine-tune ``config.model`` on ``config.task`` with ``config.strategy``.
 
     Args:
-        config: the run's validated config.
+        config: the run's validated config, or a YAML file (``finetune("run.yaml")``).
+        overrides: ``key=value`` overrides applied to ``config`` (e.g. ``["max_steps=10"]``).
         model: an in-memory classifier instead of loading ``config.model`` (tests).
         tokenizer: its tokenizer (required with ``model``).
         dataset: a DatasetDict with train/validation/test instead of ``config.task``.
@@ -127,6 +130,7 @@ def finetune(
         InputError: finished output folder without ``overwrite``, a module that does not
             fit the model, or a dataset lacking splits.
     """
+    config = as_finetune_config(config, overrides)
     out = Path(config.output_dir)
     seed_everything(config.seed)
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
@@ -315,6 +319,23 @@ def _train(
     bar.close()
     curves.close(title=f"finetune {cfg.task} ({cfg.strategy}, seed {cfg.seed})")
     return state
+
+
+def as_finetune_config(
+    config: FinetuneConfig | str | Path, overrides: Sequence[str] = ()
+) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from a config object or a YAML path, plus overrides.
+
+    Raises:
+        ConfigError: unknown keys or invalid values (one message listing each).
+        InputError: a missing or unreadable YAML file.
+    """
+    if isinstance(config, FinetuneConfig):
+        if not overrides:
+            return config
+        return validate(FinetuneConfig, apply_overrides(config.model_dump(mode="json"),
+                                                        list(overrides)))  # fmt: skip
+    return load_config(FinetuneConfig, config, list(overrides))
 
 
 def _log_eval(curves: Curves, row: dict[str, Any]) -> None:

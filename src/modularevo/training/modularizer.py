@@ -43,6 +43,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.config import apply_overrides, load_config, validate
 from modularevo.data import load_dataset
 from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
@@ -516,8 +517,9 @@ def _after_step(run: _Run, loss: float) -> bool:
 
 
 def modularize(
-    config: ModularizeConfig,
+    config: ModularizeConfig | str | Path,
     *,
+    overrides: Sequence[str] = (),
     model: nn.Module | None = None,
     tokenizer: Any = None,
     texts: Mapping[str, Sequence[str]] | None = None,
@@ -526,7 +528,8 @@ def modularize(
     """Learn one domain module and write a module file per snapshot level crossed.
 
     Args:
-        config: the run's :class:`ModularizeConfig`.
+        config: the run's :class:`ModularizeConfig`, or a YAML file (``modularize("m.yaml")``).
+        overrides: ``key=value`` overrides applied to ``config`` (e.g. ``["steps=40"]``).
         model: a model to use instead of loading ``config.model`` (tests, notebooks).
         tokenizer: its tokenizer (required with ``model``).
         texts: ``{"train": [...], "validation": [...]}`` instead of ``config.dataset``.
@@ -541,6 +544,7 @@ def modularize(
             model with nothing to mask, or a checkpoint of another config.
     """
     t0 = time.perf_counter()
+    config = as_modularize_config(config, overrides)
     run = _setup(config, model, tokenizer, texts, head_texts)
     if not _resume(run):
         run.calibration = _calibrate(run)
@@ -568,6 +572,23 @@ def modularize(
     _checkpoint(run)
     _write_summary(run, time.perf_counter() - t0)
     return {v["level"]: Path(v["path"]) for v in run.crossed.values()}
+
+
+def as_modularize_config(
+    config: ModularizeConfig | str | Path, overrides: Sequence[str] = ()
+) -> ModularizeConfig:
+    """A :class:`ModularizeConfig` from a config object or a YAML path, plus overrides.
+
+    Raises:
+        ConfigError: unknown keys or invalid values (one message listing each).
+        InputError: a missing or unreadable YAML file.
+    """
+    if isinstance(config, ModularizeConfig):
+        if not overrides:
+            return config
+        data = apply_overrides(config.model_dump(mode="json"), list(overrides))
+        return validate(ModularizeConfig, data)
+    return load_config(ModularizeConfig, config, list(overrides))
 
 
 def _log_curves(curves: Curves, row: Mapping[str, Any]) -> None:

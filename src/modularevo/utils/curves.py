@@ -118,4 +118,3 @@ def _start_tensorboard(folder: Path, run_name: str) -> Any:
     if callable(start) and getattr(tracker, "writer", None) is None:
         start()
     return tracker
-

@@ -68,10 +68,11 @@ def plot_curves(
                 series.setdefault(k, []).append((int(row["step"]), float(v)))
     losses = {k: v for k, v in series.items() if "loss" in k}
     metrics = {k: v for k, v in series.items() if "loss" not in k}
-    right = "validation metric" if all(k.startswith("val") for k in metrics) else "metric"
+    kinds = {"val": "validation metric", "mask": "kept fraction", "train": "train metric"}
+    right = " / ".join(dict.fromkeys(kinds.get(k.split("/")[0], "metric") for k in metrics))
     panels = [("loss", losses), (right, metrics)]
     panels = [(name, s) for name, s in panels if s] or [("value", series)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     for ax, (label, group) in zip(axes[0], panels, strict=True):
         for name, pts in sorted(group.items()):
             pts.sort()
@@ -81,7 +82,8 @@ def plot_curves(
                     label=f"{name} (last {ys[-1]:.4g})")  # fmt: skip
         ax.set(xlabel="step", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                  frameon=False)  # fmt: skip
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -194,9 +196,7 @@ def density_grid(per_module: Mapping[str, Mapping[str, float]], path: str | Path
     return path
 
 
-def cost_panels(
-    rows: Sequence[Mapping[str, Any]], path: str | Path, *, baseline: str
-) -> Path:
+def cost_panels(rows: Sequence[Mapping[str, Any]], path: str | Path, *, baseline: str) -> Path:
     """Latency bars with IQR spread (left) and speed-up over ``baseline`` (right).
 
     Args:
