@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from merge_helpers import read_output
 from safetensors.torch import save_file
 
 from modularevo.errors import InputError
 from modularevo.merging.apply import merge
-
-from merge_helpers import read_output
 
 
 def _save(path: Path, sd: dict[str, torch.Tensor]) -> None:
