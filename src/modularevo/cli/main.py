@@ -132,9 +132,22 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         if _is_usage_error(exc):
-            exc.show()  # pyright: ignore[reportAttributeAccessIssue]
+            _print_error(_usage_message(exc))
             sys.exit(exc.exit_code)  # pyright: ignore[reportAttributeAccessIssue]
         raise
+
+
+def _usage_message(exc: Exception) -> str:
+    """One line for a click usage error: what is wrong and which ``--help`` to read."""
+    fmt = getattr(exc, "format_message", None)
+    what = fmt() if callable(fmt) else str(exc)
+    names: list[str] = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None and getattr(ctx, "parent", None) is not None:  # the root is the program
+        names.insert(0, str(ctx.info_name))
+        ctx = ctx.parent
+    cmd = " ".join(["modularevo", *names])
+    return f"{' '.join(what.split()).rstrip('.')}; see `{cmd} --help`"
 
 
 def _is_usage_error(exc: Exception) -> bool:
