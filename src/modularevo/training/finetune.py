@@ -103,7 +103,6 @@ class _Run:
     base_masked: dict[str, Tensor]
 
 
-@claims_output_dir  # one run per output_dir, for the whole run
 def finetune(
     config: FinetuneConfig | str | Path,
     *,
@@ -130,7 +129,19 @@ def finetune(
         InputError: finished output folder without ``overwrite``, a module that does not
             fit the model, or a dataset lacking splits.
     """
-    config = as_finetune_config(config, overrides)
+    return _finetune(as_finetune_config(config, overrides), model=model, tokenizer=tokenizer,
+                     dataset=dataset, on_step=on_step)  # fmt: skip
+
+
+@claims_output_dir  # one run per output_dir, for the whole run
+def _finetune(
+    config: FinetuneConfig,
+    *,
+    model: nn.Module | None,
+    tokenizer: Any,
+    dataset: Any,
+    on_step: Callable[[TrainState], None] | None,
+) -> FinetuneResult:
     out = Path(config.output_dir)
     seed_everything(config.seed)
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
@@ -327,8 +338,7 @@ def as_finetune_config(
     """A :class:`FinetuneConfig` from a config object or a YAML path, plus overrides.
 
     Raises:
-        ConfigError: unknown keys or invalid values (one message listing each).
-        InputError: a missing or unreadable YAML file.
+        ConfigError: a missing file, unknown keys or invalid values (one message each).
     """
     if isinstance(config, FinetuneConfig):
         if not overrides:

@@ -580,8 +580,7 @@ def as_modularize_config(
     """A :class:`ModularizeConfig` from a config object or a YAML path, plus overrides.
 
     Raises:
-        ConfigError: unknown keys or invalid values (one message listing each).
-        InputError: a missing or unreadable YAML file.
+        ConfigError: a missing file, unknown keys or invalid values (one message each).
     """
     if isinstance(config, ModularizeConfig):
         if not overrides:
