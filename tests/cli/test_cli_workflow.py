@@ -73,9 +73,10 @@ def test_modularize_finetune_merge_extract_evaluate(
         fts.append(out / "model")
 
     recipe = tmp_path / "recipe.yaml"
+    # the masked-LM base has an LM head the fine-tunes lack, they a pooler it lacks
+    heads = "missing_tensors: base\n" if source == "user" else ""
     recipe.write_text(
-        "merge_method: modularevo\n"
-        f"base_model: {base}\n"
+        "merge_method: modularevo\n" + heads + f"base_model: {base}\n"
         "models:\n"
         + "".join(f"  - model: {ft}\n    mask: {module}\n" for ft in fts)
         + "parameters:\n  overlap: mean\n"

@@ -22,19 +22,47 @@ _TINY_MODULARIZE = ["model=tiny-bert", "steps=30", "max_train_texts=200", "max_v
                     "structured=true", "tracker=none", "progress=false"]  # fmt: skip
 _TINY = {
     ("modularize",): _TINY_MODULARIZE,
-    ("finetune",): ["model=tiny-bert", "max_steps=4", "eval_every=2", "batch_size=8",
-                    "max_length=32", "max_train_examples=64", "max_eval_examples=32",
-                    "eval_at_start=false", "tracker=none", "progress=false"],  # fmt: skip
-    ("evolve",): ["model=tiny-bert", "tasks=[lang-id,math-type]", "rounds=1",
-                  "strategies=[base,ft_task_arithmetic]", "finetune.max_steps=2",
-                  "finetune.eval_every=2", "finetune.max_train_examples=32",
-                  "finetune.max_length=32", "finetune.batch_size=8", "max_eval_examples=16",
-                  "max_search_examples=16", "probe_steps=2", "search.lambdas=[1.0]",
-                  "search.densities=[0.5]", "search.refine_passes=0", "jobs=1",
-                  "tracker=none", "progress=false", "plots=false"],  # fmt: skip
+    ("finetune",): [
+        "model=tiny-bert",
+        "max_steps=4",
+        "eval_every=2",
+        "batch_size=8",
+        "max_length=32",
+        "max_train_examples=64",
+        "max_eval_examples=32",
+        "eval_at_start=false",
+        "tracker=none",
+        "progress=false",
+    ],  # fmt: skip
+    ("evolve",): [
+        "model=tiny-bert",
+        "tasks=[lang-id,math-type]",
+        "rounds=1",
+        "strategies=[base,ft_task_arithmetic]",
+        "finetune.max_steps=2",
+        "finetune.eval_every=2",
+        "finetune.max_train_examples=32",
+        "finetune.max_length=32",
+        "finetune.batch_size=8",
+        "max_eval_examples=16",
+        "max_search_examples=16",
+        "probe_steps=2",
+        "search.lambdas=[1.0]",
+        "search.densities=[0.5]",
+        "search.refine_passes=0",
+        "jobs=1",
+        "tracker=none",
+        "progress=false",
+        "plots=false",
+    ],  # fmt: skip
     ("cost",): ["batch_sizes=[1]", "seq_lens=[16]", "repeats=1", "warmup=0"],
-    ("mwt", "train"): ["model=test_resnet", "max_steps=2", "batch_size=32", "progress=false",
-                       "tracker=none"],  # fmt: skip
+    ("mwt", "train"): [
+        "model=test_resnet",
+        "max_steps=2",
+        "batch_size=32",
+        "progress=false",
+        "tracker=none",
+    ],  # fmt: skip
 }
 
 

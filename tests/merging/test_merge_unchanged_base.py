@@ -72,3 +72,31 @@ def test_all_weights_zero_writes_the_base_with_a_warning(tmp_path: Path, caplog)
         merge(_recipe(tmp_path, "task_arithmetic", [0.0]), tmp_path / "out", progress=False)
     assert "every model has weight 0" in caplog.text
     assert torch.equal(read_output(tmp_path / "out")["lin.weight"], base["lin.weight"])
+
+
+def test_a_fine_tune_saved_as_a_bare_encoder_merges_into_its_masked_lm_base(tmp_path: Path):
+    # the masked-LM base names `bert.encoder.…`, the fine-tune `encoder.…`: one naming
+    g = torch.Generator().manual_seed(1)
+    names = [f"encoder.layer.{i}.attention.self.query.weight" for i in range(3)]
+    base = {f"bert.{n}": torch.randn(4, 4, generator=g) for n in names}
+    base["cls.predictions.bias"] = torch.zeros(4)
+    _save(tmp_path / "base", base)
+    _save(tmp_path / "m0", {n: base[f"bert.{n}"] + 0.5 for n in names})
+    cfg = _recipe(tmp_path, "task_arithmetic", [1.0])
+    cfg["missing_tensors"] = "base"
+    merge(cfg, tmp_path / "out", progress=False)
+    out = read_output(tmp_path / "out")
+    assert sorted(out) == sorted(base)
+    for n in names:
+        torch.testing.assert_close(out[f"bert.{n}"], base[f"bert.{n}"] + 0.5)
+    assert torch.equal(out["cls.predictions.bias"], base["cls.predictions.bias"])
+
+
+def test_models_of_another_architecture_are_not_renamed(tmp_path: Path):
+    base = _base()
+    _save(tmp_path / "base", base)
+    _save(tmp_path / "m0", {"x.y": torch.ones(3), "x.z": torch.ones(2)})
+    cfg = _recipe(tmp_path, "task_arithmetic", [1.0])
+    cfg["missing_tensors"] = "base"
+    with pytest.raises(InputError, match="share no tensor with the base"):
+        merge(cfg, tmp_path / "out", progress=False)

@@ -140,7 +140,7 @@ def main() -> None:
 def _usage_message(exc: Exception) -> str:
     """One line for a click usage error: what is wrong and which ``--help`` to read."""
     fmt = getattr(exc, "format_message", None)
-    what = fmt() if callable(fmt) else str(exc)
+    what = str(fmt()) if callable(fmt) else str(exc)
     names: list[str] = []
     ctx = getattr(exc, "ctx", None)
     while ctx is not None and getattr(ctx, "parent", None) is not None:  # the root is the program

@@ -38,6 +38,8 @@ def bar_disable(requested: bool = True) -> bool | None:
 def is_terminal(stream: TextIO | None = None) -> bool:
     """Whether ``stream`` (default stderr, where bars go) is an interactive terminal."""
     stream = sys.stderr if stream is None else stream
+    if stream is None:  # pythonw and friends
+        return False
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # closed or replaced streams
