@@ -39,7 +39,8 @@ def test_a_usage_error_is_a_short_message_and_exit_2(argv: list[str]):
     assert "Traceback" not in res.stderr + res.stdout
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: ") and "--help`" in lines[0]
+    assert lines[0].startswith("error: ")
+    assert "--help`" in lines[0]
     assert f"`modularevo {argv[0]} --help`" in lines[0]
 
 
@@ -91,7 +92,9 @@ def test_a_fine_tune_logged_to_a_file_is_a_few_clean_lines(tmp_path: Path):
                "eval_every=6", timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     text = res.stdout + res.stderr
-    assert "\x1b[A" not in text and "\r" not in text
+    assert "\x1b[A" not in text
+    assert "\r" not in text
     assert len(text.splitlines()) < 10, text
-    assert "val acc" in text and "test acc" in text  # the results, printed at the end
+    assert "val acc" in text
+    assert "test acc" in text
     assert (tmp_path / "ft" / "curves.png").is_file()

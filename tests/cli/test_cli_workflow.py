@@ -33,8 +33,14 @@ def _user_bert(folder: Path) -> str:
     from transformers import BertConfig, BertForMaskedLM
 
     _, tok = load_model("tiny-bert", "encoder")
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=48, num_hidden_layers=2,
-                     num_attention_heads=4, intermediate_size=96, max_position_embeddings=64)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(7)
     BertForMaskedLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -94,10 +100,13 @@ def test_modularize_finetune_merge_extract_evaluate(
     copy = tmp_path / "copy-of-base"
     shutil.copytree(base, copy)
     same = tmp_path / "same.yaml"
-    same.write_text(f"merge_method: task_arithmetic\nbase_model: {base}\n"
-                    f"models:\n  - model: {copy}\n    parameters:\n      weight: 1.0\n")  # fmt: skip
+    same.write_text(
+        f"merge_method: task_arithmetic\nbase_model: {base}\n"
+        f"models:\n  - model: {copy}\n    parameters:\n      weight: 1.0\n"
+    )
     code, text = run_cli(["merge", str(same), str(tmp_path / "same")])
-    assert code == 2 and "unchanged" in text, text
+    assert code == 2, text
+    assert "unchanged" in text
     assert not (tmp_path / "same").exists()
 
     small = tmp_path / "extracted"

@@ -33,7 +33,7 @@ _TINY = {
         "eval_at_start=false",
         "tracker=none",
         "progress=false",
-    ],  # fmt: skip
+    ],
     ("evolve",): [
         "model=tiny-bert",
         "tasks=[lang-id,math-type]",
@@ -54,7 +54,7 @@ _TINY = {
         "tracker=none",
         "progress=false",
         "plots=false",
-    ],  # fmt: skip
+    ],
     ("cost",): ["batch_sizes=[1]", "seq_lens=[16]", "repeats=1", "warmup=0"],
     ("mwt", "train"): [
         "model=test_resnet",
@@ -62,7 +62,7 @@ _TINY = {
         "batch_size=32",
         "progress=false",
         "tracker=none",
-    ],  # fmt: skip
+    ],
 }
 
 

@@ -61,8 +61,8 @@ def test_pictures_are_written(tmp_path: Path):
     rows = [{"model": m, "batch": b, "seq_len": 64, "latency_ms": f * b, "latency_iqr_ms": 0.1}
             for m, f in (("dense", 2.0), ("module", 1.0)) for b in (1, 8)]  # fmt: skip
     cost_panels(rows, tmp_path / "cost.png", baseline="dense")
-    plot_curves([{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5,
-                                                  "val/accuracy": 0.7}], tmp_path / "c.png")  # fmt: skip
+    records = [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5, "val/accuracy": 0.7}]
+    plot_curves(records, tmp_path / "c.png")
     for f in ("overlap.png", "density.png", "cost.png", "c.png"):
         assert _png(tmp_path / f), f
 

@@ -28,9 +28,11 @@ def test_final_model_card_and_round_curves(tmp_path: Path):
     text = card.text
     record = RunDir(root).read_record("ft_task_arithmetic", 1)
     for task in ("ta", "tb"):
-        assert f"| {task} (test) |" in text and f"| {task} (validation) |" in text
+        assert f"| {task} (test) |" in text
+        assert f"| {task} (validation) |" in text
     assert "| 24 |" in text  # n of each evaluation (max_eval_examples)
-    assert "95% interval" in text and "lambdas" in text
+    assert "95% interval" in text
+    assert "lambdas" in text
     acc = record.scores["ta"]["test"]["accuracy"]
     assert f"| ta (test) | {100 * acc:.2f} | 24 |" in text
     curves = json.loads((root / "report" / "curves.json").read_text())
