@@ -166,12 +166,15 @@ def _round_curves(cfg: EvolveConfig, run: RunDir) -> None:
     curves.close(title=f"evolve: validation accuracy per round ({', '.join(cfg.tasks)})")
 
 
+# Keys that change how a run is shown or scheduled, never what it computes: a resumed
+# run may differ in them (e.g. started with progress bars, resumed with --no-progress).
+_DISPLAY_KEYS = ("progress", "stage_progress", "jobs", "tracker")
+
+
 def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     path = run.root / "config.resolved.yaml"
-    if path.is_file() and _results_config(yaml.safe_load(path.read_text("utf-8"))) != (
-        _results_config(cfg.model_dump(mode="json"))
-    ):
+    if path.is_file() and not _same_run(yaml.safe_load(path.read_text("utf-8")), cfg):
         raise InputError(
             f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs); "
             "choose another output_dir, or delete the folder to start over"
@@ -187,6 +190,15 @@ def _results_config(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("finetune"), dict):
         out["finetune"] = {k: v for k, v in out["finetune"].items() if k != "tracker"}
     return out
+
+
+def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
+    """Whether a saved resolved config describes the same computation as ``cfg``."""
+    if not isinstance(saved, dict):
+        return False
+    saved, now = _results_config(saved), _results_config(cfg.model_dump(mode="json"))
+    keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS]
+    return all(saved.get(k) == now.get(k) for k in keep)
 
 
 def _start(ctx: _Ctx, strategy: str, rnd: int) -> tuple[str, Path]:
