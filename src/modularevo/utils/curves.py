@@ -64,6 +64,7 @@ class Curves:
         self.run_name = run_name
         self.enabled = enabled
         self.records: list[dict[str, Any]] = []
+        self._hidden: set[str] = set()
         self._tracker: Any = None
         if enabled and tracker == "tensorboard":
             self._tracker = _start_tensorboard(self.out / TRACKER_DIR, run_name)
@@ -73,8 +74,14 @@ class Curves:
         """Whether values also go to TensorBoard."""
         return self._tracker is not None
 
-    def log(self, values: Mapping[str, float | int | None], step: int) -> None:
-        """Record finite numeric ``values`` (``None`` and NaN are skipped) at ``step``."""
+    def log(
+        self, values: Mapping[str, float | int | None], step: int, *, plot: bool = True
+    ) -> None:
+        """Record finite numeric ``values`` (``None`` and NaN are skipped) at ``step``.
+
+        ``plot=False`` keeps them out of ``curves.png`` (still in the JSON and TensorBoard),
+        for series too many to read in one picture.
+        """
         if not self.enabled:
             return
         clean = {
@@ -85,10 +92,12 @@ class Curves:
         if not clean:
             return
         self.records.append({"step": int(step), **clean})
+        if not plot:
+            self._hidden.update(clean)
         if self._tracker is not None:
             self._tracker.log(clean, step=int(step))
 
-    def close(self, *, title: str) -> Path | None:
+    def close(self, *, title: str, xlabel: str = "step") -> Path | None:
         """Flush the tracker and write ``curves.png`` and ``curves.json``.
 
         Returns:
@@ -101,7 +110,8 @@ class Curves:
             return None
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / CURVES_JSON).write_text(json.dumps(self.records), encoding="utf-8")
-        return plot_curves(self.records, self.out / CURVES_PNG, title=title)
+        shown = [{k: v for k, v in r.items() if k not in self._hidden} for r in self.records]
+        return plot_curves(shown, self.out / CURVES_PNG, title=title, xlabel=xlabel)
 
 
 def _start_tensorboard(folder: Path, run_name: str) -> Any:

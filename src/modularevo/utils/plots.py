@@ -14,6 +14,7 @@ Pure drawing functions on plain numbers (matplotlib, Agg backend, loaded on firs
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,11 @@ def random_jaccard(a: float, b: float) -> float:
 
 
 def plot_curves(
-    records: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "training curves"
+    records: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "training curves",
+    xlabel: str = "step",
 ) -> Path:
     """Loss curves (left) and validation metrics (right) over steps; saved to ``path``.
 
@@ -72,7 +77,9 @@ def plot_curves(
     right = " / ".join(dict.fromkeys(kinds.get(k.split("/")[0], "metric") for k in metrics))
     panels = [("loss", losses), (right, metrics)]
     panels = [(name, s) for name, s in panels if s] or [("value", series)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    width = max(6.5, 5.2 * len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.4), squeeze=False)
+    steps = sorted({int(r["step"]) for r in records})
     for ax, (label, group) in zip(axes[0], panels, strict=True):
         for name, pts in sorted(group.items()):
             pts.sort()
@@ -80,11 +87,13 @@ def plot_curves(
             many = len(pts) > 40
             ax.plot(xs, ys, marker=None if many else "o", markersize=3, lw=1.2 if many else 1.5,
                     label=f"{name} (last {ys[-1]:.4g})")  # fmt: skip
-        ax.set(xlabel="step", ylabel=label)
+        ax.set(xlabel=xlabel, ylabel=label)
+        if len(steps) <= 12:  # few points (rounds, epochs): whole-number ticks
+            ax.set_xticks(steps)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
                   frameon=False)  # fmt: skip
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, width=int(width * 12))), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
