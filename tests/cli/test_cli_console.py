@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = ROOT / "configs" / "finetune" / "tiny_test.yaml"
 
 
-def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
     for key in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS",
                 "HF_HUB_DISABLE_PROGRESS_BARS"):  # fmt: skip
