@@ -1,4 +1,4 @@
-"""Compare modularevo's TSV-M, Iso-C and Iso-CTS with FusionBench's on the same task vectors.
+"""Compare modularevo's TSV-M, Iso-C, Iso-CTS and OPCM with FusionBench's on the same inputs.
 
 FusionBench has heavy dependencies (Lightning, Hydra), so it runs in its own environment:
 
@@ -12,6 +12,15 @@ modularevo's registered methods merge the same tensors here. The script prints t
 largest absolute and relative difference per method and number of tasks. Both compute in
 float32 with ``torch.linalg.svd``; agreement to float32 rounding (relative 1e-4) is
 expected, except where singular values are tied (then singular vectors are not unique).
+
+OPCM runs FusionBench's own ``OPCM.run`` (``opcm_general``, ``alpha`` 0.5, models in the
+given order) on a small ``nn.Module`` with the same tensors (base 0). FusionBench rescales
+with whole-model norms, modularevo's registered ``opcm`` per tensor (it streams tensor by
+tensor), so two rows are printed: ``opcm (whole-model norms)`` folds the tensors with
+:class:`~modularevo.merging.continual.ContinualOpcm` (one model at a time, whole-model
+norms) (the same definition: agreement to float32 rounding), and ``opcm
+(per-tensor norms)`` is the registered method as it is (the size of the definitional
+difference). FusionBench 0.2.33 has no CART and no PCB, so they are not compared.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modularevo.merging import MERGE_METHODS
+from modularevo.merging.continual import ContinualOpcm
 
 SHAPES = {"attn.q.weight": (64, 64), "ffn.up.weight": (96, 48), "ffn.down.weight": (48, 96),
           "ffn.up.bias": (96,)}  # fmt: skip
@@ -50,6 +60,34 @@ for name, merged in (
 ):
     for key, t in merged.items():
         out[f"{name}/{key}"] = t.contiguous()
+
+# OPCM: fusion_bench.method.opcm's __init__ imports its CLIP variant, which needs a
+# transformers class newer releases dropped; load the general module without it.
+import pathlib, types
+import fusion_bench.method as fm
+pkg = types.ModuleType("fusion_bench.method.opcm")
+pkg.__path__ = [str(pathlib.Path(fm.__file__).parent / "opcm")]
+sys.modules["fusion_bench.method.opcm"] = pkg
+from fusion_bench.method.opcm.opcm_general import OPCM
+from fusion_bench.modelpool import BaseModelPool
+
+
+def model(sd):
+    m = torch.nn.Module()
+    m.attn, m.ffn = torch.nn.Module(), torch.nn.Module()
+    m.attn.q = torch.nn.Linear(64, 64, bias=False)
+    m.ffn.up = torch.nn.Linear(48, 96)
+    m.ffn.down = torch.nn.Linear(96, 48, bias=False)
+    m.load_state_dict(sd)
+    return m
+
+
+zero = {n: torch.zeros_like(t) for n, t in tvs[0].items()}
+tasks = {f"t{i}": model(tv) for i, tv in enumerate(tvs)}
+pool = BaseModelPool({"_pretrained_": model(zero), **tasks})
+merged = OPCM(alpha=0.5, shuffle_order=False, save_on_every_step=False).run(pool)
+for key, t in merged.state_dict().items():
+    out[f"opcm/{key}"] = t.detach().contiguous()
 save_file(out, sys.argv[2])
 """
 
@@ -76,6 +114,23 @@ def ours(name: str, tvs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return out
 
 
+def opcm_whole_model(tvs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """OPCM with whole-model norms: :class:`ContinualOpcm`, one model at a time (base 0)."""
+    merger = ContinualOpcm({n: torch.zeros(s) for n, s in SHAPES.items()}, alpha=0.5)
+    for tv in tvs:
+        merger.add(tv)
+    return merger.merged()
+
+
+def _diffs(mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], name: str):
+    abs_d = max(float((mine[n] - theirs[f"{name}/{n}"]).abs().max()) for n in SHAPES)
+    rel_d = max(
+        float((mine[n] - theirs[f"{name}/{n}"]).norm() / theirs[f"{name}/{n}"].norm())
+        for n in SHAPES
+    )
+    return abs_d, rel_d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fb-python", required=True, help="python of an env with fusion-bench")
@@ -91,14 +146,12 @@ def main() -> None:
             subprocess.run([args.fb_python, "-c", _FB_SIDE, str(src), str(dst), str(k)],
                            check=True, capture_output=True)  # fmt: skip
             theirs = load_file(str(dst))
-            for name in ("tsv_m", "iso_c", "iso_cts"):
-                mine = ours(name, tvs)
-                abs_d = max(float((mine[n] - theirs[f"{name}/{n}"]).abs().max()) for n in SHAPES)
-                rel_d = max(
-                    float((mine[n] - theirs[f"{name}/{n}"]).norm() / theirs[f"{name}/{n}"].norm())
-                    for n in SHAPES
-                )
-                print(f"| {name} | {k} | {abs_d:.2e} | {rel_d:.2e} |")
+            rows = [(name, name, ours(name, tvs)) for name in ("tsv_m", "iso_c", "iso_cts")]
+            rows += [("opcm (whole-model norms)", "opcm", opcm_whole_model(tvs)),
+                     ("opcm (per-tensor norms)", "opcm", ours("opcm", tvs))]  # fmt: skip
+            for label, name, mine in rows:
+                abs_d, rel_d = _diffs(mine, theirs, name)
+                print(f"| {label} | {k} | {abs_d:.2e} | {rel_d:.2e} |")
     sys.stdout.flush()
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from modularevo.evolution.loop import evolve
     from modularevo.evolution.quickstart import quickstart
     from modularevo.merging.apply import merge
+    from modularevo.merging.lora import extract_lora
     from modularevo.modules.analysis import analyze_modules
     from modularevo.mwt.train import train_mwt
     from modularevo.training.finetune import FinetuneResult, finetune
@@ -41,6 +42,7 @@ _LAZY: dict[str, str] = {
     "FinetuneResult": "modularevo.training.finetune",
     "evaluate_model": "modularevo.evaluation.evaluate",
     "evolve": "modularevo.evolution.loop",
+    "extract_lora": "modularevo.merging.lora",
     "extract_module": "modularevo.deploy.extract",
     "finetune": "modularevo.training.finetune",
     "measure_cost": "modularevo.cost.meter",
@@ -88,6 +90,7 @@ __all__ = [
     "emoe_convert",
     "evaluate_model",
     "evolve",
+    "extract_lora",
     "extract_module",
     "finetune",
     "load_emoe",

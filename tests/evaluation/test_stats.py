@@ -88,3 +88,11 @@ def test_a_clear_difference_excludes_zero_and_a_null_one_mostly_does_not() -> No
         d = paired_difference(bt.abs_avg["a"], bt.abs_avg["b"], e)
         covered += d["lo"] <= 0 <= d["hi"]
     assert covered >= 34
+
+
+def test_no_normalized_average_when_the_reference_scores_zero_on_a_task() -> None:
+    zeros, ones = np.zeros(20, dtype=bool), np.ones(20, dtype=bool)
+    correct = {"ref": {"a": zeros, "b": ones}, "m": {"a": ones, "b": ones}}
+    boot = bootstrap_averages(correct, ["a", "b"], reference="ref", samples=50, seed=0)
+    assert boot.norm_avg == {} and boot.estimate_norm == {}
+    assert boot.estimate_abs["m"] == 100.0

@@ -143,3 +143,14 @@ def test_display_keys_may_change_on_resume(tmp_path: Path) -> None:
     assert _same_run(saved, cfg.model_copy(update={"progress": not cfg.progress}))
     assert not _same_run(saved, cfg.model_copy(update={"rounds": cfg.rounds + 1}))
     assert not _same_run(None, cfg)
+
+
+def test_a_saved_config_without_newer_keys_still_resumes(tmp_path: Path) -> None:
+    import yaml
+
+    from modularevo.evolution.loop import _same_run
+
+    cfg = fake_config(tmp_path)
+    saved = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    del saved["finetune"]["task_type"]  # a key added after the run started (default value)
+    assert _same_run(saved, cfg)

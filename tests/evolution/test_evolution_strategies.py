@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -72,3 +74,38 @@ def test_modularevo_random_is_the_module_control() -> None:
     s = get_strategy("modularevo_random")
     assert (s.train, s.merge_method, s.random_mask) == ("module", "modularevo", True)
     assert not get_strategy("modularevo").random_mask
+
+
+def test_cart_pcb_and_opcm_strategies() -> None:
+    assert get_strategy("ft_pcb").method_params([1, 1], 0.2) == {
+        "weight": [1.0, 1.0],
+        "density": 0.2,
+    }
+    assert get_strategy("ft_cart").method_params([0.5], 0.2) == {"weight": [0.5]}
+    opcm = get_strategy("ft_opcm")
+    assert (opcm.train, opcm.merge_method) == ("full", "opcm")
+    # the continual merge depends on the order of the tasks: the first is never projected
+    base = torch.zeros(3, 3)
+    models = [torch.diag(torch.tensor([3.0, 2.0, 1.0])), torch.ones(3, 3)]
+    fwd = MERGE_METHODS.get("opcm").fn(models, base, weight=[1.0, 1.0])
+    rev = MERGE_METHODS.get("opcm").fn(models[::-1], base, weight=[1.0, 1.0])
+    assert not torch.allclose(fwd, rev)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 3 strategies x 2 fine-tunes and λ searches: minutes on a busy CPU
+def test_cart_pcb_and_opcm_evolve_on_tiny_tasks(tmp_path) -> None:
+    from evolve_helpers import fake_config, tiny_inputs
+
+    from modularevo.evolution.loop import evolve
+
+    data, texts = tiny_inputs()
+    names = ["base", "ft_cart", "ft_pcb", "ft_opcm"]
+    cfg = fake_config(tmp_path / "evo", strategies=names, rounds=1, domains={})
+    root = evolve(cfg, datasets=data, texts=texts)
+    rows = json.loads((root / "report" / "report.json").read_text())["table_test"]
+    merged = {r["strategy"]: r for r in rows if r["round"] == 1}
+    assert set(merged) == set(names)
+    for name in ("ft_cart", "ft_pcb", "ft_opcm"):
+        assert merged[name]["search_evals"] >= 2
+        assert 0 <= merged[name]["ta"] <= 1

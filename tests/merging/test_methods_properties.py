@@ -31,6 +31,9 @@ ACTIVE = {
     "iso_c": {},
     "iso_cts": {},
     "magmax": {},
+    "cart": {"rank_fraction": 0.4},
+    "pcb": {"density": 0.5},
+    "opcm": {},
     "nearswap": {"t": 0.5},
     "sce": {"select_topk": 0.5},
     "nuslerp": {"weight": [0.3, 0.7]},
@@ -60,6 +63,9 @@ IDENTITY = {
     "iso_c": (1, {}),  # see NOT_IDENTITY
     "iso_cts": (1, {}),  # see NOT_IDENTITY
     "magmax": (3, {}),
+    "cart": (3, {}),  # K copies: the centred vectors are zero, the mean is the model
+    "pcb": (1, {}),  # see NOT_IDENTITY
+    "opcm": (1, {}),
     "nearswap": (1, {"t": 100.0}),  # every difference is below t: the model's values
     "sce": (1, {}),
     "nuslerp": (2, {}),
@@ -75,11 +81,12 @@ NOT_IDENTITY = {
     "arcee_fusion": "keeps only the changes whose importance is an upper outlier, by design",
     "iso_c": "flattens the spectrum of even one task vector, by design",
     "iso_cts": "flattens the spectrum of even one task vector, by design",
+    "pcb": "drops the entries of lowest balanced score and clamps outliers, by design",
 }
 # Methods that take a fixed number of models besides the base.
 FIXED_COUNT = {"slerp": 1, "nearswap": 1, "arcee_fusion": 1, "nuslerp": 2, "passthrough": 1}
 # Methods whose result does not depend on the order of the models.
-ASYMMETRIC = {"slerp", "cabs"}
+ASYMMETRIC = {"slerp", "cabs", "opcm"}  # opcm: the first model is never projected
 # Params that switch a method off (result = base); None: not meaningful.
 TO_BASE = {
     "linear": None,  # no base
@@ -94,6 +101,7 @@ TO_BASE = {
     "passthrough": None,  # no base
     "ram": None,  # no weights
     "ramplus_tl": None,  # no weights
+    "cart": {"weight": [0.0, 0.0, 0.0]},  # λ scales only the centred part (λ = 0: the mean)
 }
 
 
@@ -261,6 +269,8 @@ BAD_GOOD = {
     "scale": ([math.nan, "x"], [0.0, 1.0, -2.0]),
     "r": ([-0.1, math.nan], [0.0, 0.1]),
     "alpha": ([-0.1], [0.0, 0.2]),
+    "opcm.alpha": ([-0.1, 1.1, math.nan], [0.0, 0.5, 1.0]),
+    "rank_fraction": ([0.0, 1.01, -0.1, math.nan], [0.01, 0.5, 1.0]),
     "ram.epsilon": ([-0.01, math.nan], [0.0, 1e-5, 0.5]),  # any |τ| floor
     "ramplus_tl.epsilon": ([-0.01, math.nan], [0.0, 1e-5, 0.5]),
 }

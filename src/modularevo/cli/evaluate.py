@@ -1,4 +1,5 @@
-"""``modularevo evaluate MODEL TASK``: accuracy and macro-F1 of a classifier on one split."""
+"""``modularevo evaluate MODEL TASK``: accuracy and macro-F1 of a classifier on one split,
+or greedy exact match of a causal LM on a generation task."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ def evaluate_cmd(
     max_length: int = typer.Option(128, "--max-length", help="Truncation length in tokens."),
     batch_size: int = typer.Option(64, "--batch-size", help="Examples per forward pass."),
     max_examples: int | None = typer.Option(None, "--max-examples", help="First N only."),
+    max_new_tokens: int = typer.Option(
+        32, "--max-new-tokens", min=1, help="Longest generated answer (generation tasks)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     text_column: str | None = typer.Option(None, help="Text column of a local file."),
     label_column: str | None = typer.Option(None, help="Label column of a local file."),
     label_names: str | None = typer.Option(None, help="Labels in id order, comma-separated."),
 ) -> None:
-    """Evaluate a classifier on one split of a task."""
+    """Evaluate a classifier on one split of a task (a causal LM on a generation task)."""
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.data import load_dataset
     from modularevo.evaluation.evaluate import evaluate_model
@@ -32,9 +36,18 @@ def evaluate_cmd(
     given = {k: v for k, v in columns.items() if v is not None}
     data = load_dataset(task, **given) if given else None
     res = evaluate_model(model, task=task, split=split, max_length=max_length, dataset=data,
-                         batch_size=batch_size, max_examples=max_examples)  # fmt: skip
+                         batch_size=batch_size, max_examples=max_examples,
+                         max_new_tokens=max_new_tokens)  # fmt: skip
     if as_json:
         console.print_json(json.dumps(res))
+        return
+    if res.get("task_type") == "generation":
+        lo, hi = res["ci95"]
+        console.print(
+            f"{task} [{split}]: exact match {res['accuracy']:.4f} (95% CI [{lo:.4f}, {hi:.4f}]), "
+            f"answer loss {res['loss']:.4f} ({res['n']} examples)",
+            markup=False,
+        )
         return
     console.print(
         f"{task} [{split}]: accuracy {res['accuracy']:.4f}, macro-F1 {res['macro_f1']:.4f}, "

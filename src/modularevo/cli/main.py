@@ -38,6 +38,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("quickstart", "quickstart_cmd", "quickstart"),
     ("cost", "cost_cmd", "cost"),
     ("extract", "extract_cmd", "extract"),
+    ("extract_lora", "extract_lora_cmd", "extract-lora"),
     ("emoe", "app", "emoe"),
     ("mwt", "app", "mwt"),
 ]

@@ -79,8 +79,13 @@ def _exec_patched(name: str, edit: Callable[[str], str]) -> Any:
     return mod
 
 
-def generate_in_subprocess(*, seed: int, n_per_type: int) -> list[dict[str, str]]:
-    """Generate ``n_per_type`` problems of every type in a fresh interpreter.
+def generate_in_subprocess(
+    *, seed: int, n_per_type: int, stream: str = "", types: tuple[str, ...] = ()
+) -> list[dict[str, str]]:
+    """Generate ``n_per_type`` problems of every type (or of ``types``) in a fresh interpreter.
+
+    ``stream`` names an independent random stream: the corpus uses the default one, a
+    task another (``"task"``), so the two draw different problems from the same types.
 
     ``mathematics_dataset`` iterates over sets of sympy symbols, so its output depends
     on ``PYTHONHASHSEED`` and on every earlier call; a fresh process with a fixed hash
@@ -96,23 +101,40 @@ def generate_in_subprocess(*, seed: int, n_per_type: int) -> list[dict[str, str]
     if importlib.util.find_spec("mathematics_dataset") is None:
         raise InputError(_MISSING)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    cmd = [sys.executable, "-m", "modularevo.data._mathdm_worker", str(seed), str(n_per_type)]
+    cmd = [sys.executable, "-m", "modularevo.data._mathdm_worker", str(seed), str(n_per_type),
+           stream, ",".join(types)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"mathematics_dataset generation failed:\n{proc.stderr[-2000:]}")
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def write_problems(seed: int, n_per_type: int) -> None:
-    """Write ``n_per_type`` problems of each type as JSON lines to stdout (worker side)."""
+def write_problems(seed: int, n_per_type: int, stream: str = "", types: str = "") -> None:
+    """Write ``n_per_type`` problems of each type as JSON lines to stdout (worker side).
+
+    Args:
+        seed: the build seed.
+        n_per_type: problems per type.
+        stream: "" for the corpus's stream (its seeds predate streams), else a stream name.
+        types: comma-separated type names; "" for every type.
+    """
     import json
     import random
 
     import numpy as np
     from sympy.core import random as sympy_random
 
-    for name, fn in sorted(problem_generators().items()):
-        s = derived_seed(seed, "mathematics_dataset", name)
+    generators = problem_generators()
+    wanted = [t for t in types.split(",") if t] or sorted(generators)
+    unknown = sorted(set(wanted) - set(generators))
+    if unknown:
+        raise InputError(
+            f"unknown mathematics_dataset types {unknown}; known: {sorted(generators)}"
+        )
+    for name in sorted(wanted):
+        fn = generators[name]
+        keys = (stream, name) if stream else (name,)
+        s = derived_seed(seed, "mathematics_dataset", *keys)
         random.seed(s)
         np.random.seed(s % 2**32)
         sympy_random.seed(s)

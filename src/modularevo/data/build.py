@@ -30,10 +30,10 @@ def split_salt(spec: DatasetSpec, options: dict[str, Any]) -> str:
 
 
 def build_text(spec: DatasetSpec, options: dict[str, Any]) -> datasets.DatasetDict:
-    """Build a corpus or task from ``spec.builder(**options)`` rows."""
+    """Build a corpus, task or generation task from ``spec.builder(**options)`` rows."""
     rows = dedupe(spec.builder(**options))
     parts = assign_splits(rows, salt=split_salt(spec, options), fractions=spec.split_fractions)
-    if spec.kind == "task":
+    if spec.kind in ("task", "generation"):
         parts["train"] = balance(parts["train"], per_class=spec.train_per_class)
         for name in ("validation", "test"):
             parts[name] = balance(parts[name], per_class=spec.eval_per_class)
@@ -52,6 +52,8 @@ def build_text(spec: DatasetSpec, options: dict[str, Any]) -> datasets.DatasetDi
                 for n in SPLITS
             }
         )
+    if spec.kind == "generation":
+        return _generation_dict(parts)
     names = list(spec.label_names or sorted({r["label"] for r in rows}))
     index = {n: i for i, n in enumerate(names)}
     features = datasets.Features(
@@ -62,6 +64,28 @@ def build_text(spec: DatasetSpec, options: dict[str, Any]) -> datasets.DatasetDi
         texts = [r["text"] for r in parts[n]]
         labels = [index[r["label"]] for r in parts[n]]
         out[n] = datasets.Dataset.from_dict({"text": texts, "label": labels}, features)
+    return datasets.DatasetDict(out)
+
+
+GENERATION_FEATURES = datasets.Features(
+    {
+        "text": datasets.Value("string"),
+        "target": datasets.Value("string"),
+        "category": datasets.Value("string"),
+    }
+)
+
+
+def _generation_dict(parts: dict[str, list[dict[str, Any]]]) -> datasets.DatasetDict:
+    """Question (``text``) -> answer (``target``) rows, with the row's ``category``."""
+    out = {}
+    for n in SPLITS:
+        columns = {
+            "text": [r["text"] for r in parts[n]],
+            "target": [r["target"] for r in parts[n]],
+            "category": [str(r.get("label", "")) for r in parts[n]],
+        }
+        out[n] = datasets.Dataset.from_dict(columns, GENERATION_FEATURES)
     return datasets.DatasetDict(out)
 
 
@@ -106,6 +130,9 @@ def describe(card: DataCard, dsd: datasets.DatasetDict, *, n_samples: int = 3) -
         has_text = "text" in ds.column_names
         card.chars[split] = sum(len(t) for t in ds["text"]) if has_text else 0
         label = ds.features.get("label")
+        if "category" in ds.column_names:  # a generation task: counts per category
+            counts = Counter(ds["category"])
+            card.label_counts[split] = {str(k): v for k, v in sorted(counts.items())}
         if isinstance(label, datasets.ClassLabel):
             card.label_names = list(label.names)
             counts = Counter(ds["label"])

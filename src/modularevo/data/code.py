@@ -9,9 +9,11 @@ and any function whose name starts with ``test``.
   package) and the dependency packages, at most ``per_package`` functions each.
 * ``code-package`` (task): function source -> its top-level package, over
   ``CODE_PACKAGES`` (11 stdlib packages + 9 dependencies of this project).
+* ``code-name`` (generation): a public function's parameter list and docstring summary
+  -> its name, over the same packages (category = the package), scored by exact match.
 
-The group key is the full function source, shared by both datasets with the same salt,
-so a function in the task's test split is never in the corpus's train split. (Grouping
+The group key is the full function source, shared by the three datasets with the same
+salt, so a function in a task's test split is never in the corpus's train split. (Grouping
 by file would be stricter, but small packages such as ``logging`` have 3-5 files, which
 would leave whole classes out of validation or test.)
 """
@@ -143,6 +145,50 @@ def build_code_package(
     return rows
 
 
+_MAX_ARGS_CHARS = 120
+
+
+def name_prompt(source: str, *, max_doc_chars: int = 300) -> tuple[str, str] | None:
+    """``(prompt, name)`` of a function source, or None without a public name and a docstring.
+
+    The prompt is the signature with the name hidden and the docstring's first paragraph
+    (whitespace collapsed, cut at ``max_doc_chars``)::
+
+        def ?(path, mode='r'):
+            \"\"\"Open a file and return a stream.\"\"\"
+    """
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError, ValueError):
+        return None
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+        return None
+    doc = ast.get_docstring(node)
+    summary = " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
+    if len(summary) < 10:
+        return None
+    if len(summary) > max_doc_chars:
+        summary = summary[:max_doc_chars].rsplit(" ", 1)[0] + " ..."
+    asynchronous = "async " if isinstance(node, ast.AsyncFunctionDef) else ""
+    args = ast.unparse(node.args)
+    if len(args) > _MAX_ARGS_CHARS:  # a long list of options says little more than its start
+        args = args[:_MAX_ARGS_CHARS].rsplit(",", 1)[0] + ", ..."
+    return f'{asynchronous}def ?({args}):\n    """{summary}"""', node.name
+
+
+def build_code_name(*, seed: int, per_package: int, max_files: int) -> list[dict]:
+    """Rows of ``code-name``: signature (name hidden) + docstring summary -> function name."""
+    rows: list[dict[str, Any]] = []
+    for name in CODE_PACKAGES:
+        funcs = package_functions(name, max_files=max_files)
+        items = [(text, name_prompt(text)) for _, text in funcs]
+        usable = [(text, made) for text, made in items if made is not None]
+        usable.sort(key=lambda it: unit_hash(f"code-name/{seed}", it[0]))
+        for text, (prompt, fname) in usable[:per_package]:
+            rows.append({"text": prompt, "target": fname, "label": name, "group": text})
+    return rows
+
+
 _SOURCE = ("python-stdlib", *DEPENDENCY_PACKAGES)
 _LICENCE = "PSF-2.0 (stdlib); BSD/Apache-2.0/MIT (dependencies, see each package)"
 
@@ -172,5 +218,20 @@ register_dataset(
         train_per_class=400,
         eval_per_class=50,
         label_names=CODE_PACKAGES,
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        name="code-name",
+        kind="generation",
+        domain="code",
+        builder=build_code_name,
+        source=_SOURCE,
+        licence=_LICENCE,
+        description="Signature (name hidden) + docstring summary -> function name, exact match",
+        options={"per_package": 300, "max_files": 40},
+        train_per_class=200,
+        eval_per_class=25,
     )
 )

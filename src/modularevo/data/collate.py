@@ -78,12 +78,14 @@ def pad_batch(examples: Sequence[Example], *, pad_id: int) -> dict[str, Tensor]:
     """Right-pad a list of tokenized examples to the longest one in the list.
 
     Args:
-        examples: dicts from :func:`tokenize_split`.
+        examples: dicts from :func:`tokenize_split`, or from
+            :func:`modularevo.data.generation.tokenize_pairs` (per-token ``labels``).
         pad_id: id written into padded ``input_ids`` positions (attention mask 0 there).
 
     Returns:
         ``input_ids``/``attention_mask``/(``token_type_ids``) as (batch, longest) int64
-        and ``labels`` as (batch,) int64.
+        and ``labels`` as (batch,) int64, or, for per-token labels, (batch, longest)
+        int64 padded with -100 (ignored by the loss).
     """
     longest = max(len(ex["input_ids"]) for ex in examples)
     batch: dict[str, Tensor] = {}
@@ -93,5 +95,9 @@ def pad_batch(examples: Sequence[Example], *, pad_id: int) -> dict[str, Tensor]:
             continue
         rows = [ex[key] + [value] * (longest - len(ex[key])) for ex in examples]
         batch[key] = torch.tensor(rows, dtype=torch.long)  # (batch, longest)
+    if isinstance(examples[0]["labels"], list):  # per-token labels of a generation task
+        rows = [ex["labels"] + [-100] * (longest - len(ex["labels"])) for ex in examples]
+        batch["labels"] = torch.tensor(rows, dtype=torch.long)  # (batch, longest)
+        return batch
     batch["labels"] = torch.tensor([ex["labels"] for ex in examples], dtype=torch.long)
     return batch

@@ -190,11 +190,16 @@ def normalise(
     label_column: str | None,
     label_names: list[str] | None,
 ) -> datasets.DatasetDict:
-    """Rename to ``text``/``label``, make labels a ClassLabel, and check every split."""
+    """Rename to ``text``/``label``, make labels a ClassLabel, and check every split.
+
+    Without a label column, a ``target`` column is kept as text: a generation task
+    (question ``text`` -> answer ``target``).
+    """
     text_col = text_column or "text"
     first = next(iter(raw.values()))
     if label_column is None and "label" in first.column_names:
         label_column = "label"
+    target = "target" if label_column is None and "target" in first.column_names else None
     out = {}
     for split, ds in raw.items():
         where = f"the {split} split of {source!r}"
@@ -206,7 +211,7 @@ def normalise(
                 f"{where} is empty (0 rows); every split needs examples: add rows or, for a single "
                 "file, provide more lines so that the 80/10/10 split leaves some in each"
             )
-        keep = [c for c in (text_col, label_column) if c]
+        keep = [c for c in (text_col, label_column, target) if c]
         ds = (
             ds.select_columns(keep).rename_column(text_col, "text")
             if text_col != "text"
@@ -214,6 +219,8 @@ def normalise(
         )
         if label_column and label_column != "label":
             ds = ds.rename_column(label_column, "label")
+        if target is not None and ds.features["target"] != datasets.Value("string"):
+            ds = ds.cast_column("target", datasets.Value("string"))  # e.g. numeric answers
         out[split] = ds
     dsd = datasets.DatasetDict(out)
     return _encode_labels(dsd, source, label_names) if label_column else dsd

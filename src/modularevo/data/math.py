@@ -5,9 +5,12 @@
   one ``question\\nanswer`` text each.
 * ``math-type`` (task) mirrors MathQA's topic classification: mathgenerator problems
   labelled with one of 25 topics, each topic grouping 2-11 generators.
+* ``math-qa`` (generation) is question -> answer, scored by exact match: problems of
+  ``MATH_QA_TYPES``, 20 ``mathematics_dataset`` types with one-line answers, drawn from
+  another random stream than the corpus.
 
-Both share the domain salt and use the text as group key, so a problem that
-appears in both sits in the same split of each (no corpus-train/task-test leak).
+All share the domain salt and use the problem text as group key, so a problem that
+appears in two of them sits in the same split of each (no corpus-train/task-test leak).
 """
 
 from __future__ import annotations
@@ -228,6 +231,33 @@ def build_math_type(*, seed: int, per_topic: int) -> list[dict[str, Any]]:
     return mathgenerator_rows(seed=seed, per_topic=per_topic, stream="task")
 
 
+# mathematics_dataset types whose answers are one short line (a number, a letter, True/False,
+# a short expression): exact match is a fair score for them.
+MATH_QA_TYPES: tuple[str, ...] = (
+    "algebra__linear_1d", "algebra__linear_2d", "algebra__sequence_next_term",
+    "arithmetic__add_or_sub", "arithmetic__add_sub_multiple", "arithmetic__div",
+    "arithmetic__mixed", "arithmetic__mul", "arithmetic__nearest_integer_root",
+    "comparison__closest", "comparison__kth_biggest", "comparison__pair",
+    "measurement__conversion", "numbers__div_remainder", "numbers__gcd", "numbers__is_prime",
+    "numbers__lcm", "numbers__place_value", "numbers__round_number", "polynomials__evaluate",
+)  # fmt: skip
+
+
+def build_math_qa(*, seed: int, per_type: int) -> list[dict[str, Any]]:
+    """Rows of ``math-qa``: question -> answer of ``MATH_QA_TYPES`` (category = the type).
+
+    The group key is ``question\nanswer``, the ``math`` corpus's text of the same problem.
+    """
+    problems = generate_in_subprocess(
+        seed=seed, n_per_type=per_type, stream="task", types=MATH_QA_TYPES
+    )
+    return [
+        {"text": r["question"].strip(), "target": r["answer"].strip(), "label": r["type"],
+         "group": f"{r['question']}\n{r['answer']}"}
+        for r in problems
+    ]  # fmt: skip
+
+
 register_dataset(
     DatasetSpec(
         name="math",
@@ -254,5 +284,20 @@ register_dataset(
         train_per_class=400,
         eval_per_class=50,
         label_names=tuple(MATH_TOPICS),
+    )
+)
+
+register_dataset(
+    DatasetSpec(
+        name="math-qa",
+        kind="generation",
+        domain="math",
+        builder=build_math_qa,
+        source=("mathematics-dataset",),
+        licence="Apache-2.0 (mathematics-dataset); generated text",
+        description="Math question -> one-line answer (20 DeepMind types), exact match",
+        options={"per_type": 300},
+        train_per_class=240,
+        eval_per_class=25,
     )
 )

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from modularevo.registry import Registry
 
-Kind = Literal["corpus", "task", "images"]
+Kind = Literal["corpus", "task", "generation", "images"]
 
-# A text builder returns rows {"text", "group"[, "label"]}; "group" decides the split
+# A text builder returns rows {"text", "group"[, "label"][, "target"]}; "group" decides the split
 # (rows sharing a group always land in the same split, also across a domain's corpus
 # and task). An image builder returns the finished splits itself.
 Builder = Callable[..., Any]
@@ -32,7 +32,9 @@ class DatasetSpec:
 
     Args:
         name: registry key, e.g. ``"math-type"``.
-        kind: ``"corpus"`` (column ``text``), ``"task"`` (``text``, ``label``) or
+        kind: ``"corpus"`` (column ``text``), ``"task"`` (``text``, ``label``),
+            ``"generation"`` (``text`` = the question, ``target`` = the answer, ``category``
+            = the row's ``label``, used to balance and to report per category) or
             ``"images"`` (``image``, ``label``).
         domain: the domain it belongs to (``math``, ``law``, ``multilingual``, ``code``,
             ``vision``); a task's domain links it to the corpus of that name.
@@ -42,7 +44,8 @@ class DatasetSpec:
         description: one line for ``data ls``/``data show``.
         options: default build options (sizes, caps); ``load_dataset(..., **options)`` overrides.
         split_fractions: train/validation/test fractions for hashed splits.
-        train_per_class: for tasks, cap on train examples per class (balancing);
+        train_per_class: for tasks, cap on train examples per class (per category for
+            generation tasks; balancing);
             validation/test get ``eval_per_class``.
         eval_per_class: cap per class for validation and test.
         label_names: fixed label order for tasks; None = sorted labels found.

@@ -35,7 +35,8 @@ def split_of(salt: str, group: str, fractions: Sequence[float]) -> str:
 
 
 def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop repeated texts; drop every copy of a text that carries two different labels."""
+    """Drop repeated texts; drop every copy of a text that carries two different labels
+    (or, for generation rows, two different targets)."""
     seen: dict[str, dict[str, Any]] = {}
     conflicted: set[str] = set()
     for row in rows:
@@ -43,7 +44,7 @@ def dedupe(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         old = seen.get(text)
         if old is None:
             seen[text] = row
-        elif old.get("label") != row.get("label"):
+        elif (old.get("label"), old.get("target")) != (row.get("label"), row.get("target")):
             conflicted.add(text)
     return [r for t, r in seen.items() if t not in conflicted]
 

@@ -14,7 +14,9 @@ from typing import Any
 from torch import nn
 
 from modularevo.data.collate import pad_batch, pad_id_of, tokenize_split
+from modularevo.data.generation import task_type_of
 from modularevo.errors import InputError
+from modularevo.evaluation.generation import evaluate_generation
 from modularevo.evaluation.metrics import accuracy, macro_f1
 from modularevo.evaluation.predict import eval_predictions
 from modularevo.io.hf_files import check_head_fits
@@ -83,8 +85,13 @@ def evaluate_model(
     max_length: int = 128,
     batch_size: int = 64,
     max_examples: int | None = None,
+    max_new_tokens: int = 32,
 ) -> dict[str, Any]:
-    """Evaluate a classifier on one split of a task.
+    """Evaluate a classifier (or, on a generation task, a causal LM) on one split of a task.
+
+    A generation task (a ``target`` column: ``math-qa``, ``code-name``) is scored by
+    greedy decoding and normalised exact match
+    (:func:`~modularevo.evaluation.generation.evaluate_generation`).
 
     Args:
         model: a folder written by ``modularevo finetune`` (its ``model/``), an embedded or
@@ -96,9 +103,12 @@ def evaluate_model(
         max_length: truncation length.
         batch_size: examples per forward pass.
         max_examples: evaluate on the first examples of the split only.
+        max_new_tokens: longest generated answer (generation tasks).
 
     Returns:
-        ``accuracy``, ``macro_f1``, ``loss``, ``n`` and ``split``.
+        ``accuracy``, ``macro_f1``, ``loss``, ``n`` and ``split``; for a generation task
+        ``accuracy`` (exact match), ``loss`` (answer tokens), ``n``, ``ci95``, ``split``,
+        ``task_type`` and the per-example ``predictions`` and ``labels``.
 
     Raises:
         InputError: if neither ``task`` nor ``dataset`` is given, the split is missing, or
@@ -116,6 +126,13 @@ def evaluate_model(
     data = dataset[split]
     if max_examples is not None:
         data = data.select(range(min(max_examples, len(data))))
+    if task_type_of(dataset) == "generation":
+        result = evaluate_generation(
+            model, data, tokenizer=tokenizer, max_length=max_length,
+            max_new_tokens=max_new_tokens, batch_size=batch_size,
+        )  # fmt: skip
+        logger.info("%s: exact match %.4f on %d examples", split, result["accuracy"], result["n"])
+        return {**result, "split": split, "task_type": "generation"}
     num_labels = _num_labels(data)
     if isinstance(model, str):
         # deferred: transformers is a heavy import; models passed in need none

@@ -131,7 +131,8 @@ def bootstrap_averages(
     est_abs = {m: 100 * float(np.mean(acc_point[m])) for m in models}
     norm_avg: dict[str, np.ndarray] = {}
     est_norm: dict[str, float] = {}
-    if reference is not None and reference in correct:
+    # the normalized average is undefined when the reference scores 0 on a task
+    if reference is not None and reference in correct and min(acc_point[reference]) > 0:
         ref_d = [np.maximum(d, 1e-12) for d in acc_draws[reference]]
         ref_p = [max(p, 1e-12) for p in acc_point[reference]]
         for m in models:

@@ -118,7 +118,9 @@ class EvolveConfig(_Frozen):
     """
 
     model: str = Field(default="minilm", description="embedded name, folder or Hub name")
-    tasks: list[str] = Field(min_length=1, description="classification datasets")
+    tasks: list[str] = Field(
+        min_length=1, description="classification or generation datasets (a `target` column)"
+    )
     domains: dict[str, str] = Field(
         default_factory=dict, description="task -> domain corpus; default: the data card's"
     )

@@ -1,11 +1,14 @@
-"""Task data, classifier templates and scoring for an evolution run.
+"""Task data, task templates and scoring for an evolution run.
 
-:class:`TaskEvaluator` holds, per task, one classifier in memory (the *template*,
-whose weights are overwritten for each evaluation), the tokenized evaluation slices
-and the linear probe used for the untouched base. Selection (the λ search) only
-sees the ``search`` slice of validation; while an objective runs, the test split is
-locked and reading it raises :class:`LockedSplitError`. Validation and test scores
-keep their per-example predictions and labels, for the paired tests of the report.
+:class:`TaskEvaluator` holds, per task, one model in memory (the *template*, whose
+weights are overwritten for each evaluation), the tokenized evaluation slices and the
+linear probe used for the untouched base. A generation task's template is its causal
+LM, scored by greedy decoding and exact match (its "accuracy"; predictions and labels
+are the normalised answers, so the report's paired tests read them as they are).
+Selection (the λ search) only sees the ``search`` slice of validation; while an
+objective runs, the test split is locked and reading it raises :class:`LockedSplitError`.
+Validation and test scores keep their per-example predictions and labels, for the
+paired tests of the report.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from modularevo.data.collate import Example, pad_batch, pad_id_of, tokenize_split
+from modularevo.data.generation import TaskType, task_type_of, tokenize_pairs
 from modularevo.evaluation.evaluate import score_split
+from modularevo.evaluation.generation import score_generation
+from modularevo.training.finetune_config import GenerationOptions
 from modularevo.training.finetune_data import label_info
 from modularevo.utils.seed import derived_generator
 
@@ -43,25 +49,51 @@ def subset_indices(n: int, cap: int | None, seed: int, key: str) -> list[int]:
 
 @dataclass
 class TaskData:
-    """One task's tokenized evaluation slices and label facts."""
+    """One task's tokenized evaluation slices and label facts (and, for a generation task,
+    its tokenizer and decoding length)."""
 
     name: str
     num_labels: int
     pad_id: int
     splits: dict[str, list[Example]]
+    task_type: TaskType = "classification"
+    tokenizer: Any = None
+    max_new_tokens: int = 32
 
 
 def prepare_task(
-    name: str, dataset: Any, tokenizer: Any, *, max_length: int, caps: Mapping[str, int | None]
+    name: str,
+    dataset: Any,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    caps: Mapping[str, int | None],
+    generation: GenerationOptions | None = None,
+    task_type: TaskType | None = None,
 ) -> TaskData:
-    """Tokenize seeded subsets of validation (``search``, ``validation``) and test."""
-    num_labels, _ = label_info(dataset)
+    """Tokenize seeded subsets of validation (``search``, ``validation``) and test.
+
+    A generation task (``task_type``, default read from the columns) is tokenized as
+    prompt + answer with ``generation``'s prompt (default options when None).
+    """
+    kind = task_type or task_type_of(dataset)
+    gen = generation or GenerationOptions.model_validate({})
+    num_labels = label_info(dataset)[0] if kind == "classification" else 0
     splits: dict[str, list[Example]] = {}
     for split, source in (("search", "validation"), ("validation", "validation"), ("test", "test")):
         data = dataset[source]
         idx = subset_indices(len(data), caps.get(split), 0, f"{name}/{source}/{split}")
-        splits[split] = tokenize_split(data.select(idx), tokenizer, max_length=max_length)
-    return TaskData(name, num_labels, pad_id_of(tokenizer), splits)
+        if kind == "classification":
+            splits[split] = tokenize_split(data.select(idx), tokenizer, max_length=max_length)
+        else:
+            splits[split] = tokenize_pairs(
+                data.select(idx), tokenizer, max_length=max_length,
+                max_target_length=gen.max_target_length, prompt_template=gen.prompt_template,
+                answer_prefix=gen.answer_prefix,
+            )  # fmt: skip
+    return TaskData(
+        name, num_labels, pad_id_of(tokenizer), splits, kind, tokenizer, gen.max_new_tokens
+    )
 
 
 class TaskEvaluator:
@@ -110,6 +142,12 @@ class TaskEvaluator:
         model = self.templates[task]
         model.load_state_dict(dict(state), strict=True)
         d = self.data[task]
+        if d.task_type == "generation":
+            return score_generation(
+                model, d.splits[split], d.tokenizer, pad_id=d.pad_id,
+                max_new_tokens=d.max_new_tokens, batch_size=self.batch_size,
+                predictions=split != "search",
+            )  # fmt: skip
         return score_split(
             model,
             d.splits[split],

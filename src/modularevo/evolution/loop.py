@@ -202,6 +202,10 @@ def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
     """Whether a saved resolved config describes the same computation as ``cfg``."""
     if not isinstance(saved, dict):
         return False
+    try:  # through today's schema, so keys added since (with their defaults) compare equal
+        saved = type(cfg).model_validate(saved).model_dump(mode="json")
+    except ValueError:
+        return False
     saved, now = _results_config(saved), _results_config(cfg.model_dump(mode="json"))
     keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS]
     return all(saved.get(k) == now.get(k) for k in keep)

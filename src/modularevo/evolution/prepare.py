@@ -4,9 +4,10 @@
   :func:`modularevo.training.modularizer.modularize` (or taken from ``modules:``);
   the file at ``modularize.density`` is used. Their pairwise overlap is saved for the
   report.
-* Round 0: the untouched backbone with one linear-probe head per task (trained on
-  frozen pooled features of train shard 1). It is the ``base`` strategy's model and
-  every strategy's start.
+* Round 0: the untouched backbone with one linear-probe head per classification task
+  (trained on frozen pooled features of train shard 1); a generation task keeps the
+  pretrained LM head (zero-shot with the prompt). It is the ``base`` strategy's model
+  and every strategy's start.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def _evaluator(cfg: EvolveConfig, ws: Workspace, tasks: list[str]) -> TaskEvalua
     for task in tasks:
         templates[task] = ws.template(task)
         data[task] = prepare_task(
-            task, ws.dataset(task), ws.tokenizer, max_length=cfg.finetune.max_length, caps=caps
-        )
+            task, ws.dataset(task), ws.tokenizer, max_length=cfg.finetune.max_length, caps=caps,
+            generation=cfg.finetune.generation, task_type=ws.task_type(task),
+        )  # fmt: skip
     return TaskEvaluator(data, templates)
 
 
@@ -206,7 +208,9 @@ def ensure_base(
 ) -> None:
     """Write round 0: the base backbone with linear-probe heads, scored on val and test.
 
-    Retention tasks get a probe head too (kept fixed in every later round).
+    Retention tasks get a probe head too (kept fixed in every later round). Generation
+    tasks keep their LM head as pretrained (untied heads only; a tied one is the shared
+    embedding).
     """
     if run.has_round("base", 0):
         return
@@ -223,6 +227,9 @@ def ensure_base(
         model = ws.template(task)
         model.load_state_dict({**model.state_dict(), **shared})
         _, head = split_heads(dict(model.state_dict()), ws.head_prefixes(task))
+        if task_ev.data[task].task_type == "generation":  # the pretrained LM head, no probe
+            state.tasks[task] = {k: v.detach().clone() for k, v in head.items()}
+            continue
         train = ws.dataset(task)["train"]
         shard = TrainShard(index=0, count=cfg.rounds, seed=cfg.seed)
         cap = min(cfg.finetune.max_train_examples or _PROBE_MAX_TRAIN, _PROBE_MAX_TRAIN)

@@ -52,10 +52,11 @@ def table_rows(
         row: dict[str, Any] = {"round": rec.round, "strategy": rec.strategy, **acc}
         row["abs_avg"] = 100 * sum(acc.values()) / len(acc)
         single = ref.get(rec.round)
-        if single is not None:
-            ratios = [acc[t] / max(single.scores[t][split]["accuracy"], 1e-12) for t in tasks]
+        refs = [single.scores[t][split]["accuracy"] for t in tasks] if single else []
+        if single is not None and min(refs) > 0:
+            ratios = [acc[t] / r for t, r in zip(tasks, refs, strict=True)]
             row["norm_avg"] = 100 * sum(ratios) / len(ratios)
-        else:
+        else:  # no reference, or single_task scored 0 on a task: the ratio is undefined
             row["norm_avg"] = None
         search = rec.search or {}
         row["lambdas"] = search.get("lambdas")

@@ -1,6 +1,8 @@
-"""Shared resources of a run (datasets, tokenizer, classifier templates) and the job runner.
+"""Shared resources of a run (datasets, tokenizer, task templates) and the job runner.
 
-:class:`Workspace` loads each task's dataset and one classifier per task once.
+:class:`Workspace` loads each task's dataset and one model per task once: a classifier,
+or for a generation task the causal LM under the classifiers' names
+(:class:`~modularevo.evolution.lm_template.LMTemplate`).
 :class:`JobRunner` runs one :class:`~modularevo.evolution.jobs.FinetuneJob` with
 :func:`modularevo.training.finetune.finetune`, starting from the job's state file,
 and writes the tuned weights (``tuned.safetensors``, the done marker) atomically.
@@ -20,9 +22,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from modularevo.data.generation import TaskType, task_type_of
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import subset_indices
 from modularevo.evolution.jobs import SUMMARY_FILE, TUNED_FILE, FinetuneJob
+from modularevo.evolution.lm_template import LMTemplate
 from modularevo.evolution.state import ModelState
 from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.training.finetune_data import label_info
@@ -46,7 +50,8 @@ class Workspace:
         config: the run's config.
         datasets: task -> DatasetDict to use instead of ``load_dataset(task)`` (tests).
         model_loader: ``num_labels -> (classifier, tokenizer)`` instead of
-            ``load_model(config.model, "classifier", ...)`` (tests).
+            ``load_model(config.model, "classifier", ...)`` (tests); a generation task
+            calls it with ``num_labels=0`` and wants a causal LM.
     """
 
     def __init__(
@@ -73,13 +78,31 @@ class Workspace:
         return self._datasets[task]
 
     def num_labels(self, task: str) -> int:
-        """Size of the task's label set."""
+        """Size of the task's label set (0 for a generation task)."""
+        if self.task_type(task) == "generation":
+            return 0
         return label_info(self.dataset(task))[0]
 
+    def task_type(self, task: str) -> TaskType:
+        """``classification`` or ``generation`` (a ``target`` column), as fine-tuning reads it."""
+        requested = self.cfg.finetune.task_type
+        return task_type_of(self.dataset(task)) if requested == "auto" else requested
+
     def template(self, task: str) -> nn.Module:
-        """The task's classifier (its weights get overwritten by every use)."""
+        """The task's model (its weights get overwritten by every use)."""
         if task not in self._templates:
             torch.manual_seed(derived_seed(self.cfg.seed, "template", task))
+            if self.task_type(task) == "generation":
+                if self._loader is not None:
+                    lm, tok = self._loader(0)
+                else:
+                    # deferred: transformers loads only when a model is built
+                    from modularevo.models.load import load_model
+
+                    lm, tok = load_model(self.cfg.model, "causal_lm")
+                self._templates[task] = LMTemplate(lm).eval()
+                self.tokenizer = self.tokenizer or tok
+                return self._templates[task]
             if self._loader is not None:
                 model, tok = self._loader(self.num_labels(task))
             else:

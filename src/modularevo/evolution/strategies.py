@@ -20,6 +20,9 @@ name                   fine-tune   merge method        density parameter
 ``ft_iso_c``           full        ``iso_c``           —
 ``ft_iso_cts``         full        ``iso_cts``         —
 ``ft_magmax``          full        ``magmax``          —
+``ft_cart``            full        ``cart``            —   (rank_fraction 0.1)
+``ft_pcb``             full        ``pcb``             ``density`` (kept share)
+``ft_opcm``            full        ``opcm``            —   (tasks in config order)
 =====================  ==========  ==================  =======================
 
 ``modularevo_random`` is the control of the learned module: every domain module is
@@ -164,6 +167,17 @@ for _s in (
         "ft_iso_cts", "full fine-tuning + Iso-CTS (common + task subspaces)", "full", "iso_cts"
     ),
     Strategy("ft_magmax", "full fine-tuning + MagMax (largest-magnitude entry)", "full", "magmax"),
+    Strategy("ft_cart", "full fine-tuning + CART (average + low-rank centred)", "full", "cart"),
+    Strategy(
+        "ft_pcb",
+        "full fine-tuning + PCB (parameter competition balancing)",
+        "full",
+        "pcb",
+        "density",
+    ),
+    Strategy(
+        "ft_opcm", "full fine-tuning + OPCM (continual orthogonal projection)", "full", "opcm"
+    ),
 ):
     STRATEGIES.add(_s.name, _s)
 

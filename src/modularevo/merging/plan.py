@@ -39,6 +39,7 @@ from modularevo.merging._checks import (
     open_masks,
 )
 from modularevo.merging.backend import Backend, TorchBackend, choose_backend, numpy_blockers
+from modularevo.merging.lora import adapter_base, is_lora_adapter, materialise_adapter
 from modularevo.merging.recipe import (
     MergeConfig,
     ModelEntry,
@@ -263,7 +264,7 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
     opened: dict[str, ModelReader | None] = {}
     for e in entries:  # a model used by several slices is opened once
         if e.model not in opened:
-            opened[e.model] = _open(e.model, errors, scratch)
+            opened[e.model] = _open(e.model, errors, scratch, base_path)
     models = [opened[e.model] for e in entries]
     if errors:
         for d in scratch:
@@ -389,9 +390,21 @@ def layer_depths(names: list[str]) -> dict[str, float]:
     }
 
 
-def _open(path: str, errors: list[str], scratch: list[Path]) -> ModelReader | None:
+def _open(
+    path: str, errors: list[str], scratch: list[Path], base: str | None = None
+) -> ModelReader | None:
     """Open a model; one holding only ``.bin`` weights is first re-saved as safetensors
-    into a scratch folder (:mod:`modularevo.io.torch_bin`), removed by ``plan.close()``."""
+    into a scratch folder (:mod:`modularevo.io.torch_bin`), and a PEFT LoRA adapter is
+    applied to ``base`` there (:mod:`modularevo.merging.lora`); ``plan.close()`` removes it."""
+    if is_lora_adapter(path):
+        tmp = Path(tempfile.mkdtemp(prefix="modularevo-lora-"))
+        scratch.append(tmp)
+        log.info("%s is a LoRA adapter: applying it to its base in %s", path, tmp)
+        try:
+            return open_model(materialise_adapter(path, adapter_base(path, base), tmp))
+        except InputError as exc:
+            errors.append(str(exc))
+            return None
     try:
         return open_model(path)
     except InputError as exc:

@@ -16,6 +16,11 @@ start) included, so a fine-tune that only hurts returns its start; test is evalu
 once, at the end. Every evaluation keeps its per-example predictions (``history[i]
 ["val_predictions"]``; ``validation``/``test`` hold ``predictions`` and ``labels``).
 The learning rate warms up linearly over ``warmup_steps``, then decays linearly to 0.
+
+A generation task (a dataset with a ``target`` column, or ``task_type: generation``)
+fine-tunes the causal LM itself with the loss on the answer tokens only, and is scored
+by greedy decoding and exact match (``accuracy``; ties within ``min_delta`` are broken
+by the lower answer loss); its predictions are the normalised answers.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from tqdm.auto import tqdm
 
 from modularevo.config import apply_overrides, load_config, validate
 from modularevo.data.collate import pad_batch
+from modularevo.data.generation import resolve_task_type
 from modularevo.errors import InputError
 from modularevo.evaluation.cards import write_model_card
 from modularevo.evaluation.evaluate import score_split
+from modularevo.evaluation.generation import score_generation
 from modularevo.training import strategies as st
 from modularevo.training.finetune_config import FinetuneConfig
 from modularevo.training.finetune_data import RunData, label_info, prepare_data
@@ -151,6 +158,12 @@ def _finetune(
         from modularevo.data import load_dataset
 
         dataset = load_dataset(config.task, **dataset_columns(config))
+    generation = resolve_task_type(config.task_type, dataset) == "generation"
+    if model is None and generation:
+        # deferred: transformers loads only when no model is given
+        from modularevo.models.load import load_model
+
+        model, tokenizer = load_model(config.model, "causal_lm")
     if model is None:
         # deferred: transformers loads only when no model is given
         from modularevo.models.heads import SequenceClassifier
@@ -360,27 +373,25 @@ def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> No
     Step 0 (before any update) is evaluated too, so the best step may be the start.
     """
     cfg = run.cfg
-    val = score_split(
-        run.model,
-        run.data.validation,
-        pad_id=run.data.pad_id,
-        num_labels=run.data.num_labels,
-        batch_size=cfg.eval_batch_size,
-        accelerator=run.acc,
-        predictions=True,
-    )
+    val = _score(run, run.model, run.data.validation)
     val.pop("labels")  # the same every time; metrics.json's validation entry holds them
+    best_loss = _best_val_loss(state)
     state.history.append(
         {"step": state.step, "train_loss": loss, **{f"val_{k}": v for k, v in val.items()}}
     )
     logger.info(
-        "step %d: train loss %s, val accuracy %.4f, val macro-F1 %.4f",
+        "step %d: train loss %s, val accuracy %.4f, val %s %.4f",
         state.step,
         "–" if loss is None else f"{loss:.4f}",
         val["accuracy"],
-        val["macro_f1"],
+        *(("macro-F1", val["macro_f1"]) if "macro_f1" in val else ("answer loss", val["loss"])),
     )
-    if val["accuracy"] > state.best_metric + cfg.min_delta or state.best_step < 0:
+    tie_won = (  # generation: exact match moves in steps of 1/n, the answer loss breaks ties
+        run.data.task_type == "generation"
+        and abs(val["accuracy"] - state.best_metric) <= cfg.min_delta
+        and val["loss"] < best_loss
+    )
+    if val["accuracy"] > state.best_metric + cfg.min_delta or state.best_step < 0 or tie_won:
         state.best_metric, state.best_step, state.evals_since_best = val["accuracy"], state.step, 0
         _save_best(run)
     else:
@@ -388,6 +399,29 @@ def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> No
         if cfg.patience is not None and state.evals_since_best >= cfg.patience:
             state.stopped_early = True
             logger.info("early stop at step %d (best step %d)", state.step, state.best_step)
+
+
+def _score(run: _Run, model: nn.Module, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Validation or test scores with per-example predictions (classification or generation)."""
+    cfg, data = run.cfg, run.data
+    if data.task_type == "generation":
+        return score_generation(
+            model, examples, data.tokenizer, pad_id=data.pad_id,
+            max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.eval_batch_size,
+            accelerator=run.acc, predictions=True,
+        )  # fmt: skip
+    return score_split(
+        model, examples, pad_id=data.pad_id, num_labels=data.num_labels,
+        batch_size=cfg.eval_batch_size, accelerator=run.acc, predictions=True,
+    )  # fmt: skip
+
+
+def _best_val_loss(state: TrainState) -> float:
+    """Validation loss of the best step so far (inf before the first evaluation)."""
+    for entry in state.history:
+        if entry["step"] == state.best_step and entry.get("val_loss") is not None:
+            return float(entry["val_loss"])
+    return float("inf")
 
 
 def _trainable_state(run: _Run) -> dict[str, Tensor]:
@@ -433,23 +467,17 @@ def _finish(run: _Run, state: TrainState, tokenizer: Any, train_s: float) -> Fin
         "train_seconds": round(train_s, 2),
         "num_processes": acc.num_processes,
     }
+    metrics["task_type"] = run.data.task_type
     for split in ("validation", "test"):
-        metrics[split] = score_split(
-            model,
-            getattr(run.data, split),
-            pad_id=run.data.pad_id,
-            num_labels=run.data.num_labels,
-            batch_size=cfg.eval_batch_size,
-            accelerator=acc,
-            predictions=True,
-        )
+        metrics[split] = _score(run, model, getattr(run.data, split))
     if run.plan is not None:
         metrics.update(mask_report(model, run.plan.masks, run.base_masked))
     metrics["history"] = state.history
     model_dir = run.out / "model"
     if acc.is_main_process:
+        kind = run.data.task_type
         _save_model(model, tokenizer, model_dir, emoe=cfg.emoe is not None,
-                    card=lambda folder: _card(folder, cfg, metrics))  # fmt: skip
+                    card=lambda folder: _card(folder, cfg, metrics, kind))  # fmt: skip
         write_run_files(run.out, cfg, metrics)
         shutil.rmtree(run.out / "checkpoints", ignore_errors=True)
         (run.out / BEST_FILE).unlink(missing_ok=True)
@@ -481,8 +509,17 @@ def _save_model(
         card(tmp)
 
 
-def _card(folder: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
-    """The model card of a fine-tuned classifier: base, task, strategy, accuracies with n."""
+_LOAD_HINT = {
+    "classification": "Load it with `modularevo.models.load_model(folder, 'classifier')`, or "
+    "in plain transformers with `trust_remote_code=True` (see docs/finetune.md).",
+    "generation": "A causal LM scored by greedy exact match; load it with "
+    "`modularevo.models.load_model(folder, 'causal_lm')` or `AutoModelForCausalLM`.",
+}
+_TAG = {"classification": "text-classification", "generation": "text-generation"}
+
+
+def _card(folder: Path, cfg: FinetuneConfig, metrics: dict[str, Any], task_type: str) -> None:
+    """The model card of a fine-tuned model: base, task, strategy, accuracies with n."""
     how = {"module": f"inside the module `{cfg.module}` (weights outside it never move)",
            "full": "in full", "lora": "with LoRA (merged back into dense weights)"}  # fmt: skip
     write_model_card(
@@ -491,15 +528,14 @@ def _card(folder: Path, cfg: FinetuneConfig, metrics: dict[str, Any]) -> None:
         summary=(
             f"`{cfg.model}` fine-tuned on `{cfg.task}` {how.get(cfg.strategy, cfg.strategy)} "
             f"for {metrics['steps']} steps; the best step on validation ({metrics['best_step']}) "
-            "was kept. Load it with `modularevo.models.load_model(folder, 'classifier')`, or "
-            "in plain transformers with `trust_remote_code=True` (see docs/finetune.md)."
+            "was kept. " + _LOAD_HINT[task_type]
         ),
         base_model=cfg.model,
         datasets=[cfg.task],
         results={s: metrics[s] for s in ("validation", "test") if s in metrics},
         command=f"modularevo finetune config.resolved.yaml  # from {cfg.output_dir}",
         config=cfg.model_dump(mode="json"),
-        tags=["text-classification", f"strategy-{cfg.strategy}"],
+        tags=[_TAG[task_type], f"strategy-{cfg.strategy}"],
     )
 
 

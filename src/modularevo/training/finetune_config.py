@@ -50,6 +50,28 @@ class LoraOptions(BaseModel):
     )
 
 
+class GenerationOptions(BaseModel):
+    """How a generation task (question -> answer) is put to a causal LM and scored.
+
+    The model reads ``prompt_template`` filled with the question, then learns the answer
+    (``answer_prefix + target`` and EOS) with the loss on the answer tokens only; it is
+    scored by greedy decoding and normalised exact match.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_template: str = Field("{text}\nAnswer:", description="the prompt; {text} = question")
+    answer_prefix: str = Field(" ", description="put before the answer")
+    max_new_tokens: int = Field(32, ge=1, description="longest generated answer, in tokens")
+    max_target_length: int = Field(48, ge=1, description="answer tokens kept for training")
+
+    @model_validator(mode="after")
+    def _has_text(self) -> GenerationOptions:
+        if "{text}" not in self.prompt_template:
+            raise ValueError(f"prompt_template {self.prompt_template!r} must contain {{text}}")
+        return self
+
+
 class FinetuneConfig(BaseModel):
     """Everything one fine-tuning run needs; validated once, frozen.
 
@@ -63,6 +85,13 @@ class FinetuneConfig(BaseModel):
 
     model: str = Field(description="embedded model name (minilm, tiny-bert, ...), path or Hub name")
     task: str = Field(description="dataset name for modularevo.data.load_dataset")
+    task_type: Literal["auto", "classification", "generation"] = Field(
+        "auto", description="auto: generation when the dataset has a `target` column"
+    )
+    generation: GenerationOptions = Field(
+        default_factory=lambda: GenerationOptions.model_validate({}),
+        description="prompt and decoding of a generation task",
+    )
     text_column: str | None = Field(None, description="text column of a local file/Hub dataset")
     label_column: str | None = Field(None, description="label column of a local file/Hub dataset")
     label_names: list[str] | None = Field(

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from modularevo.data.collate import Example, pad_id_of, tokenize_split
+from modularevo.data.generation import TaskType, resolve_task_type, tokenize_pairs
 from modularevo.errors import InputError
 from modularevo.training.finetune_config import FinetuneConfig, TrainShard
 from modularevo.utils.seed import derived_generator
@@ -15,7 +16,7 @@ from modularevo.utils.seed import derived_generator
 
 @dataclass
 class RunData:
-    """Tokenized splits and facts about the label set."""
+    """Tokenized splits and facts about the label set (none for a generation task)."""
 
     train: list[Example]
     validation: list[Example]
@@ -23,6 +24,8 @@ class RunData:
     num_labels: int
     label_names: list[str]
     pad_id: int
+    task_type: TaskType = "classification"
+    tokenizer: Any = None
 
 
 def shard_indices(n: int, shard: TrainShard) -> list[int]:
@@ -72,24 +75,36 @@ def prepare_data(config: FinetuneConfig, dataset: Any, tokenizer: Any) -> RunDat
             f"dataset lacks split(s) {missing}; found {sorted(dataset)}; selection needs "
             "'validation' and reporting needs 'test'"
         )
-    num_labels, names = label_info(dataset)
+    task_type = resolve_task_type(config.task_type, dataset)
+    num_labels, names = label_info(dataset) if task_type == "classification" else (0, [])
     train = dataset["train"]
     if config.train_shard is not None:
         train = train.select(shard_indices(len(train), config.train_shard))
     if config.max_train_examples is not None:
         train = train.select(range(min(config.max_train_examples, len(train))))
 
+    def tokenize(data: Any) -> list[Example]:
+        if task_type == "classification":
+            return tokenize_split(data, tokenizer, max_length=config.max_length)
+        g = config.generation
+        return tokenize_pairs(
+            data, tokenizer, max_length=config.max_length, max_target_length=g.max_target_length,
+            prompt_template=g.prompt_template, answer_prefix=g.answer_prefix,
+        )  # fmt: skip
+
     def evaluation(split: str) -> list[Example]:
         data = dataset[split]
         if config.max_eval_examples is not None:
             data = data.select(range(min(config.max_eval_examples, len(data))))
-        return tokenize_split(data, tokenizer, max_length=config.max_length)
+        return tokenize(data)
 
     return RunData(
-        train=tokenize_split(train, tokenizer, max_length=config.max_length),
+        train=tokenize(train),
         validation=evaluation("validation"),
         test=evaluation("test"),
         num_labels=num_labels,
         label_names=names,
         pad_id=pad_id_of(tokenizer),
+        task_type=task_type,
+        tokenizer=tokenizer,
     )
