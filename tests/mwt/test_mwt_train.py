@@ -30,8 +30,9 @@ def test_a_few_steps_on_digits_decrease_the_loss() -> None:
 
 
 def test_run_folder_holds_config_metrics_and_model(run_dir: Path) -> None:
-    assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.resolved.yaml", "metrics.jsonl", "model.safetensors"]  # fmt: skip
+    names = {p.name for p in run_dir.iterdir()} - {"tensorboard"}  # the `curves` extra
+    assert sorted(names) == ["config.resolved.yaml", "curves.json", "curves.png",
+                             "metrics.jsonl", "model.safetensors"]  # fmt: skip
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 4
     assert {"ce", "cohesion_loss", "coupling_loss", "kernel_rate", "val_acc"} <= set(rows[0])

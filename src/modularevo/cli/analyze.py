@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def analyze_cmd(
@@ -21,8 +22,12 @@ def analyze_cmd(
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
     from modularevo.modules.analysis import analyze_modules
 
-    r = analyze_modules(modules, out_dir=out, seed=seed, max_batches=max_batches,
-                        plots=not no_plots)  # fmt: skip
+    rows = 1 + 2 * len(modules)  # dense, each module, each module's random twin
+    what = (f"analyzing {len(modules)} module(s): {rows} rows x each domain's corpus, "
+            f"{max_batches} batches each")  # fmt: skip
+    with err_console.status(what + " ..."):  # a spinner on a terminal, nothing in a log
+        r = analyze_modules(modules, out_dir=out, seed=seed, max_batches=max_batches,
+                            plots=not no_plots)  # fmt: skip
     cols = list(r["corpora"])
     console.print("row".ljust(34) + "".join(c[:12].rjust(13) for c in cols))
     for row, vals in r["loss_matrix"].items():

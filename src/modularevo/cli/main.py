@@ -17,6 +17,7 @@ from rich.text import Text
 
 from modularevo.errors import ModularEvoError
 from modularevo.utils.logging import setup_logging
+from modularevo.utils.progress import quiet_bars_when_piped
 
 err_console = Console(stderr=True)
 
@@ -116,6 +117,7 @@ def _print_error(message: str) -> None:
 
 def main() -> None:
     """Run the CLI; user and OS errors become one red message and exit status 2."""
+    quiet_bars_when_piped()  # before any library that draws bars is imported
     app = build_app(only=_requested_command(sys.argv[1:]))
     try:
         app(standalone_mode=False)
@@ -132,9 +134,22 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         if _is_usage_error(exc):
-            exc.show()  # pyright: ignore[reportAttributeAccessIssue]
+            _print_error(_usage_message(exc))
             sys.exit(exc.exit_code)  # pyright: ignore[reportAttributeAccessIssue]
         raise
+
+
+def _usage_message(exc: Exception) -> str:
+    """One line for a click usage error: what is wrong and which ``--help`` to read."""
+    fmt = getattr(exc, "format_message", None)
+    what = str(fmt()) if callable(fmt) else str(exc)
+    names: list[str] = []
+    ctx = getattr(exc, "ctx", None)
+    while ctx is not None and getattr(ctx, "parent", None) is not None:  # the root is the program
+        names.insert(0, str(ctx.info_name))
+        ctx = ctx.parent
+    cmd = " ".join(["modularevo", *names])
+    return f"{' '.join(what.split()).rstrip('.')}; see `{cmd} --help`"
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -7,6 +7,7 @@ modularevo mwt eval runs/mwt-012
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -42,8 +43,22 @@ def train_cmd(
     from modularevo.mwt.train import train_mwt
 
     run = train_mwt(cfg, out, overwrite=overwrite)
-    console.print(
-        f"[green]wrote[/] {escape(str(run))} (metrics in {escape(str(run / 'metrics.jsonl'))})"
+    console.print(_train_summary(run), soft_wrap=True)
+
+
+def _train_summary(run: Path) -> str:
+    """The end-of-run line: test and validation accuracy, kernel retention, where it went."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    test = next((r for r in rows if r.get("split") == "test"), {})
+    last = next((r for r in reversed(rows) if "val_acc" in r), {})
+    parts = [f"test acc {test['acc']:.4f}" if "acc" in test else "",
+             f"val acc {last['val_acc']:.4f}" if "val_acc" in last else "",
+             f"kernel retention {last['kernel_rate']:.4f} (mean fraction of kernels a sample "
+             "keeps, last epoch)" if "kernel_rate" in last else "",
+             f"{test.get('step', last.get('step', '?'))} steps"]  # fmt: skip
+    return (
+        f"[green]done[/]: {', '.join(p for p in parts if p)} -> {escape(str(run))} "
+        f"(curves.png, metrics.jsonl)"
     )
 
 

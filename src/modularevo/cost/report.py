@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from modularevo.cost.meter import CostReport
+from modularevo.utils.plots import cost_panels
 
 
 def cost_table(reports: Sequence[CostReport], *, baseline: str | None = None) -> Table:
@@ -38,28 +39,18 @@ def cost_json(reports: Sequence[CostReport], extra: dict[str, Any] | None = None
     return json.dumps({**(extra or {}), "models": [r.to_dict() for r in reports]}, indent=2)
 
 
-def plot_cost(reports: Sequence[CostReport], path: str | Path) -> Path:
-    """Latency vs batch size, one line per (model, seq_len), log-log; saved to ``path``."""
-    import matplotlib
+def plot_cost(
+    reports: Sequence[CostReport], path: str | Path, *, baseline: str | None = None
+) -> Path:
+    """Latency per (batch, seq_len) with its IQR spread, and the speed-up over ``baseline``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in reports:
-        for s in sorted({p.seq_len for p in r.points}):
-            pts = sorted((p.batch, p.latency_ms) for p in r.points if p.seq_len == s)
-            ax.plot(
-                [b for b, _ in pts], [ms for _, ms in pts], marker="o", label=f"{r.name}, seq {s}"
-            )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("median latency (ms)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    ``baseline`` defaults to the first model (the dense one in ``modularevo cost``).
+    """
+    rows = [
+        {"model": r.name, "batch": p.batch, "seq_len": p.seq_len, "latency_ms": p.latency_ms,
+         "latency_iqr_ms": p.latency_iqr_ms}
+        for r in reports
+        for p in r.points
+    ]  # fmt: skip
+    ref = baseline if baseline is not None else (reports[0].name if reports else "")
+    return cost_panels(rows, path, baseline=ref)

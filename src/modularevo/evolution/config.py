@@ -157,6 +157,11 @@ class EvolveConfig(_Frozen):
     output_dir: str = "runs/evolve"
     keep_finetuned: bool = Field(default=False, description="keep every fine-tuned model folder")
     plots: bool = True
+    tracker: Literal["tensorboard", "none"] = Field(
+        default="tensorboard",
+        description="curves through Accelerate's TensorBoard tracker (offline): every "
+        "fine-tune's and the rounds' accuracies; `none` turns it off everywhere",
+    )
     progress: bool = True
     stage_progress: bool = Field(
         default=True, description="a bar per fine-tune and module too (false: the run's bar only)"

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from modularevo.config import apply_overrides, load_config, validate
 from modularevo.errors import InputError
+from modularevo.evaluation.cards import write_model_card
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import TaskEvaluator
 from modularevo.evolution.jobs import TUNED_FILE, FinetuneJob, resolve_workers, run_jobs
@@ -55,6 +56,8 @@ from modularevo.evolution.strategies import Strategy, get_strategy
 from modularevo.merging.in_memory import merge_state_dicts
 from modularevo.training.strategies import load_plan_masks
 from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.curves import Curves
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_seed
 
@@ -119,7 +122,7 @@ def evolve(
     ctx = _Ctx(cfg, ws, build_evaluator(cfg, ws), run, {}, JobRunner(cfg, ws), None)
     ctx.retention = build_retention_evaluator(cfg, ws)
     total = 2 + cfg.rounds * len(cfg.strategies) + (cfg.gate_min_gain is not None)
-    with tqdm(total=total, desc="evolve", disable=not cfg.progress, unit="step") as bar:
+    with tqdm(total=total, desc="evolve", disable=bar_disable(cfg.progress), unit="step") as bar:
         ctx.bar = bar
         bar.set_description("evolve: base + probes")
         ensure_base(cfg, ws, ctx.ev, run, ctx.retention)
@@ -145,12 +148,33 @@ def evolve(
             _run_strategies(ctx, rnd, cfg.strategies)
     _save_finals(ctx)
     write_report(run.root, cfg)
+    _round_curves(cfg, run)
     return run.root
+
+
+def _round_curves(cfg: EvolveConfig, run: RunDir) -> None:
+    """Validation accuracy per strategy and task over rounds (round 0: the base), as
+    ``report/curves.png`` and TensorBoard scalars (each fine-tune draws its own)."""
+    curves = Curves(run.root / "report", "evolve", tracker=cfg.tracker)
+    for rec in sorted(run.records(), key=lambda r: r.round):
+        accs = {t: s["validation"]["accuracy"] for t, s in rec.scores.items()
+                if "accuracy" in s.get("validation", {})}  # fmt: skip
+        # every task in TensorBoard and the JSON; the picture shows each strategy's mean
+        curves.log({f"val/{rec.strategy}/{t}": a for t, a in accs.items()}, rec.round,
+                   plot=False)  # fmt: skip
+        if not accs:
+            continue
+        mean = sum(accs.values()) / len(accs)
+        # round 0 is the base, where every strategy starts
+        starts = cfg.strategies if rec.round == 0 else [rec.strategy]
+        curves.log({f"val/{s}/mean": mean for s in starts}, rec.round)
+    curves.close(title=f"evolve: mean validation accuracy over {', '.join(cfg.tasks)}",
+                 xlabel="round (0: the base)")  # fmt: skip
 
 
 # Keys that change how a run is shown or scheduled, never what it computes: a resumed
 # run may differ in them (e.g. started with progress bars, resumed with --no-progress).
-_DISPLAY_KEYS = ("progress", "stage_progress", "jobs")
+_DISPLAY_KEYS = ("progress", "stage_progress", "jobs", "tracker")
 
 
 def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
@@ -165,6 +189,15 @@ def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
     run.write_json("run_info.json", run_info(cfg.seed))
 
 
+def _results_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the keys that change no result (the curves' tracker), so
+    a run started before such a key existed resumes."""
+    out = {k: v for k, v in data.items() if k != "tracker"}
+    if isinstance(out.get("finetune"), dict):
+        out["finetune"] = {k: v for k, v in out["finetune"].items() if k != "tracker"}
+    return out
+
+
 def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
     """Whether a saved resolved config describes the same computation as ``cfg``."""
     if not isinstance(saved, dict):
@@ -173,7 +206,7 @@ def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
         saved = type(cfg).model_validate(saved).model_dump(mode="json")
     except ValueError:
         return False
-    now = cfg.model_dump(mode="json")
+    saved, now = _results_config(saved), _results_config(cfg.model_dump(mode="json"))
     keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS]
     return all(saved.get(k) == now.get(k) for k in keep)
 
@@ -370,4 +403,39 @@ def _save_finals(ctx: _Ctx) -> None:
                 {k: v.contiguous() for k, v in head.items()},
                 str(target / "heads" / f"{task}.safetensors"),
             )
+        _final_card(ctx, name, target)
         (target / "DONE").write_text(json.dumps({"round": last, "model_task": first}), "utf-8")
+
+
+def _final_card(ctx: _Ctx, strategy: str, target: Path) -> None:
+    """The model card of a strategy's final merged model: base, tasks, recipe, accuracies."""
+    cfg, last = ctx.cfg, ctx.cfg.rounds
+    rec = ctx.run.read_record(strategy, last)
+    results = {}
+    for task in cfg.tasks:
+        for split in ("validation", "test"):
+            s = rec.scores.get(task, {}).get(split, {})
+            if "accuracy" in s:
+                n = len(s.get("labels", [])) or int(s.get("n", 0))
+                results[f"{task} ({split})"] = {"accuracy": s["accuracy"], "n": n}
+    search = rec.search or {}
+    chosen = {k: search[k] for k in ("lambdas", "density") if k in search}
+    first = cfg.tasks[0]
+    write_model_card(
+        target / "model",
+        title=f"{cfg.model} evolved on {', '.join(cfg.tasks)} ({strategy}, round {last})",
+        summary=(
+            f"The shared backbone after {last} rounds of `{strategy}` "
+            f"({get_strategy(strategy).train} fine-tunes merged each round) starting from "
+            f"`{cfg.model}`. The folder holds the classifier of `{first}`; every task's "
+            f"head is in `../heads/<task>.safetensors`. Merge recipe of the last round: "
+            f"{json.dumps(chosen) if chosen else 'see report/report.json'}. Full report: "
+            "`report/report.md` of the run."
+        ),
+        base_model=cfg.model,
+        datasets=list(cfg.tasks),
+        results=results,
+        command=f"modularevo evolve config.resolved.yaml  # from {cfg.output_dir}",
+        config=cfg.model_dump(mode="json"),
+        tags=["text-classification", "model-merging", f"strategy-{strategy}"],
+    )

@@ -32,6 +32,7 @@ from modularevo.evaluation.stats import (
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.state import RoundRecord, RunDir
 from modularevo.utils.atomic import atomic_write_text
+from modularevo.utils.plots import overlap_heatmap
 
 logger = logging.getLogger(__name__)
 
@@ -582,17 +583,10 @@ def _plots(
     fig.savefig(out / "rounds.png", dpi=110)
     plt.close(fig)
     paths.append(out / "rounds.png")
-    if overlap:
+    if overlap and "density" in overlap:  # values and the random expectation in the cells
         doms = list(overlap["jaccard"])
-        fig, ax = plt.subplots(figsize=(4, 3.5))
-        im = ax.imshow([[overlap["jaccard"][a][b] for b in doms] for a in doms], vmin=0, vmax=1)
-        ax.set_xticks(range(len(doms)), doms, rotation=45, ha="right")
-        ax.set_yticks(range(len(doms)), doms)
-        fig.colorbar(im, ax=ax, label="Jaccard")
-        fig.tight_layout()
-        fig.savefig(out / "module_overlap.png", dpi=110)
-        plt.close(fig)
-        paths.append(out / "module_overlap.png")
+        paths.append(overlap_heatmap(doms, overlap["jaccard"], overlap["density"],
+                                     out / "module_overlap.png"))  # fmt: skip
     return paths
 
 

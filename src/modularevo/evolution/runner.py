@@ -165,6 +165,7 @@ class JobRunner:
                 "train_shard": shard,
                 "cpu": self.cfg.cpu,
                 "progress": self.cfg.progress and self.cfg.stage_progress,
+                **({"tracker": "none"} if self.cfg.tracker == "none" else {}),
             }
         )
 

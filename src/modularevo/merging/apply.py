@@ -37,6 +37,7 @@ from modularevo.merging.thresholds import keep_counts, kth_largest_bits
 from modularevo.utils.atomic import atomic_dir, check_output_path
 from modularevo.utils.heap import reuse_freed_memory
 from modularevo.utils.lazy import LazyModule
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.runinfo import run_info
 
 if TYPE_CHECKING:
@@ -106,8 +107,10 @@ def execute(
     with ThreadPoolExecutor(1) as side, atomic_dir(out, overwrite=overwrite) as tmp, \
             reuse_freed_memory():  # fmt: skip
         info = side.submit(run_info, plan.config.seed)  # git + versions, meanwhile
+        watch = _BaseWatch(plan)
         with ShardedWriter(tmp, specs, shard_bytes=plan.config.shard_bytes, metadata=meta) as w:
-            _stream(plan, w, thresholds, progress)
+            _stream(plan, w, thresholds, progress, watch)
+        watch.check()  # before publishing: an unchanged base is never written as a merge
         _write_side_files(plan, tmp, info.result())
     log.info(
         "merged %d tensors into %s in %.1f s", len(plan.tasks), out, time.perf_counter() - start
@@ -116,7 +119,11 @@ def execute(
 
 
 def _stream(
-    plan: MergePlan, w: ShardedWriter, thresholds: list[float] | None, progress: bool
+    plan: MergePlan,
+    w: ShardedWriter,
+    thresholds: list[float] | None,
+    progress: bool,
+    watch: _BaseWatch | None = None,
 ) -> None:
     held: dict[str, Any] = {}
     aliased = {t.alias_of for t in plan.tasks if t.action == "alias"}
@@ -132,6 +139,8 @@ def _stream(
                     t = merge_tensor(plan, task, inputs, thresholds, pool)  # checks NaN/Inf
                     if task.name in aliased:
                         held[task.name] = t
+                    if watch is not None:
+                        watch.see(task, inputs, t)
                 elif task.action == "alias":
                     t = held[task.alias_of or ""]  # tied tensors share shape and dtype
                 else:
@@ -145,13 +154,73 @@ def _stream(
             reads.close()
 
 
+class _BaseWatch:
+    """Notice a merge whose every merged tensor equals the base's (the merge did nothing).
+
+    Tensors are compared until the first one differs, so a working merge pays one
+    comparison per tensor at most until then (usually the first).
+    """
+
+    def __init__(self, plan: MergePlan) -> None:
+        self.plan = plan
+        self.seen = 0
+        self.changed = plan.base is None  # without a base there is nothing to compare
+
+    def see(self, task: Any, inputs: Any, merged: Any) -> None:
+        """Compare one merged tensor with the base tensor it replaces."""
+        if self.changed:
+            return
+        self.seen += 1
+        base = self.plan.backend.cast(inputs[0][0], task.out_code)
+        if isinstance(merged, torch.Tensor):
+            same = torch.equal(base, merged)
+        else:
+            import numpy as np  # deferred: only the numpy backend gives arrays
+
+            same = bool(np.array_equal(base, merged))
+        self.changed = not same
+
+    def check(self) -> None:
+        """Raise when the merge wrote the base back, unless every weight asked for that.
+
+        Raises:
+            InputError: every merged tensor equals the base's and some weight is not 0.
+        """
+        if self.changed or self.seen == 0:
+            return
+        names = [e.model for e in self.plan.entries]
+        if self._all_weights_zero():
+            log.warning(
+                "every model has weight 0, so the merge wrote the base back unchanged (%d tensors)",
+                self.seen,
+            )
+            return
+        raise InputError(
+            f"the merge would write the base model back unchanged: all {self.seen} merged "
+            f"tensors equal the base's, so the input models ({', '.join(map(str, names))}) "
+            "add nothing (are they copies of the base, or fine-tunes that did not move, "
+            "or are their changes all outside the masks?). Nothing was written. Check that "
+            "the fine-tunes trained and that `base_model` is the model they were fine-tuned "
+            "from; to write the base on purpose, give every model `weight: 0`."
+        )
+
+    def _all_weights_zero(self) -> bool:
+        if not any(p.name == "weight" for p in self.plan.method.params):
+            return False
+        try:
+            weights = self.plan.params_for(None).get("weight")
+        except Exception:
+            return False
+        return isinstance(weights, (list, tuple)) and all(w == 0 for w in weights)
+
+
 def _progress_bar(total: int, desc: str, show: bool) -> Any:
     """A tqdm bar over parameters; tqdm (with its asyncio import) is loaded only to show one."""
     if not show:
         return contextlib.nullcontext(_NoBar())
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="param", unit_scale=True, desc=desc)
+    return tqdm(total=total, unit="param", unit_scale=True, desc=desc, disable=bar_disable())
 
 
 class _NoBar:

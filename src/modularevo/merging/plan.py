@@ -291,6 +291,9 @@ def plan_merge(config: MergeConfig, recipe: dict[str, Any] | None = None) -> Mer
         raise InputError("cannot read the input models:\n" + "\n".join(f"  - {e}" for e in errors))
     readers = [m for m in models if m is not None]
     reference = base if base is not None else readers[0]
+    for reader in dict.fromkeys(readers):  # a reader shared by several slices once
+        if reader is not reference:
+            align_names(reader, reference)
     src = tokenizer_dir(config, entries[0].model if entries else config.models[0].model)
     plan = MergePlan(
         config=config,
@@ -525,6 +528,35 @@ def _decide_tasks(plan: MergePlan, base: ModelReader | None) -> list[TensorTask]
             tasks.append(TensorTask(name, "merge", info.shape, dtype, present))
     _check_models_contribute(plan, tasks)
     return _aliases_after_targets(tasks)
+
+
+def align_names(reader: ModelReader, reference: ModelReader) -> dict[str, str]:
+    """Rename ``reader``'s tensors to ``reference``'s naming of the same weights, in place.
+
+    A fine-tune saved as a bare encoder names ``encoder.layer.0…`` where its masked-LM base
+    names ``bert.encoder.layer.0…``; :func:`~modularevo.modules.naming.match_names` finds
+    the one prefix rule that maps them. Nothing changes when the names already agree or
+    no rule maps at least half of them (another architecture: refused later, by name).
+
+    Returns:
+        old name -> new name for the renamed tensors (empty when nothing changed).
+    """
+    ref = set(reference.tensors)
+    own = list(reader.tensors)
+    if sum(n in ref for n in own) * 2 >= len(own):
+        return {}
+    # deferred: modularevo.modules imports torch; merges whose names agree stay torch-free
+    from modularevo.modules.naming import match_names
+
+    mapping = match_names(own, ref)
+    renamed = {old: new for old, new in mapping.items() if old != new}
+    if not renamed or len(set(mapping.values())) != len(mapping):
+        return {}
+    reader.tensors = {mapping.get(n, n): info for n, info in reader.tensors.items()}
+    old, new = next(iter(renamed.items()))
+    log.info("%s: %d tensors named as the base names them (e.g. %r -> %r)",
+             reader.path, len(renamed), old, new)  # fmt: skip
+    return renamed
 
 
 def _check_models_contribute(plan: MergePlan, tasks: list[TensorTask]) -> None:

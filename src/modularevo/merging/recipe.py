@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from modularevo.config.load import apply_overrides, load_yaml, validate
 from modularevo.errors import ConfigError, UnknownNameError
 from modularevo.merging.spec import MERGE_METHODS, MergeMethod, Param
+from modularevo.models.defaults import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -644,7 +645,7 @@ def load_merge_config(
         data = source
     else:
         data = load_yaml(source)
-    data = apply_overrides(data, overrides or [])
+    data = embedded_model_paths(apply_overrides(data, overrides or []))
     unsupported = [
         f"{key}: mergekit's `{key}` ({what}) is not supported yet by modularevo; "
         "docs/merging.md lists what is"
@@ -663,6 +664,39 @@ def load_merge_config(
     if problems:
         raise ConfigError(problems, source=where)
     return cfg, data
+
+
+def embedded_model_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the recipe with embedded model names (``minilm``, ``tiny-bert``) as their
+    cached folders, wherever a model path goes: ``base_model``, ``models[].model``,
+    ``slices[].sources[].model`` and ``tokenizer_source``. A local folder of the same
+    name wins over the embedded model.
+    """
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value in MODELS.names() and not Path(value).exists():
+            return str(MODELS.get(value).locate())
+        return value
+
+    def fix_entry(entry: Any) -> Any:
+        if isinstance(entry, dict) and "model" in entry:
+            return {**entry, "model": fix(entry["model"])}
+        return entry
+
+    out = dict(data)
+    for key in ("base_model", "tokenizer_source"):
+        if key in out:
+            out[key] = fix(out[key])
+    if isinstance(out.get("models"), list):
+        out["models"] = [fix_entry(e) for e in out["models"]]
+    if isinstance(out.get("slices"), list):
+        out["slices"] = [
+            {**sl, "sources": [fix_entry(src) for src in sl["sources"]]}
+            if isinstance(sl, dict) and isinstance(sl.get("sources"), list)
+            else sl
+            for sl in out["slices"]
+        ]
+    return out
 
 
 def coerce_numbers(data: dict[str, Any]) -> dict[str, Any]:

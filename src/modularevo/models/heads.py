@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from modularevo.errors import InputError
 from modularevo.models.hf_export import write_hf_classifier_files
 
 POOLINGS = ("mean", "last", "cls")
@@ -137,10 +138,23 @@ class SequenceClassifier(nn.Module):
         )  # fmt: skip
 
     def load_head(self, folder: str | Path) -> None:
-        """Load a head saved by :meth:`save_pretrained`."""
+        """Load a head saved by :meth:`save_pretrained`.
+
+        Raises:
+            InputError: the saved head has another number of labels than this classifier.
+        """
         from safetensors.torch import load_file
 
-        self.classifier.load_state_dict(load_file(str(Path(folder) / HEAD_FILE)))
         settings = json.loads((Path(folder) / HEAD_CONFIG).read_text(encoding="utf-8"))
+        saved = settings.get("num_labels")
+        if saved is not None and int(saved) != self.num_labels:
+            names = settings.get("label_names") or []
+            shown = f" ({', '.join(map(str, names[:5]))}{', ...' if len(names) > 5 else ''})"
+            raise InputError(
+                f"{str(folder)!r} holds a classifier head for {saved} labels"
+                f"{shown if names else ''}, but {self.num_labels} were asked for; pass "
+                f"num_labels={saved} (or the task this model was fine-tuned on)"
+            )
+        self.classifier.load_state_dict(load_file(str(Path(folder) / HEAD_FILE)))
         if len(settings.get("label_names", [])) == self.num_labels:
             self.label_names = list(settings["label_names"])

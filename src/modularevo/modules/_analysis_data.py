@@ -19,6 +19,7 @@ from modularevo.errors import InputError
 from modularevo.models import load_model
 from modularevo.models.arch import describe
 from modularevo.modules.mask import ModuleMask
+from modularevo.utils.plots import density_grid, overlap_heatmap
 from modularevo.utils.seed import derived_generator
 
 log = logging.getLogger(__name__)
@@ -137,36 +138,21 @@ def _heatmap(report: dict[str, Any], out: Path, plt: Any) -> None:
 
 
 def write_plots(report: dict[str, Any], out: Path) -> None:
-    """``density.png`` (per layer), ``overlap.png`` (Jaccard), ``loss_matrix.png`` (heatmap)."""
+    """``density.png`` (layer x matrix grid), ``overlap.png`` (Jaccard with the random
+    expectation), ``loss_matrix.png`` (heatmap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mods = report["modules"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for label, entry in mods.items():
-        ax.plot(list(entry["density_per_layer"].values()), marker=".", label=label)
-    ax.set(xlabel="masked layer (model order)", ylabel="kept fraction", title="density per layer")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "density.png", dpi=120)
-    plt.close(fig)
+    density_grid({label: e["density_per_layer"] for label, e in mods.items()},
+                 out / "density.png")  # fmt: skip
     names = list(mods)
     if len(names) > 1:
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.2 * len(names) + 1))
-        grid = [
-            [1.0 if a == b else report["overlap"][a][b]["jaccard"] for b in names] for a in names
-        ]
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-        for i, row in enumerate(grid):
-            for j, v in enumerate(row):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        fig.colorbar(im, ax=ax, label="Jaccard")
-        fig.tight_layout()
-        fig.savefig(out / "overlap.png", dpi=120)
-        plt.close(fig)
+        jaccard = {a: {b: report["overlap"][a][b]["jaccard"] for b in names if b != a}
+                   for a in names}  # fmt: skip
+        overlap_heatmap(names, jaccard, {n: mods[n]["density"] for n in names},
+                        out / "overlap.png")  # fmt: skip
     if report.get("corpora"):
         _heatmap(report, out, plt)

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,6 +50,11 @@ class MwTConfig(BaseModel):
         None, ge=1, description="torch CPU threads (None: torch's default); 1 on a busy machine"
     )
     progress: bool = Field(True, description="show a tqdm progress bar")
+    tracker: Literal["tensorboard", "none"] = Field(
+        "tensorboard",
+        description="training curves through Accelerate's TensorBoard tracker (offline); "
+        "`none` turns it off (curves.png is written either way)",
+    )
 
     @field_validator("model")
     @classmethod

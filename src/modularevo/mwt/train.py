@@ -33,6 +33,8 @@ from modularevo.mwt.config import MwTConfig
 from modularevo.mwt.losses import MwTLoss, mwt_loss
 from modularevo.mwt.models import MaskedCNN, build_model
 from modularevo.utils.atomic import atomic_dir, atomic_save_file, atomic_write_text
+from modularevo.utils.curves import Curves
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_generator, seed_everything
 
@@ -141,6 +143,9 @@ def _optimizer(model: MaskedCNN, cfg: MwTConfig, total: int) -> tuple[Any, Any]:
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
 
 
+_CURVE_NAMES = {"total": "loss", "ce": "ce_loss"}
+
+
 def _run_epochs(
     model: MaskedCNN, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], cfg: MwTConfig,
     metrics: Path,
@@ -151,7 +156,8 @@ def _run_epochs(
                 cfg.max_steps or math.inf)  # fmt: skip
     opt, sched = _optimizer(model, cfg, int(total))
     gen = derived_generator(cfg.seed, "mwt-shuffle")
-    step, bar = 0, tqdm(total=int(total), desc="mwt", disable=not cfg.progress)
+    step, bar = 0, tqdm(total=int(total), desc="mwt", disable=bar_disable(cfg.progress))
+    curves = Curves(metrics.parent, "mwt", tracker=cfg.tracker)
     for epoch in range(cfg.epochs):
         rows: list[MwTLoss] = []
         for idx in _epoch_batches(n, cfg.batch_size, gen):
@@ -162,13 +168,18 @@ def _run_epochs(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(rows[-1].total):.3f}")
+            parts = rows[-1]._asdict()
+            curves.log({f"train/{_CURVE_NAMES.get(k, k)}": float(v) for k, v in parts.items()},
+                       step)  # fmt: skip
         if not rows:
             break
         row = {"epoch": epoch, "step": step, **_means(rows), "lr": sched.get_last_lr()[0],
                "val_acc": round(evaluate_accuracy(model, *val), 5)}  # fmt: skip
         _append(metrics, row)
+        curves.log({"val/accuracy": row["val_acc"]}, step)
         logger.info("epoch %d: %s", epoch, row)
     bar.close()
+    curves.close(title=f"MwT {cfg.model} on {cfg.data} (seed {cfg.seed})")
     return step
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.config import apply_overrides, load_config, validate
 from modularevo.data.collate import pad_batch
 from modularevo.data.generation import resolve_task_type
 from modularevo.errors import InputError
@@ -69,7 +70,9 @@ from modularevo.training.loop import (
 from modularevo.training.masked_optim import mask_gradients_
 from modularevo.training.recovery import MODULE_FILE, unwrap_trained, wrap_for_training
 from modularevo.utils.atomic import atomic_dir
+from modularevo.utils.curves import Curves
 from modularevo.utils.device import build_accelerator
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -109,10 +112,10 @@ class _Run:
     base_masked: dict[str, Tensor]
 
 
-@claims_output_dir  # one run per output_dir, for the whole run
 def finetune(
-    config: FinetuneConfig,
+    config: FinetuneConfig | str | Path,
     *,
+    overrides: Sequence[str] = (),
     model: nn.Module | None = None,
     tokenizer: Any = None,
     dataset: Any = None,
@@ -122,7 +125,8 @@ def finetune(
     """Fine-tune ``config.model`` on ``config.task`` with ``config.strategy``.
 
     Args:
-        config: the run's validated config.
+        config: the run's validated config, or a YAML file (``finetune("run.yaml")``).
+        overrides: ``key=value`` overrides applied to ``config`` (e.g. ``["max_steps=10"]``).
         model: an in-memory classifier instead of loading ``config.model`` (tests).
         tokenizer: its tokenizer (required with ``model``).
         dataset: a DatasetDict with train/validation/test instead of ``config.task``.
@@ -136,6 +140,19 @@ def finetune(
         InputError: finished output folder without ``overwrite``, a module that does not
             fit the model, or a dataset lacking splits.
     """
+    return _finetune(as_finetune_config(config, overrides), model=model, tokenizer=tokenizer,
+                     dataset=dataset, on_step=on_step)  # fmt: skip
+
+
+@claims_output_dir  # one run per output_dir, for the whole run
+def _finetune(
+    config: FinetuneConfig,
+    *,
+    model: nn.Module | None,
+    tokenizer: Any,
+    dataset: Any,
+    on_step: Callable[[TrainState], None] | None,
+) -> FinetuneResult:
     out = Path(config.output_dir)
     seed_everything(config.seed)
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
@@ -285,10 +302,14 @@ def _train(
         total=run.total_steps,
         initial=state.step,
         desc=f"finetune[{cfg.strategy}]",
-        disable=not (cfg.progress and acc.is_main_process),
+        disable=bar_disable(cfg.progress and acc.is_main_process),
     )
+    curves = Curves(run.out, "finetune", tracker=cfg.tracker, enabled=acc.is_main_process)
+    for row in state.history:  # a resumed run redraws what it had evaluated
+        _log_eval(curves, row)
     if cfg.eval_at_start and state.step == 0 and not state.history:  # the start may win
         _evaluate_and_select(run, state, None)
+        _log_eval(curves, state.history[-1])
     while state.step < run.total_steps and not state.stopped_early:
         epoch, offset = divmod(state.step, steps_per_epoch)
         for idx in global_batches(len(run.data.train), cfg.batch_size, seed=cfg.seed, epoch=epoch)[
@@ -309,8 +330,10 @@ def _train(
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
+            curves.log({"train/loss": loss}, state.step)
             if state.step % cfg.eval_every == 0 or state.step == run.total_steps:
                 _evaluate_and_select(run, state, loss)
+                _log_eval(curves, state.history[-1])
             if (
                 cfg.checkpoint_every
                 and state.step % cfg.checkpoint_every == 0
@@ -330,7 +353,30 @@ def _train(
             if state.step >= run.total_steps or state.stopped_early:
                 break
     bar.close()
+    curves.close(title=f"finetune {cfg.task} ({cfg.strategy}, seed {cfg.seed})")
     return state
+
+
+def as_finetune_config(
+    config: FinetuneConfig | str | Path, overrides: Sequence[str] = ()
+) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from a config object or a YAML path, plus overrides.
+
+    Raises:
+        ConfigError: a missing file, unknown keys or invalid values (one message each).
+    """
+    if isinstance(config, FinetuneConfig):
+        if not overrides:
+            return config
+        return validate(FinetuneConfig, apply_overrides(config.model_dump(mode="json"),
+                                                        list(overrides)))  # fmt: skip
+    return load_config(FinetuneConfig, config, list(overrides))
+
+
+def _log_eval(curves: Curves, row: dict[str, Any]) -> None:
+    """The validation scores of one history row (accuracy, macro-F1, loss when scored)."""
+    keep = ("accuracy", "macro_f1", "loss")
+    curves.log({f"val/{k}": row.get(f"val_{k}") for k in keep}, row["step"])
 
 
 def _evaluate_and_select(run: _Run, state: TrainState, loss: float | None) -> None:

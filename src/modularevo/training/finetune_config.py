@@ -144,6 +144,11 @@ class FinetuneConfig(BaseModel):
         None, description="distil from the dense fine-tuned teacher (KL + hidden MSE)"
     )
     progress: bool = True
+    tracker: Literal["tensorboard", "none"] = Field(
+        "tensorboard",
+        description="training curves through Accelerate's TensorBoard tracker (offline, under "
+        "output_dir/tensorboard); `none` turns it off (curves.png is written either way)",
+    )
 
     @model_validator(mode="after")
     def _check_strategy(self) -> FinetuneConfig:

@@ -48,7 +48,7 @@ def mask_report(
     }
 
 
-NOT_TRAINING_KEYS = {"progress", "overwrite", "resume", "output_dir", "keep_checkpoints"}
+NOT_TRAINING_KEYS = {"progress", "overwrite", "resume", "output_dir", "keep_checkpoints", "tracker"}
 
 
 def check_resumable(cfg: FinetuneConfig, ckpt_root: Path, is_main: bool) -> None:

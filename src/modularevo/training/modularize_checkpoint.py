@@ -22,7 +22,7 @@ from modularevo.utils.atomic import atomic_write_bytes
 __all__ = ["config_diff", "load_checkpoint", "restore_rng", "rng_state", "save_checkpoint"]
 
 # Keys that do not change what is learned: a resume may change them.
-RESUMABLE_KEYS = frozenset({"progress", "checkpoint_every", "output_dir", "eval_every"})
+RESUMABLE_KEYS = frozenset({"progress", "checkpoint_every", "output_dir", "eval_every", "tracker"})
 
 
 def rng_state() -> dict[str, Any]:

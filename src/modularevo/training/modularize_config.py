@@ -75,7 +75,11 @@ class ModularizeConfig(BaseModel):
     model: str = Field("minilm", description="embedded short name, local folder or Hub name")
     kind: LMKind = Field("masked_lm", description="LM objective: causal_lm, masked_lm, seq2seq")
     dataset: str = Field("math", description="domain corpus (registered name or local file)")
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    dataset_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of the corpus loader; `text_column: col` (also accepted at the "
+        "top level) names the text column of a local file",
+    )
     max_train_texts: int | None = Field(None, ge=1, description="cap on train texts read")
     max_val_texts: int = Field(512, ge=1, description="cap on validation texts read")
     alpha: float | None = Field(
@@ -113,6 +117,22 @@ class ModularizeConfig(BaseModel):
     seed: int = 0
     output_dir: Path = Field(Path("runs/modularize"), description="where modules are written")
     progress: bool = Field(True, description="show a progress bar")
+    tracker: Literal["tensorboard", "none"] = Field(
+        "tensorboard",
+        description="training curves through Accelerate's TensorBoard tracker (offline); "
+        "`none` turns it off (curves.png is written either way)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_column(cls, data: Any) -> Any:
+        """``text_column: col`` (as the data errors suggest) goes into ``dataset_options``."""
+        if isinstance(data, dict) and "text_column" in data:
+            data = dict(data)
+            column = data.pop("text_column")
+            if column is not None:
+                data["dataset_options"] = {**data.get("dataset_options", {}), "text_column": column}
+        return data
 
     @field_validator("snapshot_levels")
     @classmethod

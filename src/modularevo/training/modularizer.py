@@ -43,6 +43,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modularevo.config import apply_overrides, load_config, validate
 from modularevo.data import load_dataset
 from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
@@ -56,6 +57,8 @@ from modularevo.training import head_warmup
 from modularevo.training import modularize_checkpoint as ckpt
 from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.utils.atomic import atomic_save_file, atomic_write_text
+from modularevo.utils.curves import Curves
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.seed import derived_generator, derived_seed, seed_everything
 
 log = logging.getLogger(__name__)
@@ -514,8 +517,9 @@ def _after_step(run: _Run, loss: float) -> bool:
 
 
 def modularize(
-    config: ModularizeConfig,
+    config: ModularizeConfig | str | Path,
     *,
+    overrides: Sequence[str] = (),
     model: nn.Module | None = None,
     tokenizer: Any = None,
     texts: Mapping[str, Sequence[str]] | None = None,
@@ -524,7 +528,8 @@ def modularize(
     """Learn one domain module and write a module file per snapshot level crossed.
 
     Args:
-        config: the run's :class:`ModularizeConfig`.
+        config: the run's :class:`ModularizeConfig`, or a YAML file (``modularize("m.yaml")``).
+        overrides: ``key=value`` overrides applied to ``config`` (e.g. ``["steps=40"]``).
         model: a model to use instead of loading ``config.model`` (tests, notebooks).
         tokenizer: its tokenizer (required with ``model``).
         texts: ``{"train": [...], "validation": [...]}`` instead of ``config.dataset``.
@@ -539,27 +544,56 @@ def modularize(
             model with nothing to mask, or a checkpoint of another config.
     """
     t0 = time.perf_counter()
+    config = as_modularize_config(config, overrides)
     run = _setup(config, model, tokenizer, texts, head_texts)
     if not _resume(run):
         run.calibration = _calibrate(run)
         _make_optimizer(run)
         run.history.append({"step": 0, "tokens": 0, "val_loss": _evaluate(run), "kept": 1.0})
     unit = _unit_pressure(run)
-    bar = tqdm(total=config.steps, initial=run.step, disable=not config.progress,
+    bar = tqdm(total=config.steps, initial=run.step, disable=bar_disable(config.progress),
                desc=f"modularize {config.dataset}")  # fmt: skip
+    curves = Curves(run.out, "modularize", tracker=config.tracker,
+                    enabled=run.acc.is_main_process)  # fmt: skip
+    for row in run.history:  # a resumed run redraws its earlier steps
+        _log_curves(curves, row)
     run.wrapped.train()
     while run.step < config.steps:
         loss = _step(run, run.step, unit)
         run.step += 1
         bar.update(1)
         stop = _after_step(run, loss)
+        _log_curves(curves, run.history[-1])
         bar.set_postfix(loss=f"{loss:.3f}", kept=f"{run.history[-1]['kept']:.3f}")
         if stop:
             break
     bar.close()
+    curves.close(title=f"modularize {config.dataset} ({config.model})")
     _checkpoint(run)
     _write_summary(run, time.perf_counter() - t0)
     return {v["level"]: Path(v["path"]) for v in run.crossed.values()}
+
+
+def as_modularize_config(
+    config: ModularizeConfig | str | Path, overrides: Sequence[str] = ()
+) -> ModularizeConfig:
+    """A :class:`ModularizeConfig` from a config object or a YAML path, plus overrides.
+
+    Raises:
+        ConfigError: a missing file, unknown keys or invalid values (one message each).
+    """
+    if isinstance(config, ModularizeConfig):
+        if not overrides:
+            return config
+        data = apply_overrides(config.model_dump(mode="json"), list(overrides))
+        return validate(ModularizeConfig, data)
+    return load_config(ModularizeConfig, config, list(overrides))
+
+
+def _log_curves(curves: Curves, row: Mapping[str, Any]) -> None:
+    """Train loss, validation loss (when evaluated) and the kept fraction of one step."""
+    names = {"loss": "train/loss", "val_loss": "val/loss", "kept": "mask/kept_fraction"}
+    curves.log({new: row.get(old) for old, new in names.items()}, int(row["step"]))
 
 
 def tokens_per_level(history: Sequence[Mapping[str, float]]) -> dict[str, int | None]:

@@ -33,6 +33,7 @@ from modularevo.training.pretrain_data import (
 )
 from modularevo.utils.atomic import atomic_dir
 from modularevo.utils.device import build_accelerator
+from modularevo.utils.progress import bar_disable
 from modularevo.utils.runinfo import run_info
 from modularevo.utils.seed import derived_generator, seed_everything
 
@@ -108,7 +109,7 @@ def _train(
     gen = derived_generator(cfg.seed, "pretrain-batches")
     acc = build_accelerator(cpu=True)
     history: list[dict[str, float]] = []
-    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", disable=not cfg.progress)
+    bar = tqdm(range(cfg.steps), desc=f"pretrain {cfg.name}", disable=bar_disable(cfg.progress))
     deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     model.train()
     for step in bar:
