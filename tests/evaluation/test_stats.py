@@ -94,5 +94,6 @@ def test_no_normalized_average_when_the_reference_scores_zero_on_a_task() -> Non
     zeros, ones = np.zeros(20, dtype=bool), np.ones(20, dtype=bool)
     correct = {"ref": {"a": zeros, "b": ones}, "m": {"a": ones, "b": ones}}
     boot = bootstrap_averages(correct, ["a", "b"], reference="ref", samples=50, seed=0)
-    assert boot.norm_avg == {} and boot.estimate_norm == {}
+    assert boot.norm_avg == {}
+    assert boot.estimate_norm == {}
     assert boot.estimate_abs["m"] == 100.0

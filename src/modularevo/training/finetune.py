@@ -141,7 +141,7 @@ def finetune(
             fit the model, or a dataset lacking splits.
     """
     return _finetune(as_finetune_config(config, overrides), model=model, tokenizer=tokenizer,
-                     dataset=dataset, on_step=on_step)  # fmt: skip
+                     dataset=dataset, on_step=on_step, teacher=teacher)  # fmt: skip
 
 
 @claims_output_dir  # one run per output_dir, for the whole run
@@ -152,6 +152,7 @@ def _finetune(
     tokenizer: Any,
     dataset: Any,
     on_step: Callable[[TrainState], None] | None,
+    teacher: nn.Module | None,
 ) -> FinetuneResult:
     out = Path(config.output_dir)
     seed_everything(config.seed)
