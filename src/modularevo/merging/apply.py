@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 
 from modularevo.errors import ConfigError, InputError
@@ -172,12 +173,10 @@ class _BaseWatch:
             return
         self.seen += 1
         base = self.plan.backend.cast(inputs[0][0], task.out_code)
-        if isinstance(merged, torch.Tensor):
-            same = torch.equal(base, merged)
-        else:
-            import numpy as np  # deferred: only the numpy backend gives arrays
-
+        if isinstance(merged, np.ndarray):  # the numpy backend: torch stays unimported
             same = bool(np.array_equal(base, merged))
+        else:
+            same = torch.equal(base, merged)
         self.changed = not same
 
     def check(self) -> None:

@@ -19,35 +19,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from modularevo.errors import InputError
 from modularevo.models.arch import describe
+from modularevo.training.recovery_config import DistillConfig
 
 __all__ = ["DistillConfig", "Distiller", "distill_terms"]
-
-
-class DistillConfig(BaseModel):
-    """Distillation options (``finetune`` with ``distill:``).
-
-    Example:
-        >>> DistillConfig(teacher="runs/ft/minilm-lang-id/model").temperature
-        2.0
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    teacher: str | None = Field(
-        None, description="folder of the dense fine-tuned teacher (or pass teacher= in Python)"
-    )
-    temperature: float = Field(2.0, gt=0)
-    ce_weight: float = Field(1.0, ge=0, description="weight of the task cross-entropy")
-    kl_weight: float = Field(1.0, ge=0, description="weight of T^2 * KL on the logits")
-    hidden_weight: float = Field(1.0, ge=0, description="weight of the hidden-state MSE")
-    layers: list[int] | None = Field(
-        None, description="blocks whose outputs are matched (same index in both); null: all"
-    )
 
 
 def distill_terms(

@@ -13,8 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modularevo.emoe.config import EMoEConfig
-from modularevo.training.distill import DistillConfig
-from modularevo.training.structured_gates import GatesConfig
+from modularevo.training.recovery_config import DistillConfig, GatesConfig
 
 Strategy = Literal["module", "full", "lora"]
 

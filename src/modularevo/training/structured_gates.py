@@ -32,50 +32,18 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from modularevo.errors import InputError
 from modularevo.models.arch import ArchInfo, describe
 from modularevo.modules.mask import ModuleMask
 from modularevo.modules.structured import structured_segments
+from modularevo.training.recovery_config import GatesConfig
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 _EPS = 1e-6
 
 __all__ = ["GatedModel", "GatesConfig", "StructuredGates", "unit_module"]
-
-
-class GatesConfig(BaseModel):
-    """Hard-concrete gates learned during fine-tuning (``finetune`` with ``gates:``).
-
-    Example:
-        >>> GatesConfig(ffn_density=0.25, head_density=1 / 3).per_layer
-        True
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    ffn_density: float = Field(0.25, gt=0, le=1, description="kept fraction of FFN neurons")
-    head_density: float = Field(
-        1.0 / 3.0, gt=0, le=1, description="kept fraction of attention heads"
-    )
-    per_layer: bool = Field(
-        True, description="the final mask keeps round(density * n) units in every layer"
-    )
-    lr: float = Field(0.1, gt=0, description="learning rate of the gates' log_alpha")
-    lambda_lr: float = Field(0.05, gt=0, description="learning rate of the Lagrange multipliers")
-    warmup_fraction: float = Field(
-        0.5, ge=0, le=1, description="steps over which the target falls from 1 to the density"
-    )
-    penalty: float | None = Field(
-        50.0, gt=0, description="weight w of w*(d-t)^2; null: learned Lagrange multipliers"
-    )
-    init_log_alpha: float = Field(3.0, description="initial log_alpha (P(kept) ~ 0.93 at 3)")
-    init_module: str | None = Field(
-        None, description="a domain module file: the units it drops start at init_drop"
-    )
-    init_drop: float = Field(-3.0, description="initial log_alpha of units init_module drops")
 
 
 def _key(unit: str) -> str:
