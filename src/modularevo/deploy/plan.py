@@ -27,6 +27,12 @@ class LayerPlan:
     ffn_total: int
     head_keep: list[int]
     head_total: int
+    group: int = 1  # query heads per key/value head (grouped-query attention)
+
+    @property
+    def kv_keep(self) -> list[int]:
+        """Kept key/value heads (whole groups: one per ``group`` kept query heads)."""
+        return [h // self.group for h in self.head_keep[:: self.group]]
 
 
 @dataclass
@@ -118,7 +124,7 @@ def _ffn_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) ->
 
 
 def _head_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) -> Tensor:
-    """Bool per head: kept. Raises for a partly kept head."""
+    """Bool per head (per key/value group under GQA): kept. Raises for a partly kept one."""
 
     def sl(name: str, dim: int) -> tuple[Tensor, Tensor]:
         return _unit_slices(_mask(masks, name), dim, n)
@@ -168,16 +174,19 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
         pre = f"{blocks_name}.{i}"
         n_ffn = hf_pruned.sub(block, spec.down).in_features
         n_heads = hf_pruned.sub(block, spec.o).in_features // hd
-        masks = _unit_view(module.masks, pre, spec, hd, names)
+        group = n_heads // (hf_pruned.sub(block, spec.k).out_features // hd)
+        masks = _unit_view(module.masks, pre, spec, hd, names, group)
         try:
             ffn = _ffn_plan(masks, pre, spec, n_ffn)
-            heads = _head_plan(masks, pre, spec, n_heads)
+            groups = _head_plan(masks, pre, spec, n_heads // group)
         except _PartialUnit as exc:
-            raise _partial_error(exc) from None
+            raise _partial_error(exc, group) from None
+        heads = groups.repeat_interleave(group)  # a kept group keeps all its query heads
         layers.append(
             LayerPlan(
-                ffn.nonzero().flatten().tolist(), n_ffn, heads.nonzero().flatten().tolist(), n_heads
-            )
+                ffn.nonzero().flatten().tolist(), n_ffn,
+                heads.nonzero().flatten().tolist(), n_heads, group,
+            )  # fmt: skip
         )
         covered.update(_layer_names(pre, spec))
     residue = _residue(module, covered, layers, blocks_name, spec, hd)
@@ -193,21 +202,30 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
 
 
 def _unit_view(
-    masks: Mapping[str, Tensor], pre: str, spec: LayerSpec, hd: int, params: Mapping[str, Tensor]
+    masks: Mapping[str, Tensor],
+    pre: str,
+    spec: LayerSpec,
+    hd: int,
+    params: Mapping[str, Tensor],
+    group: int = 1,
 ) -> dict[str, object]:
     """Masks of one block reshaped so that dim 0 / dim 1 index whole units.
 
+    Under grouped-query attention (``group`` query heads per key/value head) the
+    attention unit is one key/value head with its ``group`` query heads: q rows and o
+    columns are viewed ``group * hd`` wide, k and v rows ``hd`` wide.
     Parameters the block lacks map to ``_ABSENT``; unmasked ones are left out.
     """
     out: dict[str, object] = {n: _ABSENT for n in _layer_names(pre, spec) if n not in params}
     for p in (spec.q, spec.k, spec.v):
+        width = hd * group if p == spec.q else hd
         for s in ("weight", "bias"):
             m = masks.get(f"{pre}.{p}.{s}")
             if m is not None:
-                out[f"{pre}.{p}.{s}"] = m.reshape(-1, hd, *m.shape[1:])  # (heads, hd, [in])
+                out[f"{pre}.{p}.{s}"] = m.reshape(-1, width, *m.shape[1:])  # (units, w, [in])
     m = masks.get(f"{pre}.{spec.o}.weight")
     if m is not None:
-        out[f"{pre}.{spec.o}.weight"] = m.reshape(m.shape[0], -1, hd)  # (out, heads, hd)
+        out[f"{pre}.{spec.o}.weight"] = m.reshape(m.shape[0], -1, hd * group)  # (out, units, w)
     for p in (*spec.up, spec.down):
         for s in ("weight", "bias"):
             if f"{pre}.{p}.{s}" in masks:
@@ -215,10 +233,13 @@ def _unit_view(
     return out
 
 
-def _partial_error(exc: _PartialUnit) -> InputError:
+def _partial_error(exc: _PartialUnit, group: int = 1) -> InputError:
     shown = ", ".join(map(str, exc.idx[:5])) + (" ..." if len(exc.idx) > 5 else "")
+    unit = exc.unit
+    if group > 1 and unit == "attention head":
+        unit = f"key/value group ({group} query heads sharing one key/value head)"
     return InputError(
-        f"module mask is not structured around {exc.name!r}: {len(exc.idx)} {exc.unit}(s) "
+        f"module mask is not structured around {exc.name!r}: {len(exc.idx)} {unit}(s) "
         f"[{shown}] are partly kept (found a mix of kept and masked entries; expected each "
         "unit kept whole or dropped whole). Learn a structured module, or use the sparse path"
     )
@@ -261,9 +282,13 @@ def _kept_part(
     lp, sub = layers[i], name[len(blocks) + 1 :].split(".", 1)[1].rsplit(".", 1)[0]
     heads = torch.tensor(lp.head_keep, dtype=torch.long)
     cols = (heads[:, None] * hd + torch.arange(hd)).flatten()
+    kv = torch.tensor(lp.kv_keep, dtype=torch.long)
+    kv_cols = (kv[:, None] * hd + torch.arange(hd)).flatten()
     ffn = torch.tensor(lp.ffn_keep, dtype=torch.long)
-    if sub in (spec.q, spec.k, spec.v):
+    if sub == spec.q:
         return m.index_select(0, cols)
+    if sub in (spec.k, spec.v):
+        return m.index_select(0, kv_cols)
     if sub == spec.o:
         return m.index_select(1, cols) if m.dim() == 2 else m
     if sub in spec.up:
