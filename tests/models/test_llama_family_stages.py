@@ -31,7 +31,7 @@ from modularevo.training.modularize_config import ModularizeConfig
 from modularevo.training.modularizer import modularize, sampled_causal_loss
 
 FAMILIES = ["tiny-llama", "tiny-qwen2", "tiny-gemma3"]
-WORDS = "the cat sat on a mat while two dogs ran far away from home".split()
+WORDS = "the cat sat on a mat while two dogs ran far away from home".split()  # noqa: SIM905
 
 
 def _texts(n: int = 80) -> dict[str, list[str]]:
@@ -115,9 +115,10 @@ def _labelled() -> datasets.DatasetDict:
     g = torch.Generator().manual_seed(0)
 
     def split(n: int) -> datasets.Dataset:
-        rows = [[int(i) for i in torch.randint(0, len(WORDS), (6,), generator=g)] for _ in range(n)]
-        feats = datasets.Features({"text": datasets.Value("string"),
-                                   "label": datasets.ClassLabel(names=["a", "b", "c"])})  # fmt: skip
+        draw = torch.randint(0, len(WORDS), (n, 6), generator=g)
+        rows = [[int(i) for i in r] for r in draw]
+        labels = datasets.ClassLabel(names=["a", "b", "c"])
+        feats = datasets.Features({"text": datasets.Value("string"), "label": labels})
         return datasets.Dataset.from_dict(
             {"text": [" ".join(WORDS[i] for i in r) for r in rows],
              "label": [r[0] % 3 for r in rows]}, features=feats,
@@ -178,12 +179,13 @@ def _save_variant(name: str, out: Path, seed: int) -> None:
 METHODS = [n for n in MERGE_METHODS.names() if not n.startswith("_")]
 PARAMS = {
     "ties": {"density": 0.5}, "dare_linear": {"density": 0.5}, "dare_ties": {"density": 0.5},
-    "breadcrumbs": {"density": 0.5, "gamma": 0.1}, "breadcrumbs_ties": {"density": 0.5, "gamma": 0.1},
+    "breadcrumbs": {"density": 0.5, "gamma": 0.1},
+    "breadcrumbs_ties": {"density": 0.5, "gamma": 0.1},
     "della": {"density": 0.5, "epsilon": 0.1}, "della_linear": {"density": 0.5, "epsilon": 0.1},
     "slerp": {"t": 0.3}, "cabs": {"n": 1, "m": 4}, "nearswap": {"t": 0.5},
     "sce": {"select_topk": 0.5}, "ramplus_tl": {"r": 0.5, "alpha": 1.0},
 }  # fmt: skip
-ONE_MODEL = {"passthrough"}
+ONE_MODEL = {"passthrough", "slerp", "nearswap", "arcee_fusion"}  # base + one model
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +257,9 @@ def test_emoe_on_gated_ffn_cuts_experts_across_gate_up_down(name: str):
     with torch.no_grad():
         dense = model(**batch).logits
     site = find_ffn_sites(model)[1]
-    assert site.up.endswith("gate_proj") and site.mul and site.mul.endswith("up_proj")
+    assert site.up.endswith("gate_proj")
+    assert site.mul is not None
+    assert site.mul.endswith("up_proj")
     gate0 = model.get_submodule(site.up).weight.detach().clone()
     up0 = model.get_submodule(site.mul).weight.detach().clone()
     down0 = model.get_submodule(site.down).weight.detach().clone()
@@ -350,7 +354,9 @@ def test_extraction_rejects_part_of_a_kv_group(name: str):
     from modularevo.errors import InputError
 
     model, _ = load_model(name, "causal_lm")
-    module = _structured(model, [[True, True], [True, True]], [torch.ones(64, dtype=torch.bool)] * 2)
+    module = _structured(
+        model, [[True, True], [True, True]], [torch.ones(64, dtype=torch.bool)] * 2
+    )
     o = module.masks["model.layers.0.self_attn.o_proj.weight"]
     o[:, :8] = False  # drop query head 0 only: its group (heads 0, 1) is partly kept
     with pytest.raises(InputError, match="key/value group"):

@@ -25,14 +25,14 @@ from typing import Any
 from torch import nn
 from transformers import (
     BertConfig,
-    Gemma3ForCausalLM,
-    Gemma3ForSequenceClassification,
-    Gemma3TextConfig,
-    Gemma3TextModel,
     BertForMaskedLM,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    Gemma3ForCausalLM,
+    Gemma3ForSequenceClassification,
+    Gemma3TextConfig,
+    Gemma3TextModel,
     GPTNeoConfig,
     GPTNeoForCausalLM,
     GPTNeoForSequenceClassification,

@@ -184,9 +184,12 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
         heads = groups.repeat_interleave(group)  # a kept group keeps all its query heads
         layers.append(
             LayerPlan(
-                ffn.nonzero().flatten().tolist(), n_ffn,
-                heads.nonzero().flatten().tolist(), n_heads, group,
-            )  # fmt: skip
+                ffn.nonzero().flatten().tolist(),
+                n_ffn,
+                heads.nonzero().flatten().tolist(),
+                n_heads,
+                group,
+            )
         )
         covered.update(_layer_names(pre, spec))
     residue = _residue(module, covered, layers, blocks_name, spec, hd)

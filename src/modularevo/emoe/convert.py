@@ -126,7 +126,9 @@ def emoe_layers(model: nn.Module) -> dict[int, EMoEFFN]:
 
 
 @torch.no_grad()
-def permute_ffn_(up: nn.Module, down: nn.Module, perm: Tensor, mul: nn.Module | None = None) -> None:
+def permute_ffn_(
+    up: nn.Module, down: nn.Module, perm: Tensor, mul: nn.Module | None = None
+) -> None:
     """Reorder FFN neurons in place: new neuron i = old neuron ``perm[i]``.
 
     Permutes the key rows and bias of ``up`` (and of a gated FFN's linear branch

@@ -77,7 +77,8 @@ def ffn_keys(up: nn.Module) -> Tensor:
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise InputError(
             f"the FFN key layer must be nn.Linear or Conv1D with a 2-D weight, "
-            f"got {type(up).__name__}; EMoE supports BERT, GPT-2, GPT-Neo and gated (Llama-family) FFNs"
+            f"got {type(up).__name__}; EMoE supports BERT, GPT-2, GPT-Neo and gated "
+            "(Llama-family) FFNs"
         )
     return weight.t() if is_conv1d(up) else weight
 

@@ -296,7 +296,7 @@ def sampled_causal_loss(
     labels = batch["labels"][:, 1:]
     scored = labels != -100
     h, y = hidden[:, :-1][scored], labels[scored]  # (n, H), (n,)
-    head = model.get_output_embeddings()
+    head: Any = model.get_output_embeddings()  # type: ignore[operator]
     head_name = next(n for n, p in model.named_parameters() if p is head.weight)
     weight = masked.get(head_name, head.weight)  # (V, H)
     vocab = weight.shape[0]
