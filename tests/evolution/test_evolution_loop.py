@@ -131,3 +131,15 @@ def test_another_config_in_the_same_folder_is_refused(straight_run: dict[str, An
     cfg = fake_config(straight_run["root"], rounds=3)
     with pytest.raises(InputError, match="another config"):
         evolve(cfg, datasets=data, texts=texts)
+
+
+def test_display_keys_may_change_on_resume(tmp_path: Path) -> None:
+    import yaml
+
+    from modularevo.evolution.loop import _same_run
+
+    cfg = fake_config(tmp_path)
+    saved = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    assert _same_run(saved, cfg.model_copy(update={"progress": not cfg.progress}))
+    assert not _same_run(saved, cfg.model_copy(update={"rounds": cfg.rounds + 1}))
+    assert not _same_run(None, cfg)

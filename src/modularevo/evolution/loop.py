@@ -148,16 +148,30 @@ def evolve(
     return run.root
 
 
+# Keys that change how a run is shown or scheduled, never what it computes: a resumed
+# run may differ in them (e.g. started with progress bars, resumed with --no-progress).
+_DISPLAY_KEYS = ("progress", "stage_progress", "jobs")
+
+
 def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     path = run.root / "config.resolved.yaml"
-    if path.is_file() and path.read_text("utf-8") != text:
+    if path.is_file() and not _same_run(yaml.safe_load(path.read_text("utf-8")), cfg):
         raise InputError(
             f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs); "
             "choose another output_dir, or delete the folder to start over"
         )
     atomic_write_text(path, text)
     run.write_json("run_info.json", run_info(cfg.seed))
+
+
+def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
+    """Whether a saved resolved config describes the same computation as ``cfg``."""
+    if not isinstance(saved, dict):
+        return False
+    now = cfg.model_dump(mode="json")
+    keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS]
+    return all(saved.get(k) == now.get(k) for k in keep)
 
 
 def _start(ctx: _Ctx, strategy: str, rnd: int) -> tuple[str, Path]:
