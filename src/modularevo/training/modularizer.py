@@ -436,7 +436,11 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     mean = _sample([a / k for a in s1], n, derived_generator(run.seed, "calibration"))
     sq = _sample([b / k for b in s2], n, derived_generator(run.seed, "calibration"))
     press = _sample([alpha * u for u in unit], n, derived_generator(run.seed, "calibration"))
-    speed = (press + mean) / (press**2 + 2 * press * mean + sq).sqrt().clamp_min(1e-30)
+    # with one calibration batch the second moment is an exact square, (press + mean)^2,
+    # which rounding can push below zero: clamp before the root (a NaN speed made the
+    # planned lr collapse to ~1e-19 on gemma-270m)
+    second = (press**2 + 2 * press * mean + sq).clamp_min(0)
+    speed = (press + mean) / second.sqrt().clamp_min(1e-30)
     level = cfg.snapshot_levels[-1]
     disp = _predicted_displacement(speed.double(), cfg, level)
     area = _planned_area(cfg)
