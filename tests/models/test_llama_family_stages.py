@@ -350,14 +350,25 @@ def test_extracted_module_logits_equal_masked_model_and_cost_less(name: str, tmp
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_extraction_rejects_part_of_a_kv_group(name: str):
+def test_extraction_of_query_heads_dropped_one_by_one(name: str):
     from modularevo.errors import InputError
 
     model, _ = load_model(name, "causal_lm")
-    module = _structured(
-        model, [[True, True], [True, True]], [torch.ones(64, dtype=torch.bool)] * 2
-    )
-    o = module.masks["model.layers.0.self_attn.o_proj.weight"]
-    o[:, :8] = False  # drop query head 0 only: its group (heads 0, 1) is partly kept
-    with pytest.raises(InputError, match="key/value group"):
+    full = [torch.ones(64, dtype=torch.bool)] * 2
+    module = _structured(model, [[True, True], [True, False]], full)
+    module.masks["model.layers.0.self_attn.o_proj.weight"][:, :8] = False  # query head 0
+    module.masks["model.layers.1.self_attn.o_proj.weight"][:, 8:16] = False  # head 1
+    small = extract_module(model, module)
+    # layer 0 keeps both groups (head 0 as zeros beside head 1); layer 1 keeps group 0
+    # (query heads 0 and 1; head 1 as zeros) and drops group 1
+    assert small.config.head_counts == [4, 2]
+    masked = copy.deepcopy(model)
+    module.apply_(dict(masked.named_parameters()))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            small(**_ids()).logits, masked(**_ids()).logits, atol=1e-5, rtol=1e-5
+        )
+    k = module.masks["model.layers.0.self_attn.k_proj.weight"]
+    k[0, :5] = False  # part of key/value head 0, whose group is kept
+    with pytest.raises(InputError, match=r"1 key/value head\(s\) \[0\] are partly kept"):
         extract_module(model, module)

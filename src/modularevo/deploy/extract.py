@@ -6,9 +6,11 @@ A *structured* module keeps or drops whole units:
   and column ``j`` of the down projection;
 - attention head ``h`` = rows ``h*d:(h+1)*d`` of q, k, v (weights and biases) and
   the same columns of the output projection; under grouped-query attention (Llama,
-  Qwen, Gemma with fewer key/value heads than query heads) the unit is a whole
+  Qwen, Gemma with fewer key/value heads than query heads) the unit removed is a whole
   key/value group: key/value head ``g`` (rows of k and v) with its query heads
-  ``g*G .. (g+1)*G - 1`` (rows of q, columns of the output projection).
+  ``g*G .. (g+1)*G - 1`` (rows of q, columns of the output projection). A group is
+  dropped when its v rows are masked or all its query heads are; a query head dropped
+  inside a kept group stays, with zero output columns (per-head structured modules).
 
 A unit is *dropped* when its output is exactly zero in the masked model: the down
 column (o columns) are all masked, or an up row with its bias (v rows with bias)

@@ -28,6 +28,7 @@ class LayerPlan:
     head_keep: list[int]
     head_total: int
     group: int = 1  # query heads per key/value head (grouped-query attention)
+    head_zero: list[int] = field(default_factory=list)  # dropped query heads of kept groups
 
     @property
     def kv_keep(self) -> list[int]:
@@ -124,7 +125,7 @@ def _ffn_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) ->
 
 
 def _head_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) -> Tensor:
-    """Bool per head (per key/value group under GQA): kept. Raises for a partly kept one."""
+    """Bool per head: kept. Raises for a partly kept head."""
 
     def sl(name: str, dim: int) -> tuple[Tensor, Tensor]:
         return _unit_slices(_mask(masks, name), dim, n)
@@ -136,6 +137,39 @@ def _head_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) -
     kept = kept & torch.stack([k for _, k in qk]).all(0)
     _raise_partial(dropped, kept, f"{pre}.{spec.o}.weight", "attention head")
     return ~dropped
+
+
+def _gqa_plan(
+    masks: Mapping[str, object], pre: str, spec: LayerSpec, n_q: int, group: int
+) -> tuple[Tensor, Tensor]:
+    """Under GQA: (kept key/value groups, dropped query heads inside kept groups).
+
+    ``masks`` is viewed per query head (q rows, o columns) and per key/value head (k, v
+    rows). A query head is dropped when its o columns are all masked, kept when its q
+    rows and o columns are all kept. A group is dropped when its v rows (with bias) are
+    all masked or all its query heads are dropped; otherwise it is kept whole, needs all
+    its k and v rows, and its dropped query heads stay in the smaller model with zero
+    output columns (the structured learner masks query heads one by one). Raises for a
+    partly kept query head or key/value head.
+    """
+    n_kv = n_q // group
+
+    def sl(name: str, dim: int, n: int) -> tuple[Tensor, Tensor]:
+        return _unit_slices(_mask(masks, name), dim, n)
+
+    o_off, o_on = sl(f"{pre}.{spec.o}.weight", 1, n_q)
+    q_on = torch.stack([sl(f"{pre}.{spec.q}.{s}", 0, n_q)[1] for s in ("weight", "bias")]).all(0)
+    head_on = o_on & q_on
+    _raise_partial(o_off, head_on, f"{pre}.{spec.o}.weight", "attention head")
+    v = [sl(f"{pre}.{spec.v}.{s}", 0, n_kv) for s in ("weight", "bias")]
+    v_off = v[0][0] & v[1][0]
+    kv_on = torch.stack(
+        [sl(f"{pre}.{p}.{s}", 0, n_kv)[1] for p in (spec.k, spec.v) for s in ("weight", "bias")]
+    ).all(0)
+    dropped = v_off | o_off.view(n_kv, group).all(1)
+    _raise_partial(dropped, kv_on, f"{pre}.{spec.v}.weight", "key/value head")
+    zero = o_off & (~dropped).repeat_interleave(group)
+    return ~dropped, zero
 
 
 def _raise_partial(dropped: Tensor, kept: Tensor, name: str, unit: str) -> None:
@@ -175,12 +209,16 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
         n_ffn = hf_pruned.sub(block, spec.down).in_features
         n_heads = hf_pruned.sub(block, spec.o).in_features // hd
         group = n_heads // (hf_pruned.sub(block, spec.k).out_features // hd)
-        masks = _unit_view(module.masks, pre, spec, hd, names, group)
+        masks = _unit_view(module.masks, pre, spec, hd, names)
+        zero = torch.zeros(n_heads, dtype=torch.bool)
         try:
             ffn = _ffn_plan(masks, pre, spec, n_ffn)
-            groups = _head_plan(masks, pre, spec, n_heads // group)
+            if group == 1:
+                groups = _head_plan(masks, pre, spec, n_heads)
+            else:
+                groups, zero = _gqa_plan(masks, pre, spec, n_heads, group)
         except _PartialUnit as exc:
-            raise _partial_error(exc, group) from None
+            raise _partial_error(exc) from None
         heads = groups.repeat_interleave(group)  # a kept group keeps all its query heads
         layers.append(
             LayerPlan(
@@ -189,6 +227,7 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
                 heads.nonzero().flatten().tolist(),
                 n_heads,
                 group,
+                zero.nonzero().flatten().tolist(),
             )
         )
         covered.update(_layer_names(pre, spec))
@@ -205,30 +244,22 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
 
 
 def _unit_view(
-    masks: Mapping[str, Tensor],
-    pre: str,
-    spec: LayerSpec,
-    hd: int,
-    params: Mapping[str, Tensor],
-    group: int = 1,
+    masks: Mapping[str, Tensor], pre: str, spec: LayerSpec, hd: int, params: Mapping[str, Tensor]
 ) -> dict[str, object]:
-    """Masks of one block reshaped so that dim 0 / dim 1 index whole units.
+    """Masks of one block reshaped so that dim 0 / dim 1 index whole units (heads of
+    ``hd`` rows: query heads in q and o, key/value heads in k and v).
 
-    Under grouped-query attention (``group`` query heads per key/value head) the
-    attention unit is one key/value head with its ``group`` query heads: q rows and o
-    columns are viewed ``group * hd`` wide, k and v rows ``hd`` wide.
     Parameters the block lacks map to ``_ABSENT``; unmasked ones are left out.
     """
     out: dict[str, object] = {n: _ABSENT for n in _layer_names(pre, spec) if n not in params}
     for p in (spec.q, spec.k, spec.v):
-        width = hd * group if p == spec.q else hd
         for s in ("weight", "bias"):
             m = masks.get(f"{pre}.{p}.{s}")
             if m is not None:
-                out[f"{pre}.{p}.{s}"] = m.reshape(-1, width, *m.shape[1:])  # (units, w, [in])
+                out[f"{pre}.{p}.{s}"] = m.reshape(-1, hd, *m.shape[1:])  # (heads, hd, [in])
     m = masks.get(f"{pre}.{spec.o}.weight")
     if m is not None:
-        out[f"{pre}.{spec.o}.weight"] = m.reshape(m.shape[0], -1, hd * group)  # (out, units, w)
+        out[f"{pre}.{spec.o}.weight"] = m.reshape(m.shape[0], -1, hd)  # (out, heads, hd)
     for p in (*spec.up, spec.down):
         for s in ("weight", "bias"):
             if f"{pre}.{p}.{s}" in masks:
@@ -236,13 +267,10 @@ def _unit_view(
     return out
 
 
-def _partial_error(exc: _PartialUnit, group: int = 1) -> InputError:
+def _partial_error(exc: _PartialUnit) -> InputError:
     shown = ", ".join(map(str, exc.idx[:5])) + (" ..." if len(exc.idx) > 5 else "")
-    unit = exc.unit
-    if group > 1 and unit == "attention head":
-        unit = f"key/value group ({group} query heads sharing one key/value head)"
     return InputError(
-        f"module mask is not structured around {exc.name!r}: {len(exc.idx)} {unit}(s) "
+        f"module mask is not structured around {exc.name!r}: {len(exc.idx)} {exc.unit}(s) "
         f"[{shown}] are partly kept (found a mix of kept and masked entries; expected each "
         "unit kept whole or dropped whole). Learn a structured module, or use the sparse path"
     )
@@ -283,7 +311,9 @@ def _kept_part(
 ) -> Tensor:
     i = int(name[len(blocks) + 1 :].split(".")[0])
     lp, sub = layers[i], name[len(blocks) + 1 :].split(".", 1)[1].rsplit(".", 1)[0]
-    heads = torch.tensor(lp.head_keep, dtype=torch.long)
+    # query heads kept only as zeros inside a kept group: their masked entries are expected
+    live = [h for h in lp.head_keep if h not in set(lp.head_zero)]
+    heads = torch.tensor(live, dtype=torch.long)
     cols = (heads[:, None] * hd + torch.arange(hd)).flatten()
     kv = torch.tensor(lp.kv_keep, dtype=torch.long)
     kv_cols = (kv[:, None] * hd + torch.arange(hd)).flatten()
