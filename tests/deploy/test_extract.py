@@ -246,8 +246,15 @@ def test_unsupported_family_and_gqa() -> None:
     module = ModuleMask(
         masks={"model.layers.0.self_attn.o_proj.weight": keep_h.expand(32, 32).clone()}
     )
-    with pytest.raises(InputError, match="grouped-query"):
-        extract_module(model, module)
+    # under GQA a whole key/value group is the unit removed: query head 3 dropped alone
+    # stays (zero output columns) with its group; half a head is refused
+    small = extract_module(model, module)
+    assert small.config.head_counts == [4]
+    half = keep_h.clone()
+    half[4] = False
+    bad = ModuleMask(masks={"model.layers.0.self_attn.o_proj.weight": half.expand(32, 32).clone()})
+    with pytest.raises(InputError, match=r"1 attention head\(s\) \[0\] are partly kept"):
+        extract_module(model, bad)
 
 
 def test_wrapped_classifier_backbone_is_pruned() -> None:

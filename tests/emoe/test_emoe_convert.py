@@ -96,15 +96,21 @@ def test_resolve_layers():
         resolve_layers([1, -1], 2)
 
 
-def test_gated_ffn_is_rejected():
+def test_gated_ffn_converts_with_keys_unchanged(ids):
     import transformers as tf
 
     cfg = tf.LlamaConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
         num_key_value_heads=2, intermediate_size=48,
     )  # fmt: skip
-    with pytest.raises(InputError, match=r"gated FFN .*SwiGLU"):
-        emoe_convert(tf.LlamaForCausalLM(cfg), experts=4, top_k=1, layers="all")
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(cfg).eval()
+    keys = set(model.state_dict())
+    with pytest.raises(InputError, match="48 neurons into 5 equal-size experts"):
+        emoe_convert(model, experts=5, top_k=1, layers="all")
+    emoe_convert(model, experts=4, top_k=1, layers="all")
+    assert emoe_layers(model)[0].layout.mul == "up_proj"  # gate/up/down cut together
+    assert set(model.state_dict()) == keys
 
 
 def test_refresh_gates_counts_layers_and_resets():

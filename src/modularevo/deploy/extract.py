@@ -5,7 +5,12 @@ A *structured* module keeps or drops whole units:
 - FFN neuron ``j`` of a layer = row ``j`` of each up projection (weight and bias)
   and column ``j`` of the down projection;
 - attention head ``h`` = rows ``h*d:(h+1)*d`` of q, k, v (weights and biases) and
-  the same columns of the output projection.
+  the same columns of the output projection; under grouped-query attention (Llama,
+  Qwen, Gemma with fewer key/value heads than query heads) the unit removed is a whole
+  key/value group: key/value head ``g`` (rows of k and v) with its query heads
+  ``g*G .. (g+1)*G - 1`` (rows of q, columns of the output projection). A group is
+  dropped when its v rows are masked or all its query heads are; a query head dropped
+  inside a kept group stays, with zero output columns (per-head structured modules).
 
 A unit is *dropped* when its output is exactly zero in the masked model: the down
 column (o columns) are all masked, or an up row with its bias (v rows with bias)
@@ -55,9 +60,11 @@ def sliced_state_dict(model: nn.Module, module: ModuleMask, plan: ExtractPlan) -
     for i, lp in enumerate(plan.layers):
         pre = f"{plan.blocks}.{i}"
         cols = _index(lp.head_total, hd, lp.head_keep)
+        kv_cols = _index(lp.head_total // lp.group, hd, lp.kv_keep)
         ffn = _index(lp.ffn_total, 0, lp.ffn_keep)
-        for p in (spec.q, spec.k, spec.v):
-            _select(sd, f"{pre}.{p}", 0, cols)
+        _select(sd, f"{pre}.{spec.q}", 0, cols)
+        for p in (spec.k, spec.v):
+            _select(sd, f"{pre}.{p}", 0, kv_cols)
         sd[f"{pre}.{spec.o}.weight"] = sd[f"{pre}.{spec.o}.weight"].index_select(1, cols)
         for p in spec.up:
             _select(sd, f"{pre}.{p}", 0, ffn)
@@ -72,7 +79,8 @@ def _select(sd: dict[str, Tensor], prefix: str, dim: int, idx: Tensor) -> None:
 
 
 def _keep_one(plan: ExtractPlan, module: ModuleMask, model: nn.Module) -> ModuleMask:
-    """Layers left with no head keep head 0 with zeroed output columns (exactly zero)."""
+    """Layers left with no head keep head 0 (key/value group 0 under GQA) with zeroed
+    output columns (exactly zero)."""
     spec = FAMILY_SPECS[plan.family][1]
     masks = dict(module.masks)
     hd = hf_pruned.head_dim_of(model.config)  # type: ignore[attr-defined]
@@ -80,10 +88,10 @@ def _keep_one(plan: ExtractPlan, module: ModuleMask, model: nn.Module) -> Module
     for i, lp in enumerate(plan.layers):
         if lp.head_keep:
             continue
-        lp.head_keep = [0]
+        lp.head_keep = list(range(lp.group))
         name = f"{plan.blocks}.{i}.{spec.o}.weight"
         m = masks.get(name, torch.ones_like(params[name], dtype=torch.bool)).clone()
-        m[:, :hd] = False
+        m[:, : hd * lp.group] = False
         masks[name] = m
     return ModuleMask(masks=masks, domain=module.domain, metadata=module.metadata)
 
@@ -107,7 +115,6 @@ def extract_module(model: nn.Module, module: ModuleMask, *, strict: bool = True)
     if isinstance(backbone, nn.Module) and type(model).__name__ not in _all_pruned_names():
         return _extract_wrapped(model, backbone, module, strict=strict)
     plan = plan_extraction(model, module, strict=strict)
-    _check_gqa(model, plan)
     module = _keep_one(plan, module, model)
     cls = _pruned_class(model, plan.family)
     cfg = pruned_config(model.config, plan)  # type: ignore[attr-defined]
@@ -144,22 +151,6 @@ def _extract_wrapped(
     new.config = small.config  # type: ignore[attr-defined]
     ModuleMask(masks=outer).apply_(dict(new.named_parameters()))
     return new.eval()
-
-
-def _check_gqa(model: nn.Module, plan: ExtractPlan) -> None:
-    cfg = model.config  # type: ignore[attr-defined]
-    kv = getattr(cfg, "num_key_value_heads", None)
-    heads = getattr(cfg, "num_attention_heads", None)
-    if (
-        kv
-        and heads
-        and kv != heads
-        and any(lp.head_keep != list(range(lp.head_total)) for lp in plan.layers)
-    ):
-        raise InputError(
-            f"head pruning with grouped-query attention ({heads} query heads, {kv} key/value "
-            "heads) is not supported; keep all heads and prune FFN neurons only"
-        )
 
 
 def _pruned_class(model: nn.Module, family: str) -> type:

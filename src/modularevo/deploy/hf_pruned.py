@@ -12,7 +12,9 @@ file: only do that for a folder whose copy you have checked (see docs/deploy.md)
 The pruned shape is stored in two config fields:
 
 - ``ffn_sizes``: intermediate width of each layer's FFN;
-- ``head_counts``: number of attention heads of each layer (head size unchanged).
+- ``head_counts``: number of attention heads of each layer (head size unchanged);
+  under grouped-query attention the query heads, kept in whole groups, so a layer has
+  ``head_counts[i] // (num_attention_heads // num_key_value_heads)`` key/value heads.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from transformers import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    Gemma3ForCausalLM,
+    Gemma3ForSequenceClassification,
+    Gemma3TextConfig,
+    Gemma3TextModel,
     GPTNeoConfig,
     GPTNeoForCausalLM,
     GPTNeoForSequenceClassification,
@@ -35,6 +41,10 @@ from transformers import (
     LlamaForCausalLM,
     LlamaForSequenceClassification,
     LlamaModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2ForSequenceClassification,
+    Qwen2Model,
 )
 
 
@@ -108,7 +118,15 @@ FAMILY_SPECS: dict[str, tuple[str, LayerSpec]] = {
     ),
 }
 
-MODEL_TYPE_FAMILY = {"bert": "bert", "gpt_neo": "gpt_neo", "llama": "llama"}
+# Qwen2 and Gemma 3 lay out their blocks like Llama (GQA, gated FFN; Qwen2 adds q/k/v
+# biases, Gemma 3 q/k norms over the head size): the same spec, their own classes
+FAMILY_SPECS["qwen2"] = FAMILY_SPECS["llama"]
+FAMILY_SPECS["gemma3_text"] = FAMILY_SPECS["llama"]
+
+MODEL_TYPE_FAMILY = {
+    "bert": "bert", "gpt_neo": "gpt_neo", "llama": "llama", "qwen2": "qwen2",
+    "gemma3_text": "gemma3_text",
+}  # fmt: skip
 
 
 def find_blocks(model: nn.Module, family: str) -> tuple[str, nn.ModuleList]:
@@ -130,11 +148,17 @@ def _new_linear(old: nn.Linear, out_f: int, in_f: int) -> nn.Linear:
     return lin.to(device=old.weight.device, dtype=old.weight.dtype)
 
 
-def resize_block(block: nn.Module, spec: LayerSpec, ffn: int, heads: int, head_dim: int) -> None:
-    """Replace a block's Linear layers by empty ones of the pruned shapes, in place."""
+def resize_block(
+    block: nn.Module, spec: LayerSpec, ffn: int, heads: int, head_dim: int, group: int = 1
+) -> None:
+    """Replace a block's Linear layers by empty ones of the pruned shapes, in place.
+
+    ``group``: query heads per key/value head (k and v get ``heads // group`` heads).
+    """
     for path in (spec.q, spec.k, spec.v):
         old = sub(block, path)
-        block.set_submodule(path, _new_linear(old, heads * head_dim, old.in_features))
+        n = heads if path == spec.q else heads // group
+        block.set_submodule(path, _new_linear(old, n * head_dim, old.in_features))
     old = sub(block, spec.o)
     block.set_submodule(spec.o, _new_linear(old, old.out_features, heads * head_dim))
     for path in spec.up:
@@ -164,8 +188,10 @@ def shrink_to_config(model: nn.Module, family: str) -> None:
     _, blocks = find_blocks(model, family)
     spec = FAMILY_SPECS[family][1]
     hd = head_dim_of(cfg)
+    kv = getattr(cfg, "num_key_value_heads", None)
+    group = int(cfg.num_attention_heads) // int(kv) if kv else 1
     for i, block in enumerate(blocks):
-        resize_block(block, spec, int(cfg.ffn_sizes[i]), int(cfg.head_counts[i]), hd)
+        resize_block(block, spec, int(cfg.ffn_sizes[i]), int(cfg.head_counts[i]), hd, group)
 
 
 def _check_fields(config: Any) -> None:
@@ -194,6 +220,18 @@ class PrunedLlamaConfig(LlamaConfig):
     model_type = "modularevo_pruned_llama"
 
 
+class PrunedQwen2Config(Qwen2Config):
+    """Qwen2 config with per-layer ``ffn_sizes`` and ``head_counts``."""
+
+    model_type = "modularevo_pruned_qwen2"
+
+
+class PrunedGemma3TextConfig(Gemma3TextConfig):
+    """Gemma 3 (text) config with per-layer ``ffn_sizes`` and ``head_counts``."""
+
+    model_type = "modularevo_pruned_gemma3_text"
+
+
 def _make(base: type, config_cls: type, family: str) -> type:
     def __init__(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         _check_fields(config)
@@ -217,6 +255,16 @@ PrunedLlamaModel = _make(LlamaModel, PrunedLlamaConfig, "llama")
 PrunedLlamaForCausalLM = _make(LlamaForCausalLM, PrunedLlamaConfig, "llama")
 PrunedLlamaForSequenceClassification = _make(
     LlamaForSequenceClassification, PrunedLlamaConfig, "llama"
+)
+PrunedQwen2Model = _make(Qwen2Model, PrunedQwen2Config, "qwen2")
+PrunedQwen2ForCausalLM = _make(Qwen2ForCausalLM, PrunedQwen2Config, "qwen2")
+PrunedQwen2ForSequenceClassification = _make(
+    Qwen2ForSequenceClassification, PrunedQwen2Config, "qwen2"
+)
+PrunedGemma3TextModel = _make(Gemma3TextModel, PrunedGemma3TextConfig, "gemma3_text")
+PrunedGemma3ForCausalLM = _make(Gemma3ForCausalLM, PrunedGemma3TextConfig, "gemma3_text")
+PrunedGemma3ForSequenceClassification = _make(
+    Gemma3ForSequenceClassification, PrunedGemma3TextConfig, "gemma3_text"
 )
 
 # family -> (config class, {original class name: pruned class})
@@ -244,6 +292,22 @@ PRUNED_CLASSES: dict[str, tuple[type, dict[str, type]]] = {
             "LlamaModel": PrunedLlamaModel,
             "LlamaForCausalLM": PrunedLlamaForCausalLM,
             "LlamaForSequenceClassification": PrunedLlamaForSequenceClassification,
+        },
+    ),
+    "qwen2": (
+        PrunedQwen2Config,
+        {
+            "Qwen2Model": PrunedQwen2Model,
+            "Qwen2ForCausalLM": PrunedQwen2ForCausalLM,
+            "Qwen2ForSequenceClassification": PrunedQwen2ForSequenceClassification,
+        },
+    ),
+    "gemma3_text": (
+        PrunedGemma3TextConfig,
+        {
+            "Gemma3TextModel": PrunedGemma3TextModel,
+            "Gemma3ForCausalLM": PrunedGemma3ForCausalLM,
+            "Gemma3ForSequenceClassification": PrunedGemma3ForSequenceClassification,
         },
     ),
 }

@@ -27,6 +27,13 @@ class LayerPlan:
     ffn_total: int
     head_keep: list[int]
     head_total: int
+    group: int = 1  # query heads per key/value head (grouped-query attention)
+    head_zero: list[int] = field(default_factory=list)  # dropped query heads of kept groups
+
+    @property
+    def kv_keep(self) -> list[int]:
+        """Kept key/value heads (whole groups: one per ``group`` kept query heads)."""
+        return [h // self.group for h in self.head_keep[:: self.group]]
 
 
 @dataclass
@@ -132,6 +139,39 @@ def _head_plan(masks: Mapping[str, object], pre: str, spec: LayerSpec, n: int) -
     return ~dropped
 
 
+def _gqa_plan(
+    masks: Mapping[str, object], pre: str, spec: LayerSpec, n_q: int, group: int
+) -> tuple[Tensor, Tensor]:
+    """Under GQA: (kept key/value groups, dropped query heads inside kept groups).
+
+    ``masks`` is viewed per query head (q rows, o columns) and per key/value head (k, v
+    rows). A query head is dropped when its o columns are all masked, kept when its q
+    rows and o columns are all kept. A group is dropped when its v rows (with bias) are
+    all masked or all its query heads are dropped; otherwise it is kept whole, needs all
+    its k and v rows, and its dropped query heads stay in the smaller model with zero
+    output columns (the structured learner masks query heads one by one). Raises for a
+    partly kept query head or key/value head.
+    """
+    n_kv = n_q // group
+
+    def sl(name: str, dim: int, n: int) -> tuple[Tensor, Tensor]:
+        return _unit_slices(_mask(masks, name), dim, n)
+
+    o_off, o_on = sl(f"{pre}.{spec.o}.weight", 1, n_q)
+    q_on = torch.stack([sl(f"{pre}.{spec.q}.{s}", 0, n_q)[1] for s in ("weight", "bias")]).all(0)
+    head_on = o_on & q_on
+    _raise_partial(o_off, head_on, f"{pre}.{spec.o}.weight", "attention head")
+    v = [sl(f"{pre}.{spec.v}.{s}", 0, n_kv) for s in ("weight", "bias")]
+    v_off = v[0][0] & v[1][0]
+    kv_on = torch.stack(
+        [sl(f"{pre}.{p}.{s}", 0, n_kv)[1] for p in (spec.k, spec.v) for s in ("weight", "bias")]
+    ).all(0)
+    dropped = v_off | o_off.view(n_kv, group).all(1)
+    _raise_partial(dropped, kv_on, f"{pre}.{spec.v}.weight", "key/value head")
+    zero = o_off & (~dropped).repeat_interleave(group)
+    return ~dropped, zero
+
+
 def _raise_partial(dropped: Tensor, kept: Tensor, name: str, unit: str) -> None:
     bad = (~dropped & ~kept).nonzero().flatten()
     if bad.numel():
@@ -168,15 +208,26 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
         pre = f"{blocks_name}.{i}"
         n_ffn = hf_pruned.sub(block, spec.down).in_features
         n_heads = hf_pruned.sub(block, spec.o).in_features // hd
+        group = n_heads // (hf_pruned.sub(block, spec.k).out_features // hd)
         masks = _unit_view(module.masks, pre, spec, hd, names)
+        zero = torch.zeros(n_heads, dtype=torch.bool)
         try:
             ffn = _ffn_plan(masks, pre, spec, n_ffn)
-            heads = _head_plan(masks, pre, spec, n_heads)
+            if group == 1:
+                groups = _head_plan(masks, pre, spec, n_heads)
+            else:
+                groups, zero = _gqa_plan(masks, pre, spec, n_heads, group)
         except _PartialUnit as exc:
             raise _partial_error(exc) from None
+        heads = groups.repeat_interleave(group)  # a kept group keeps all its query heads
         layers.append(
             LayerPlan(
-                ffn.nonzero().flatten().tolist(), n_ffn, heads.nonzero().flatten().tolist(), n_heads
+                ffn.nonzero().flatten().tolist(),
+                n_ffn,
+                heads.nonzero().flatten().tolist(),
+                n_heads,
+                group,
+                zero.nonzero().flatten().tolist(),
             )
         )
         covered.update(_layer_names(pre, spec))
@@ -195,7 +246,8 @@ def plan_extraction(model: nn.Module, module: ModuleMask, *, strict: bool = True
 def _unit_view(
     masks: Mapping[str, Tensor], pre: str, spec: LayerSpec, hd: int, params: Mapping[str, Tensor]
 ) -> dict[str, object]:
-    """Masks of one block reshaped so that dim 0 / dim 1 index whole units.
+    """Masks of one block reshaped so that dim 0 / dim 1 index whole units (heads of
+    ``hd`` rows: query heads in q and o, key/value heads in k and v).
 
     Parameters the block lacks map to ``_ABSENT``; unmasked ones are left out.
     """
@@ -259,11 +311,17 @@ def _kept_part(
 ) -> Tensor:
     i = int(name[len(blocks) + 1 :].split(".")[0])
     lp, sub = layers[i], name[len(blocks) + 1 :].split(".", 1)[1].rsplit(".", 1)[0]
-    heads = torch.tensor(lp.head_keep, dtype=torch.long)
+    # query heads kept only as zeros inside a kept group: their masked entries are expected
+    live = [h for h in lp.head_keep if h not in set(lp.head_zero)]
+    heads = torch.tensor(live, dtype=torch.long)
     cols = (heads[:, None] * hd + torch.arange(hd)).flatten()
+    kv = torch.tensor(lp.kv_keep, dtype=torch.long)
+    kv_cols = (kv[:, None] * hd + torch.arange(hd)).flatten()
     ffn = torch.tensor(lp.ffn_keep, dtype=torch.long)
-    if sub in (spec.q, spec.k, spec.v):
+    if sub == spec.q:
         return m.index_select(0, cols)
+    if sub in (spec.k, spec.v):
+        return m.index_select(0, kv_cols)
     if sub == spec.o:
         return m.index_select(1, cols) if m.dim() == 2 else m
     if sub in spec.up:

@@ -1,9 +1,11 @@
-"""Convert dense FFNs of BERT-family, GPT-2 and GPT-Neo models into EMoE layers.
+"""Convert dense FFNs of BERT-family, GPT-2, GPT-Neo and Llama-family models into EMoE layers.
 
 EMoE (arXiv 2310.10908): for each chosen FFN layer, cluster the L2-normalised key
 rows into E equal-size experts (balanced k-means), permute the neurons so expert e
 is the block [e*s, (e+1)*s) — the dense function is unchanged by this — compute the
 avg-k gates, and swap the FFN module for an :class:`~modularevo.emoe.layer.EMoEFFN`.
+In a gated FFN (Llama, Qwen, Gemma: down(act(gate x) * up x)) the keys are the gate
+rows, and each expert is the same neuron block of gate, up and down together.
 
 Example:
     >>> from modularevo.models import load_model
@@ -53,6 +55,8 @@ class FFNSite:
         layout: attribute names of that module's parts.
         up: qualified name of the key layer W0.
         down: qualified name of the value layer W1.
+        mul: qualified name of a gated FFN's linear branch (``up_proj``); ``up`` is then
+            the gate (``gate_proj``).
     """
 
     index: int
@@ -60,46 +64,51 @@ class FFNSite:
     layout: FFNLayout
     up: str
     down: str
+    mul: str | None = None
 
 
 def find_ffn_sites(model: nn.Module) -> list[FFNSite]:
     """All FFN layers of ``model`` in order, with the module EMoE would replace.
 
     Raises:
-        InputError: for a gated (SwiGLU) FFN or an FFN module whose layout is not
-            BERT-intermediate, GPT-2/GPT-Neo MLP or up/act/down.
+        InputError: for an FFN module whose layout is not BERT-intermediate, GPT-2/GPT-Neo
+            MLP, a gated gate/up/down MLP (Llama family) or up/act/down.
     """
     info = describe(model)
     modules = dict(model.named_modules())
     sites = []
     for index, ffn in enumerate(info.ffn):
-        if ffn.gate is not None:
-            raise InputError(
-                f"layer {index} ({ffn.layer}) has a gated FFN (SwiGLU, family {info.family!r}); "
-                "EMoE conversion supports BERT, GPT-2 and GPT-Neo style FFNs only"
-            )
-        parent_name = ffn.up.rsplit(".", 1)[0]
-        layout = _match_layout(modules[parent_name], modules[ffn.up], modules[ffn.down])
+        key, mul = (ffn.gate, ffn.up) if ffn.gate is not None else (ffn.up, None)
+        parent_name = key.rsplit(".", 1)[0]
+        layout = _match_layout(
+            modules[parent_name], modules[key], modules[ffn.down], modules[mul] if mul else None
+        )
         if layout is None:
             raise InputError(
                 f"cannot tell the parts of FFN module {parent_name!r} "
                 f"({type(modules[parent_name]).__name__}); expected attributes "
                 f"{[lay.__dict__ for lay in LAYOUTS]}"
             )
-        sites.append(FFNSite(index, parent_name, layout, ffn.up, ffn.down))
+        sites.append(FFNSite(index, parent_name, layout, key, ffn.down, mul))
     if not sites:
         raise InputError(
             f"found no FFN layers in {type(model).__name__} (family {info.family!r}); "
-            "pass a BERT-family, GPT-2 or GPT-Neo model"
+            "pass a BERT-family, GPT-2, GPT-Neo or Llama-family model"
         )
     return sites
 
 
-def _match_layout(parent: nn.Module, up: nn.Module, down: nn.Module) -> FFNLayout | None:
+def _match_layout(
+    parent: nn.Module, up: nn.Module, down: nn.Module, mul: nn.Module | None
+) -> FFNLayout | None:
     if isinstance(parent, EMoEFFN):
         return parent.layout
     for lay in LAYOUTS:
         if getattr(parent, lay.up, None) is not up or not hasattr(parent, lay.act):
+            continue
+        if (lay.mul is None) != (mul is None):
+            continue
+        if lay.mul is not None and getattr(parent, lay.mul, None) is not mul:
             continue
         if lay.down is None or getattr(parent, lay.down, None) is down:
             return lay
@@ -117,18 +126,22 @@ def emoe_layers(model: nn.Module) -> dict[int, EMoEFFN]:
 
 
 @torch.no_grad()
-def permute_ffn_(up: nn.Module, down: nn.Module, perm: Tensor) -> None:
+def permute_ffn_(
+    up: nn.Module, down: nn.Module, perm: Tensor, mul: nn.Module | None = None
+) -> None:
     """Reorder FFN neurons in place: new neuron i = old neuron ``perm[i]``.
 
-    Permutes the key rows and bias of ``up`` and the value columns of ``down``
-    (nn.Linear or Conv1D), which leaves the FFN function unchanged. Parameters keep
-    their identity, so optimizers and references stay valid.
+    Permutes the key rows and bias of ``up`` (and of a gated FFN's linear branch
+    ``mul``) and the value columns of ``down`` (nn.Linear or Conv1D), which leaves the
+    FFN function unchanged. Parameters keep their identity, so optimizers and
+    references stay valid.
     """
-    w_up: Tensor = up.weight  # type: ignore[assignment]
-    w_up.copy_(w_up[:, perm] if is_conv1d(up) else w_up[perm])
-    b_up = getattr(up, "bias", None)
-    if isinstance(b_up, Tensor):
-        b_up.copy_(b_up[perm])
+    for layer in (up, mul) if mul is not None else (up,):
+        w_up: Tensor = layer.weight  # type: ignore[assignment]
+        w_up.copy_(w_up[:, perm] if is_conv1d(layer) else w_up[perm])
+        b_up = getattr(layer, "bias", None)
+        if isinstance(b_up, Tensor):
+            b_up.copy_(b_up[perm])
     w_down: Tensor = down.weight  # type: ignore[assignment]
     w_down.copy_(w_down[perm] if is_conv1d(down) else w_down[:, perm])
 
@@ -139,8 +152,9 @@ def emoe_convert(
     """Turn the chosen dense FFN layers of ``model`` into EMoE layers, in place.
 
     Args:
-        model: a BERT-family (BertModel, BertFor*, MiniLM), GPT-2 or GPT-Neo model, bare
-            or wrapped (e.g. ``SequenceClassifier``).
+        model: a BERT-family (BertModel, BertFor*, MiniLM), GPT-2, GPT-Neo or Llama-family
+            (Llama, Qwen2, Gemma 3: gated FFN) model, bare or wrapped (e.g.
+            ``SequenceClassifier``).
         cfg: an :class:`EMoEConfig` (or a dict of its fields).
         **settings: overrides of single fields, e.g. ``experts=16, top_k=4, layers=[10, 11]``.
 
@@ -178,7 +192,7 @@ def _convert_site(model: nn.Module, site: FFNSite, cfg: EMoEConfig) -> EMoEFFN:
         normalize_rows(keys), cfg.experts, seed=cfg.seed, max_iter=cfg.max_iter, method=cfg.assign
     )
     perm = expert_permutation(labels, cfg.experts)
-    permute_ffn_(up, down, perm)
+    permute_ffn_(up, down, perm, model.get_submodule(site.mul) if site.mul else None)
     gates = avg_k_gates(ffn_keys(up), cfg.experts)
     layer = wrap_ffn(model, site, gates=gates, top_k=cfg.top_k, refresh=cfg.refresh_gates)
     layer.perm = perm  # new neuron i = original neuron perm[i]
@@ -197,7 +211,8 @@ def wrap_ffn(
         The new layer (already placed in ``model``).
     """
     dense = model.get_submodule(site.name)
-    names = [site.layout.up, site.layout.act, site.layout.down, site.layout.dropout]
+    lay = site.layout
+    names = [lay.up, lay.act, lay.down, lay.dropout, lay.mul]
     parts = {n: getattr(dense, n) for n in names if n is not None}
     layer = EMoEFFN(
         parts, layout=site.layout, gates=gates.to(ffn_keys(parts[site.layout.up]).device),

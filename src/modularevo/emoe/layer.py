@@ -2,7 +2,8 @@
 
 :class:`EMoEFFN` replaces a dense FFN module in place. It keeps the original
 sub-modules under their original attribute names (``dense`` for BERT's
-intermediate, ``c_fc``/``c_proj`` for GPT-2 and GPT-Neo), so the model's state-dict
+intermediate, ``c_fc``/``c_proj`` for GPT-2 and GPT-Neo, ``gate_proj``/``up_proj``/
+``down_proj`` for the gated FFNs of Llama, Qwen and Gemma), so the model's state-dict
 keys do not change and ``save_pretrained`` still writes a plain dense checkpoint.
 The gate vectors are a non-persistent fp32 buffer, saved apart by
 :func:`modularevo.emoe.convert.save_emoe`.
@@ -42,18 +43,23 @@ class FFNLayout:
             (BERT's ``intermediate`` holds only ``dense`` + activation; ``output.dense``
             follows it), then the module returns the masked activations.
         dropout: dropout applied after ``down``, if any.
+        mul: the linear branch of a gated FFN (Llama's ``up_proj``), multiplied with
+            act(up x); ``up`` is then the gate (``gate_proj``), whose rows are the keys.
+            An expert is a block of neurons across gate, up and down together.
     """
 
     up: str
     act: str
     down: str | None = None
     dropout: str | None = None
+    mul: str | None = None
 
 
 BERT_INTERMEDIATE = FFNLayout("dense", "intermediate_act_fn")
 GPT_MLP = FFNLayout("c_fc", "act", "c_proj", "dropout")
 PLAIN = FFNLayout("up", "act", "down")
-LAYOUTS: tuple[FFNLayout, ...] = (BERT_INTERMEDIATE, GPT_MLP, PLAIN)
+GATED_MLP = FFNLayout("gate_proj", "act_fn", "down_proj", mul="up_proj")  # Llama/Qwen/Gemma
+LAYOUTS: tuple[FFNLayout, ...] = (BERT_INTERMEDIATE, GPT_MLP, GATED_MLP, PLAIN)
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -71,7 +77,8 @@ def ffn_keys(up: nn.Module) -> Tensor:
     if not isinstance(weight, Tensor) or weight.dim() != 2:
         raise InputError(
             f"the FFN key layer must be nn.Linear or Conv1D with a 2-D weight, "
-            f"got {type(up).__name__}; EMoE supports BERT, GPT-2 and GPT-Neo style FFNs"
+            f"got {type(up).__name__}; EMoE supports BERT, GPT-2, GPT-Neo and gated "
+            "(Llama-family) FFNs"
         )
     return weight.t() if is_conv1d(up) else weight
 
@@ -109,7 +116,7 @@ class EMoEFFN(nn.Module):
         original: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        for name in (layout.up, layout.act, layout.down, layout.dropout):
+        for name in (layout.up, layout.act, layout.down, layout.dropout, layout.mul):
             if name is not None and name not in parts:
                 raise InputError(f"FFN part {name!r} missing; got parts {sorted(parts)}")
         for name, module in parts.items():
@@ -141,15 +148,17 @@ class EMoEFFN(nn.Module):
         return cls({"up": up, "act": act, "down": down}, layout=PLAIN, gates=gates, top_k=top_k)
 
     def part(self, role: str) -> nn.Module:
-        """The sub-module playing ``role`` ("up", "act", "down", "dropout")."""
+        """The sub-module playing ``role`` ("up", "act", "down", "dropout", "mul")."""
         name = getattr(self.layout, role)
         if name is None:
             raise InputError(f"this EMoE FFN has no {role!r} part (layout {self.layout})")
         return getattr(self, name)
 
     def hidden(self, x: Tensor) -> Tensor:
-        """Dense activations act(W0 x + b0): (..., d_ff), no expert mask."""
-        return self.part("act")(self.part("up")(x))
+        """Dense activations act(W0 x + b0) (times the linear branch of a gated FFN):
+        (..., d_ff), no expert mask."""
+        h = self.part("act")(self.part("up")(x))
+        return h * self.part("mul")(x) if self.layout.mul else h
 
     def router_logits(self, x: Tensor) -> Tensor:
         """Avg-k router logits (..., E) in fp32: the mean pre-activation of each expert."""

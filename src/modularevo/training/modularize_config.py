@@ -109,6 +109,15 @@ class ModularizeConfig(BaseModel):
     stop_after_last_level: bool = Field(
         True, description="stop once the lowest snapshot level is crossed"
     )
+    sampled_softmax: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "causal_lm only: train against a sampled softmax over the batch's target ids plus "
+            "this many vocabulary ids drawn uniformly (importance-corrected), so a 262k-way "
+            "head does not dominate the step; validation losses stay exact. None: full softmax"
+        ),
+    )
     structured: bool = Field(False, description="mask whole FFN neurons and attention heads")
     mask_bias: bool = Field(True, description="unstructured: cover the biases of masked layers")
     eval_every: int = Field(50, ge=1, description="steps between validation losses")
@@ -142,6 +151,15 @@ class ModularizeConfig(BaseModel):
         if any(not 0 < x < 1 for x in v):
             raise ValueError(f"levels must lie strictly between 0 and 1, got {list(v)}")
         return tuple(sorted(set(v), reverse=True))
+
+    @model_validator(mode="after")
+    def _sampled_only_causal(self) -> ModularizeConfig:
+        if self.sampled_softmax is not None and self.kind != "causal_lm":
+            raise ValueError(
+                f"sampled_softmax applies to kind causal_lm only, got kind {self.kind!r}; "
+                "masked_lm already projects only the masked positions"
+            )
+        return self
 
     @model_validator(mode="after")
     def _init_range(self) -> ModularizeConfig:

@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from modularevo.config import apply_overrides, load_config, validate
@@ -63,7 +66,7 @@ from modularevo.utils.seed import derived_generator, derived_seed, seed_everythi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_module", "level_tag", "modularize", "run_seed"]
+__all__ = ["build_module", "level_tag", "modularize", "run_seed", "sampled_causal_loss"]
 
 TOKEN_LEVELS = (0.9, 0.75, 0.5, 0.25, 0.1)
 
@@ -266,9 +269,72 @@ def _score_params(run: _Run) -> list[nn.Parameter]:
     return list(run.scores.parameters())
 
 
+def sampled_causal_loss(
+    model: nn.Module,
+    masked: Mapping[str, Tensor],
+    batch: Mapping[str, Tensor],
+    n_sampled: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """Causal-LM loss with a sampled softmax: the body runs with ``masked`` parameters,
+    the (frozen) head scores only the batch's target ids plus ``n_sampled`` other ids
+    drawn uniformly without replacement.
+
+    Each drawn id stands for ``(V - T) / n_sampled`` of the V - T non-target ids, so its
+    logit gets ``+log((V - T) / n_sampled)``: an importance-sampled estimate of the
+    partition function. With ``n_sampled >= V - T`` this is exactly the full softmax.
+
+    Args:
+        model: a causal LM (``base_model_prefix`` body + output embeddings).
+        masked: masked parameter tensors by name (others are the model's own).
+        batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 = not scored).
+        n_sampled: number of non-target ids in the softmax.
+        generator: draws the ids (CPU).
+    """
+    prefix = str(getattr(model, "base_model_prefix", ""))
+    body = getattr(model, prefix)
+    own = {n[len(prefix) + 1 :]: t for n, t in masked.items() if n.startswith(prefix + ".")}
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = functional_call(body, own, (), inputs, strict=False)[0]  # (B, T, H)
+    labels = batch["labels"][:, 1:]
+    scored = labels != -100
+    h, y = hidden[:, :-1][scored], labels[scored]  # (n, H), (n,)
+    head: Any = model.get_output_embeddings()  # type: ignore[operator]
+    head_name = next(n for n, p in model.named_parameters() if p is head.weight)
+    weight = masked.get(head_name, head.weight)  # (V, H)
+    vocab = weight.shape[0]
+    targets = torch.unique(y)
+    is_target = torch.zeros(vocab, dtype=torch.bool)
+    is_target[targets.cpu()] = True
+    others = (~is_target).nonzero().flatten()
+    n = min(n_sampled, others.numel())
+    drawn = others[torch.randperm(others.numel(), generator=generator)[:n]].to(y.device)
+    cand = torch.cat([targets, drawn])
+    logits = (h @ weight[cand].t()).float()  # (n, |cand|)
+    bias = getattr(head, "bias", None)
+    if isinstance(bias, Tensor):
+        logits = logits + bias[cand].float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    if n:
+        correction = torch.zeros(cand.numel(), device=logits.device)
+        correction[targets.numel() :] = math.log(others.numel() / n)
+        logits = logits + correction
+    position = torch.empty(vocab, dtype=torch.long, device=y.device)
+    position[targets] = torch.arange(targets.numel(), device=y.device)
+    return nn.functional.cross_entropy(logits, position[y])
+
+
 def _lm_grads(run: _Run, batch: Mapping[str, Tensor]) -> tuple[float, list[Tensor]]:
     """LM loss and its gradient to every score tensor (the pressure not included)."""
-    out = run.wrapped(**batch, sparse_head=run.sparse_head)
+    n_sampled = run.cfg.sampled_softmax
+    if n_sampled is not None:
+        masked = run.scores.masked_params(dict(run.model.named_parameters()))
+        gen = derived_generator(run.seed, "sampled_softmax", run.step)
+        out = SimpleNamespace(loss=sampled_causal_loss(run.model, masked, batch, n_sampled, gen))
+    else:
+        out = run.wrapped(**batch, sparse_head=run.sparse_head)
     params = _score_params(run)
     grads = torch.autograd.grad(out.loss, params, allow_unused=True)
     return float(out.loss.detach()), [
@@ -373,7 +439,11 @@ def _calibrate(run: _Run) -> dict[str, Any]:
     mean = _sample([a / k for a in s1], n, derived_generator(run.seed, "calibration"))
     sq = _sample([b / k for b in s2], n, derived_generator(run.seed, "calibration"))
     press = _sample([alpha * u for u in unit], n, derived_generator(run.seed, "calibration"))
-    speed = (press + mean) / (press**2 + 2 * press * mean + sq).sqrt().clamp_min(1e-30)
+    # with one calibration batch the second moment is an exact square, (press + mean)^2,
+    # which rounding can push below zero: clamp before the root (a NaN speed made the
+    # planned lr collapse to ~1e-19 on gemma-270m)
+    second = (press**2 + 2 * press * mean + sq).clamp_min(0)
+    speed = (press + mean) / second.sqrt().clamp_min(1e-30)
     level = cfg.snapshot_levels[-1]
     disp = _predicted_displacement(speed.double(), cfg, level)
     area = _planned_area(cfg)
