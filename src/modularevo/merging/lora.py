@@ -45,6 +45,7 @@ from modularevo.errors import InputError
 from modularevo.io.hf_files import read_config
 from modularevo.io.reader import model_dir, open_model
 from modularevo.io.writer import ShardedWriter, TensorSpec
+from modularevo.merging._linalg import robust_svd
 from modularevo.utils.atomic import atomic_dir, check_output_path
 from modularevo.utils.lazy import LazyModule
 
@@ -247,7 +248,7 @@ def materialise_adapter(adapter: str | Path, base: str | Path, dest: str | Path)
 def lora_factors(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """``(A, B)`` with ``B A`` the best rank-``rank`` approximation of ``delta`` (out, in):
     ``A = Σ_r^½ V_rᵀ`` (rank, in), ``B = U_r Σ_r^½`` (out, rank)."""
-    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    u, s, vh = robust_svd(delta.float(), full_matrices=False)
     root = s[:rank].sqrt()
     return (root[:, None] * vh[:rank]).contiguous(), (u[:, :rank] * root).contiguous()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from modularevo.merging._linalg import robust_svd
 from modularevo.merging.methods._params import OpenParam, resolve_params, weight_param
 from modularevo.merging.methods.spectral import is_matrix, task_vectors
 from modularevo.merging.spec import register_method
@@ -36,7 +37,7 @@ else:
 
 def low_rank(m: Tensor, k: int) -> Tensor:
     """The best rank-``k`` approximation of the matrix ``m`` (truncated SVD)."""
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    u, s, vh = robust_svd(m, full_matrices=False)
     return (u[:, :k] * s[:k]) @ vh[:k]
 
 

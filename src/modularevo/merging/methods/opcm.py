@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modularevo.merging._linalg import robust_svd
 from modularevo.merging.methods._params import OpenParam, resolve_params, weight_param
 from modularevo.merging.methods.spectral import is_matrix, task_vectors
 from modularevo.merging.spec import register_method
@@ -56,7 +57,7 @@ def project_away(merged: Tensor, tau: Tensor, alpha: float) -> Tensor:
     """The part of the matrix ``tau`` that OPCM adds to the running matrix ``merged``."""
     if not bool(merged.any()):
         return tau
-    u, s, vh = torch.linalg.svd(merged, full_matrices=True)
+    u, s, vh = robust_svd(merged, full_matrices=True)
     p = u.T @ tau @ vh.T  # (rows, cols) in merged's singular bases
     p.diagonal().zero_()
     k = split_rank(s, alpha)

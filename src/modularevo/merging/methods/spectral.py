@@ -22,7 +22,8 @@ Each works on one weight matrix at a time, on the task vectors ``τ_t = w_t (θ_
 Tensors that are not matrices (biases, LayerNorm weights) take the mean of the task
 vectors, as the papers and FusionBench do. The definitions (block sizes, the
 orthogonalisation, the flat spectrum) follow FusionBench 0.2's implementations of the
-three methods; each result is computed here in float32 with ``torch.linalg.svd``.
+three methods; each result is computed here in float32 with ``torch.linalg.svd`` (with a
+fallback when it does not converge: merging/_linalg.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from modularevo.merging._linalg import robust_svd
 from modularevo.merging.methods._params import OpenParam, resolve_params, weight_param
 from modularevo.merging.spec import register_method
 from modularevo.utils.lazy import LazyModule
@@ -60,7 +62,7 @@ def is_matrix(t: Tensor) -> bool:
 
 def nearest_orthogonal(m: Tensor) -> Tensor:
     """The matrix with orthonormal columns closest to ``m`` (``P Qᵀ`` for ``m = P S Qᵀ``)."""
-    p, _, qh = torch.linalg.svd(m, full_matrices=False)
+    p, _, qh = robust_svd(m, full_matrices=False)
     return p @ qh
 
 
@@ -70,7 +72,7 @@ def tsv_merge(taus: Sequence[Tensor]) -> Tensor:
     keep = max(1, r // len(taus))
     us, ss, vhs = [], [], []
     for tau in taus:
-        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+        u, s, vh = robust_svd(tau, full_matrices=False)
         us.append(u[:, :keep])
         ss.append(s[:keep])
         vhs.append(vh[:keep])
@@ -81,7 +83,7 @@ def tsv_merge(taus: Sequence[Tensor]) -> Tensor:
 
 def iso_c_merge(taus: Sequence[Tensor]) -> Tensor:
     """Iso-C's merged task matrix: the sum with its singular values replaced by their mean."""
-    u, s, vh = torch.linalg.svd(torch.stack(list(taus)).sum(dim=0), full_matrices=False)
+    u, s, vh = robust_svd(torch.stack(list(taus)).sum(dim=0), full_matrices=False)
     return s.mean() * (u @ vh)
 
 
@@ -98,13 +100,13 @@ def iso_cts_merge(taus: Sequence[Tensor], fraction: float) -> Tensor:
     """Iso-CTS's merged task matrix (see the module doc)."""
     r = min(taus[0].shape)
     k, per_task = common_size(r, len(taus), fraction)
-    u, s, vh = torch.linalg.svd(torch.stack(list(taus)).sum(dim=0), full_matrices=False)
+    u, s, vh = robust_svd(torch.stack(list(taus)).sum(dim=0), full_matrices=False)
     us, ss, vhs = [u[:, :k]], [s[:k]], [vh[:k]]
     if per_task:
         common = us[0]
         for tau in taus:
             rest = tau - common @ (common.T @ tau)  # the task outside the common subspace
-            ut, st, vht = torch.linalg.svd(rest, full_matrices=False)
+            ut, st, vht = robust_svd(rest, full_matrices=False)
             us.append(ut[:, :per_task])
             ss.append(st[:per_task])
             vhs.append(vht[:per_task])
