@@ -63,7 +63,10 @@ def pack_texts(
     """Tokenize ``texts`` and pack them into blocks of ``max_length`` tokens.
 
     Encoder-style blocks (``masked_lm``, ``seq2seq``) are framed ``[CLS] ... [SEP]``
-    when the tokenizer has those tokens.
+    when the tokenizer has those tokens. Causal blocks start with the tokenizer's
+    beginning-of-sequence token when the tokenizer adds one itself (Gemma, Llama):
+    those models saw it first in every pre-training sequence, and without it their
+    loss on the first tokens is far above what they can do.
 
     Returns:
         A ``(num_blocks, max_length)`` int64 tensor.
@@ -79,7 +82,8 @@ def pack_texts(
             stream.extend(doc)
             stream.append(ids.sep)
     framed = kind != "causal_lm" and ids.cls is not None
-    body = max_length - 2 if framed else max_length
+    bos = _leading_bos(tokenizer) if kind == "causal_lm" else None
+    body = max_length - 2 if framed else max_length - (bos is not None)
     n = len(stream) // body
     if n < 1:
         raise InputError(
@@ -91,7 +95,21 @@ def pack_texts(
         cls_col = torch.full((n, 1), ids.cls, dtype=torch.long)  # type: ignore[arg-type]
         sep_col = torch.full((n, 1), ids.sep, dtype=torch.long)
         blocks = torch.cat([cls_col, blocks, sep_col], dim=1)
+    elif bos is not None:
+        blocks = torch.cat([torch.full((n, 1), bos, dtype=torch.long), blocks], dim=1)
     return blocks  # (num_blocks, max_length)
+
+
+def _leading_bos(tokenizer: Any) -> int | None:
+    """The BOS id if the tokenizer puts it in front of a text by itself, else None."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not isinstance(bos, int):
+        return None
+    try:
+        first = tokenizer("a", add_special_tokens=True)["input_ids"][:1]
+    except Exception:
+        return None
+    return bos if first == [bos] else None
 
 
 def _mlm(blocks: Tensor, ids: TokenIds, generator: torch.Generator, prob: float) -> dict:
