@@ -76,6 +76,14 @@ def test_task_type_is_read_from_the_columns():
         resolve_task_type("generation", labelled)
 
 
+@pytest.mark.parametrize("key", ["gates", "distill"])
+def test_deployment_training_is_refused_on_a_generation_task(tmp_path, key):
+    model, tok = load_model("tiny-gptneo", "causal_lm")
+    with pytest.raises(InputError, match=f"`{key}` works on classification tasks only"):
+        finetune(_cfg(tmp_path, **{key: {}}), model=model, tokenizer=tok, dataset=pairs_dataset())
+    assert not (tmp_path / "full" / "metrics.json").exists()
+
+
 def test_full_finetune_memorises_pairs_and_saves_predictions(tmp_path):
     model, tok = load_model("tiny-gptneo", "causal_lm")
     res = finetune(_cfg(tmp_path), model=model, tokenizer=tok, dataset=pairs_dataset())

@@ -164,6 +164,12 @@ def _finetune(
 
         dataset = load_dataset(config.task, **dataset_columns(config))
     generation = resolve_task_type(config.task_type, dataset) == "generation"
+    if generation and (config.gates is not None or config.distill is not None):
+        key = "gates" if config.gates is not None else "distill"
+        raise InputError(
+            f"`{key}` works on classification tasks only; {config.task!r} is a generation task. "
+            f"Drop `{key}` from the config, or fine-tune a classification task with it"
+        )
     if model is None and generation:
         # deferred: transformers loads only when no model is given
         from modularevo.models.load import load_model
