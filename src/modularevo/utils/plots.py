@@ -13,6 +13,7 @@ Pure drawing functions on plain numbers (matplotlib, Agg backend, loaded on firs
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -186,14 +187,18 @@ def density_grid(per_module: Mapping[str, Mapping[str, float]], path: str | Path
         1, len(labels), figsize=(max(4.5, 0.75 * len(cols) + 2.2) * len(labels),
                                  0.42 * len(rows) + 2.2), squeeze=False)  # fmt: skip
     im = None
+    # one colour scale for every panel, from 0 to the largest cell (a 0-1 scale would
+    # paint a 0.25 module's 0.17-0.40 spread in one shade)
+    top = max((v for c in cells.values() for v in c.values()), default=1.0)
+    vmax = min(1.0, max(0.05, math.ceil(top * 20) / 20))
     for ax, label in zip(axes[0], labels, strict=True):
         grid = [[cells[label].get((r, c), float("nan")) for c in cols] for r in rows]
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="magma", aspect="auto")
+        im = ax.imshow(grid, vmin=0, vmax=vmax, cmap="magma", aspect="auto")
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
                 if v == v:  # not NaN
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if v > 0.55 else "white")  # fmt: skip
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if v > 0.55 * vmax else "white")  # fmt: skip
         ax.set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_title(f"{label}: kept fraction", fontsize=9)
