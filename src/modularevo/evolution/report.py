@@ -551,6 +551,9 @@ def _plots(
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
     colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    # more strategies than colours: the merges of full fine-tunes are dashed, every
+    # strategy has its own marker, and ModularEvo is drawn thicker
+    markers = {n: "osD^vPX*h<>p"[i % 12] for i, n in enumerate(names)}
     for ax, (title, lines) in zip(axes.flat, panels.items(), strict=False):
         for i, name in enumerate(names):
             pts = lines.get(name)
@@ -565,8 +568,10 @@ def _plots(
                 [p[3] - p[1] if o else 0.0 for p, o in zip(pts, own, strict=True)],
             ]
             ax.errorbar(
-                x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1, color=colors[name], label=name
-            )
+                x, y, yerr=err, marker=markers[name], ms=4, capsize=2, color=colors[name],
+                lw=2 if name == "modularevo" else 1, label=name,
+                ls="--" if name.startswith("ft_") else "-",
+            )  # fmt: skip
         rounds = sorted({p[0] for pts in lines.values() for p in pts})
         ax.set_xticks(rounds)
         ax.set_title(title if title != "average" else "average over tasks", fontsize=9)
