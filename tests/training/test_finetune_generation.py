@@ -79,9 +79,13 @@ def test_task_type_is_read_from_the_columns():
 @pytest.mark.parametrize("key", ["gates", "distill"])
 def test_deployment_training_is_refused_on_a_generation_task(tmp_path, key):
     model, tok = load_model("tiny-gptneo", "causal_lm")
+    earlier = tmp_path / "full" / "metrics.json"  # a finished run the refused one must not clear
+    earlier.parent.mkdir()
+    earlier.write_text("{}")
+    cfg = _cfg(tmp_path, overwrite=True, **{key: {}})
     with pytest.raises(InputError, match=f"`{key}` works on classification tasks only"):
-        finetune(_cfg(tmp_path, **{key: {}}), model=model, tokenizer=tok, dataset=pairs_dataset())
-    assert not (tmp_path / "full" / "metrics.json").exists()
+        finetune(cfg, model=model, tokenizer=tok, dataset=pairs_dataset())
+    assert earlier.read_text() == "{}"
 
 
 def test_full_finetune_memorises_pairs_and_saves_predictions(tmp_path):

@@ -157,7 +157,6 @@ def _finetune(
     out = Path(config.output_dir)
     seed_everything(config.seed)
     acc = build_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
-    _prepare_output(out, config, acc)
     if dataset is None:
         # deferred: the datasets library loads only when no dataset is given
         from modularevo.data import load_dataset
@@ -165,11 +164,13 @@ def _finetune(
         dataset = load_dataset(config.task, **dataset_columns(config))
     generation = resolve_task_type(config.task_type, dataset) == "generation"
     if generation and (config.gates is not None or config.distill is not None):
+        # before the output folder is touched: a refused run must not clear a finished one
         key = "gates" if config.gates is not None else "distill"
         raise InputError(
             f"`{key}` works on classification tasks only; {config.task!r} is a generation task. "
             f"Drop `{key}` from the config, or fine-tune a classification task with it"
         )
+    _prepare_output(out, config, acc)
     if model is None and generation:
         # deferred: transformers loads only when no model is given
         from modularevo.models.load import load_model
