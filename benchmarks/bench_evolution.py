@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def _summary(run: Path, wall: float, cmd: str) -> str:
     import torch
 
-    from modularevo.evolution.report import last_round_rows, markdown_table
+    from modularevo.evolution.report_tables import last_round_rows, markdown_table
 
     rep = json.loads((run / "report" / "report.json").read_text("utf-8"))
     rows, tasks = rep["table_test"], rep["config"]["tasks"]

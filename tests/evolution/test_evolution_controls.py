@@ -26,8 +26,8 @@ def test_random_control_retention_and_predictions(tmp_path: Path) -> None:
     root = evolve(cfg, datasets=data, texts=texts)
     run = RunDir(root)
     for domain in ("da", "db"):  # the twin keeps every parameter's kept count, not its places
-        chosen = json.loads((root / "modules" / domain / "module.json").read_text())["path"]
-        module = load_module(chosen)
+        chosen = json.loads((root / "modules" / domain / "module.json").read_text())["file"]
+        module = load_module(root / "modules" / domain / chosen)
         twin = load_module(root / "modules" / domain / "random_twin.safetensors")
         assert set(twin.masks) == set(module.masks)
         for name, m in module.masks.items():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from modularevo.evolution.config import EvolveConfig
-from modularevo.evolution.report import last_round_rows, markdown_table, table_rows, write_report
+from modularevo.evolution.report import write_report
+from modularevo.evolution.report_tables import last_round_rows, markdown_table, table_rows
 from modularevo.evolution.state import RoundRecord, RunDir
 
 

@@ -17,7 +17,7 @@ console = Console()
 def print_summary(run: Path, seconds: float) -> None:
     """Print the last round's figures with their 95% intervals, a reading, and the report."""
     # deferred: the stage imports torch; `modularevo --help` stays fast without it
-    from modularevo.evolution.report import summary_lines
+    from modularevo.evolution.verdicts import summary_lines
 
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
     for line in summary_lines(data):

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modularevo.evolution.strategies import STRATEGIES, cabs_n
+from modularevo.evolution.strategies import STRATEGIES, Strategy, cabs_n
 from modularevo.training.finetune_config import FinetuneConfig
 
 ALL_STRATEGIES = tuple(STRATEGIES.names())
@@ -107,6 +107,39 @@ class SearchOptions(_Frozen):
         return v
 
 
+class StrategyVariant(_Frozen):
+    """A registered strategy with other settings, run beside the others (an ablation).
+
+    Example (YAML)::
+
+        variants:
+          modularevo_mean: {of: modularevo, merge: {overlap: mean}}
+          modularevo_lambda1: {of: modularevo, search: {lambdas: [1.0], refine_passes: 0}}
+          modularevo_d50: {of: modularevo, module_density: 0.5}
+    """
+
+    of: str = Field(description="the registered strategy this varies")
+    merge: dict[str, Any] = Field(
+        default_factory=dict, description="fixed merge parameters added to the parent's"
+    )
+    lr: float | None = Field(
+        default=None, gt=0, description="fine-tuning lr (inside the module for module strategies)"
+    )
+    module_density: float | None = Field(
+        default=None, gt=0, lt=1, description="module snapshot level (0.75, 0.5, 0.25 are saved)"
+    )
+    search: dict[str, Any] = Field(
+        default_factory=dict,
+        description="λ-search options replacing the run's (SearchOptions keys)",
+    )
+
+    @field_validator("search")
+    @classmethod
+    def _search_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        SearchOptions.model_validate(v)  # unknown keys and bad values fail here
+        return v
+
+
 class EvolveConfig(_Frozen):
     """Everything one evolution run needs; validated once, frozen.
 
@@ -129,6 +162,11 @@ class EvolveConfig(_Frozen):
     )
     rounds: int = Field(default=3, ge=1)
     strategies: list[str] = Field(default_factory=lambda: list(ALL_STRATEGIES), min_length=1)
+    variants: dict[str, StrategyVariant] = Field(
+        default_factory=dict,
+        description="name -> a registered strategy with other settings; list the name in "
+        "`strategies` to run it",
+    )
     modularize: ModularizeOptions = Field(default_factory=ModularizeOptions)
     finetune: EvolveFinetune = Field(default_factory=lambda: EvolveFinetune.model_validate({}))
     search: SearchOptions = Field(default_factory=SearchOptions)
@@ -168,15 +206,44 @@ class EvolveConfig(_Frozen):
     )
     cpu: bool = False
 
-    @field_validator("strategies")
-    @classmethod
-    def _known_strategies(cls, v: list[str]) -> list[str]:
-        unknown = [s for s in v if s not in ALL_STRATEGIES]
+    @model_validator(mode="after")
+    def _known_strategies(self) -> EvolveConfig:
+        v = self.strategies
+        unknown = [s for s in v if s not in ALL_STRATEGIES and s not in self.variants]
         if unknown:
-            raise ValueError(f"unknown strategies {unknown}; known: {list(ALL_STRATEGIES)}")
+            raise ValueError(
+                f"unknown strategies {unknown}; known: {list(ALL_STRATEGIES)}"
+                + (f" and the variants {list(self.variants)}" if self.variants else "")
+            )
         if len(set(v)) != len(v):
             raise ValueError(f"strategies repeat a name: {v}")
-        return v
+        for name, var in self.variants.items():
+            if var.of not in ALL_STRATEGIES:
+                raise ValueError(
+                    f"variants.{name}.of = {var.of!r} is not a registered strategy; "
+                    f"known: {list(ALL_STRATEGIES)}"
+                )
+            self.strategy(name)  # a setting the parent cannot use fails here
+        return self
+
+    def strategy(self, name: str) -> Strategy:
+        """The strategy called ``name``: a registered one or one of :attr:`variants`."""
+        var = self.variants.get(name)
+        if var is None:
+            return STRATEGIES.get(name)
+        return STRATEGIES.get(var.of).variant(
+            name,
+            merge=var.merge,
+            lr=var.lr,
+            module_density=var.module_density,
+            search=var.search,
+        )
+
+    def search_for(self, strategy: Strategy) -> SearchOptions:
+        """The λ-search options of ``strategy``: the run's, with a variant's replacements."""
+        if not strategy.search:
+            return self.search
+        return SearchOptions.model_validate({**self.search.model_dump(), **strategy.search})
 
     @field_validator("jobs")
     @classmethod
@@ -203,15 +270,19 @@ class EvolveConfig(_Frozen):
 
     @model_validator(mode="after")
     def _cabs_densities(self) -> EvolveConfig:
-        if "ft_cabs" not in self.strategies:
-            return self
-        k, m = len(self.tasks), self.search.cabs_block
-        if not any(k * cabs_n(d, m) <= m for d in self.search.densities):
-            n = cabs_n(min(self.search.densities), m)
-            raise ValueError(
-                f"ft_cabs with K={k} tasks and n:m = {n}:{m} (smallest density "
-                f"{min(self.search.densities)}) gives K*n = {k * n} > m = {m}: later tasks "
-                f"would get empty masks; add a density <= {1 / k:.3g} to search.densities "
-                f"or raise search.cabs_block"
-            )
+        k = len(self.tasks)
+        for name in self.strategies:
+            strategy = self.strategy(name)
+            if strategy.merge_method != "cabs":
+                continue
+            o = self.search_for(strategy)
+            m = o.cabs_block
+            if not any(k * cabs_n(d, m) <= m for d in o.densities):
+                n = cabs_n(min(o.densities), m)
+                raise ValueError(
+                    f"{name} with K={k} tasks and n:m = {n}:{m} (smallest density "
+                    f"{min(o.densities)}) gives K*n = {k * n} > m = {m}: later tasks "
+                    f"would get empty masks; add a density <= {1 / k:.3g} to search.densities "
+                    f"or raise search.cabs_block"
+                )
         return self

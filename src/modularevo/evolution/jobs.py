@@ -42,6 +42,7 @@ class FinetuneJob:
         start_state: state file with the start weights.
         module: module file for ``kind == "module"``.
         out_dir: the job's folder.
+        lr: the job's learning rate (a variant's), or ``None`` for the run's.
     """
 
     key: str
@@ -51,6 +52,7 @@ class FinetuneJob:
     start_state: str
     module: str | None
     out_dir: str
+    lr: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict."""

@@ -46,13 +46,14 @@ from modularevo.evolution.prepare import (
     ensure_base,
     ensure_modules,
     ensure_random_twins,
+    modules_at_density,
     split_heads,
 )
 from modularevo.evolution.report import write_report
 from modularevo.evolution.runner import JobRunner, Workspace, load_tuned, runner_from_json
 from modularevo.evolution.search import search_merge
 from modularevo.evolution.state import STATE_FILE, ModelState, RoundRecord, RunDir
-from modularevo.evolution.strategies import Strategy, get_strategy
+from modularevo.evolution.strategies import Strategy
 from modularevo.merging.in_memory import merge_state_dicts
 from modularevo.training.strategies import load_plan_masks
 from modularevo.utils.atomic import atomic_write_text
@@ -77,7 +78,7 @@ class _Ctx:
     modules: dict[str, str]
     runner: JobRunner
     bar: Any
-    twins: dict[str, str] = field(default_factory=dict)
+    module_sets: dict[tuple[float | None, bool], dict[str, str]] = field(default_factory=dict)
     retention: TaskEvaluator | None = None
     retention_heads: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
@@ -138,11 +139,11 @@ def evolve(
                 + ", ".join(f"{t} {g:+.1f}" for t, g in gains.items())
                 + f" (>= {cfg.gate_min_gain:g} required)"
             )
-        if any(get_strategy(s).train == "module" for s in cfg.strategies):
+        if any(cfg.strategy(s).train == "module" for s in cfg.strategies):
             bar.set_description("evolve: modules")
             ctx.modules = ensure_modules(cfg, ws, run, dict(texts or {}))
-            if any(get_strategy(s).random_mask for s in cfg.strategies):
-                ctx.twins = ensure_random_twins(cfg, run, ctx.modules)
+            for name in cfg.strategies:  # every mask a strategy uses, before any training
+                _module_set(ctx, cfg.strategy(name))
         bar.update(1)
         for rnd in range(1, cfg.rounds + 1):
             _run_strategies(ctx, rnd, cfg.strategies)
@@ -172,9 +173,13 @@ def _round_curves(cfg: EvolveConfig, run: RunDir) -> None:
                  xlabel="round (0: the base)")  # fmt: skip
 
 
-# Keys that change how a run is shown or scheduled, never what it computes: a resumed
-# run may differ in them (e.g. started with progress bars, resumed with --no-progress).
-_DISPLAY_KEYS = ("progress", "stage_progress", "jobs", "tracker")
+# Keys that change how a run is shown, scheduled or where it lives, never what it
+# computes: a resumed run may differ in them (e.g. started with progress bars, resumed
+# with --no-progress, or from a folder that was moved).
+_DISPLAY_KEYS = ("progress", "stage_progress", "jobs", "tracker", "output_dir")
+# Keys a resumed run may extend: strategies (and variants) added to a run compute
+# beside the ones it has; every existing record stays valid.
+_EXTENDABLE_KEYS = ("strategies", "variants")
 
 
 def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
@@ -182,8 +187,9 @@ def _write_config(cfg: EvolveConfig, run: RunDir) -> None:
     path = run.root / "config.resolved.yaml"
     if path.is_file() and not _same_run(yaml.safe_load(path.read_text("utf-8")), cfg):
         raise InputError(
-            f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs); "
-            "choose another output_dir, or delete the folder to start over"
+            f"{str(run.root)!r} holds a run with another config (config.resolved.yaml differs "
+            "in more than added strategies or variants); choose another output_dir, or delete "
+            "the folder to start over"
         )
     atomic_write_text(path, text)
     run.write_json("run_info.json", run_info(cfg.seed))
@@ -207,8 +213,12 @@ def _same_run(saved: Any, cfg: EvolveConfig) -> bool:
     except ValueError:
         return False
     saved, now = _results_config(saved), _results_config(cfg.model_dump(mode="json"))
-    keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS]
-    return all(saved.get(k) == now.get(k) for k in keep)
+    keep = [k for k in {*saved, *now} if k not in _DISPLAY_KEYS + _EXTENDABLE_KEYS]
+    if not all(saved.get(k) == now.get(k) for k in keep):
+        return False
+    old_variants, new_variants = saved.get("variants") or {}, now.get("variants") or {}
+    kept = all(new_variants.get(k) == v for k, v in old_variants.items())
+    return kept and set(saved.get("strategies") or []) <= set(now.get("strategies") or [])
 
 
 def _start(ctx: _Ctx, strategy: str, rnd: int) -> tuple[str, Path]:
@@ -217,23 +227,45 @@ def _start(ctx: _Ctx, strategy: str, rnd: int) -> tuple[str, Path]:
     return strategy, ctx.run.round_dir(strategy, rnd - 1) / STATE_FILE
 
 
+def _module_set(ctx: _Ctx, s: Strategy) -> dict[str, str]:
+    """Task -> the module file strategy ``s`` fine-tunes in and merges with (made once)."""
+    if s.train != "module":
+        return {}
+    key = (s.module_density, s.random_mask)
+    if key not in ctx.module_sets:
+        cfg, run = ctx.cfg, ctx.run
+        d = s.module_density
+        learned = ctx.modules if d is None else modules_at_density(cfg, run, ctx.modules, d)
+        chosen = ensure_random_twins(cfg, run, learned, density=d) if s.random_mask else learned
+        ctx.module_sets[key] = chosen
+    return ctx.module_sets[key]
+
+
 def plan_jobs(ctx: _Ctx, rnd: int, strategies: list[str]) -> dict[tuple[str, str], FinetuneJob]:
-    """(strategy, task) -> job for round ``rnd``; equal keys share one job."""
+    """(strategy, task) -> job for round ``rnd``; equal keys share one job.
+
+    A variant that fine-tunes like its parent (only its merge differs) shares the
+    parent's round-1 fine-tunes; one with its own learning rate or module density has
+    its own jobs.
+    """
     by_key: dict[str, FinetuneJob] = {}
     out: dict[tuple[str, str], FinetuneJob] = {}
     for name in strategies:
-        s = get_strategy(name)
+        s = ctx.cfg.strategy(name)
         if s.train is None:
             continue
         start, path = _start(ctx, name, rnd)
         kind = f"{s.train}-random" if s.random_mask else s.train
-        modules = ctx.twins if s.random_mask else ctx.modules
+        if s.trains_own:
+            kind = f"{kind}-{name}"
+        modules = _module_set(ctx, s)
         for task in ctx.cfg.tasks:
             key = f"{start}-{task}-{kind}"
             if key not in by_key:
                 module = modules.get(task) if s.train == "module" else None
-                out_dir = ctx.run.finetune_dir(rnd, key)
-                by_key[key] = FinetuneJob(key, rnd, task, s.train, str(path), module, str(out_dir))
+                out_dir = str(ctx.run.finetune_dir(rnd, key))
+                job = FinetuneJob(key, rnd, task, s.train, str(path), module, out_dir, s.lr)
+                by_key[key] = job
             out[(name, task)] = by_key[key]
     return out
 
@@ -286,7 +318,7 @@ def _run_strategies(ctx: _Ctx, rnd: int, names: list[str]) -> None:
     for name in pending:
         ctx.bar.set_description(f"evolve r{rnd}: {name}")
         t0 = time.perf_counter()
-        record, state = _step(ctx, get_strategy(name), rnd, jobs)
+        record, state = _step(ctx, ctx.cfg.strategy(name), rnd, jobs)
         record.seconds = round(time.perf_counter() - t0, 3)
         ctx.run.write_round(record, state)
         ctx.bar.update(1)
@@ -335,11 +367,7 @@ def _merge_step(
     current = ModelState.load(start_path)
     heads = {t: split_heads(tuned[t], ctx.ws.head_prefixes(t))[1] for t in tasks}
     models = [tuned[t] for t in tasks]
-    masks = (
-        _masks(ctx, ctx.twins if s.random_mask else ctx.modules)
-        if s.merge_method == "modularevo"
-        else None
-    )
+    masks = _masks(ctx, _module_set(ctx, s)) if s.merge_method == "modularevo" else None
     seed = derived_seed(cfg.seed, "merge", s.name, rnd)
     method = s.merge_method
     assert method is not None
@@ -348,7 +376,7 @@ def _merge_step(
         params = s.method_params(lambdas, density, cabs_block=cfg.search.cabs_block)
         return merge_state_dicts(current.shared, models, method, params, masks=masks, seed=seed)
 
-    o = cfg.search
+    o = cfg.search_for(s)
     densities: list[float | None] = [None]
     if s.density != "none":  # CABS: only densities with K·n <= m (the config has one)
         densities = list(s.usable_densities(o.densities, len(tasks), cabs_block=o.cabs_block))
@@ -382,7 +410,7 @@ def _save_finals(ctx: _Ctx) -> None:
     last = ctx.cfg.rounds
     for name in ctx.cfg.strategies:
         target = ctx.run.root / "final" / name
-        merges = get_strategy(name).merges
+        merges = ctx.cfg.strategy(name).merges
         if not merges or not ctx.run.has_round(name, last) or (target / "DONE").is_file():
             continue
         state = ctx.run.read_state(name, last)
@@ -426,7 +454,7 @@ def _final_card(ctx: _Ctx, strategy: str, target: Path) -> None:
         title=f"{cfg.model} evolved on {', '.join(cfg.tasks)} ({strategy}, round {last})",
         summary=(
             f"The shared backbone after {last} rounds of `{strategy}` "
-            f"({get_strategy(strategy).train} fine-tunes merged each round) starting from "
+            f"({cfg.strategy(strategy).train} fine-tunes merged each round) starting from "
             f"`{cfg.model}`. The folder holds the classifier of `{first}`; every task's "
             f"head is in `../heads/<task>.safetensors`. Merge recipe of the last round: "
             f"{json.dumps(chosen) if chosen else 'see report/report.json'}. Full report: "

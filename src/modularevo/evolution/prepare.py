@@ -32,6 +32,7 @@ from modularevo.evolution.runner import Workspace
 from modularevo.evolution.state import ModelState, RoundRecord, RunDir
 from modularevo.modules import load_module, save_module
 from modularevo.modules.analysis import random_twin
+from modularevo.modules.io import level_tag
 from modularevo.training.finetune_config import TrainShard
 from modularevo.training.finetune_data import shard_indices
 from modularevo.training.strategies import is_head
@@ -142,26 +143,80 @@ def ensure_modules(
             continue
         marker = run.module_dir(domain) / "module.json"
         if marker.is_file():
-            by_domain[domain] = json.loads(marker.read_text("utf-8"))["path"]
+            by_domain[domain] = str(_marked_module(run, domain, marker))
             continue
         paths = _learn_module(cfg, ws, domain, run.module_dir(domain), (texts or {}).get(domain))
-        by_domain[domain] = str(_pick_level(paths, cfg.modularize.density, domain))
-        atomic_write_text(marker, json.dumps({"domain": domain, "path": by_domain[domain]}))
+        chosen = _pick_level(paths, cfg.modularize.density, domain)
+        by_domain[domain] = str(chosen)
+        # the file name only: the run folder may be moved or resumed from another directory
+        atomic_write_text(marker, json.dumps({"domain": domain, "file": chosen.name}))
     _write_overlap(run, by_domain)
     return {t: by_domain[task_domain(cfg, t)] for t in cfg.tasks}
 
 
-def ensure_random_twins(cfg: EvolveConfig, run: RunDir, modules: dict[str, str]) -> dict[str, str]:
+def _marked_module(run: RunDir, domain: str, marker: Path) -> Path:
+    """The module file a domain's ``module.json`` names (in the domain's module folder).
+
+    Older runs stored a path relative to where the run was started; its file name is
+    looked up in the module folder, so a moved run folder still resumes.
+    """
+    data = json.loads(marker.read_text("utf-8"))
+    name = data.get("file") or Path(data["path"]).name
+    return run.module_dir(domain) / name
+
+
+def modules_at_density(
+    cfg: EvolveConfig, run: RunDir, modules: dict[str, str], density: float
+) -> dict[str, str]:
+    """Task -> the snapshot at ``density`` of its learned domain module.
+
+    Mask learning saves a snapshot at every level it crosses (0.75, 0.5, 0.25 and
+    ``modularize.density``) as ``module-<level>.safetensors`` beside the chosen one.
+
+    Raises:
+        InputError: the module came from ``modules:`` (one file, no snapshots), or the
+            learning never reached ``density``.
+    """
+    out: dict[str, str] = {}
+    for task in modules:
+        domain = task_domain(cfg, task)
+        if domain in cfg.modules:
+            raise InputError(
+                f"a module_density variant needs the run's own snapshots, but the {domain!r} "
+                f"module comes from `modules:` ({cfg.modules[domain]}); drop `modules:` or the "
+                "variant's module_density"
+            )
+        path = run.module_dir(domain) / f"module-{level_tag(density)}.safetensors"
+        if not path.is_file():
+            have = sorted(p.name for p in run.module_dir(domain).glob("module-*.safetensors"))
+            raise InputError(
+                f"no {density:g} snapshot of the {domain!r} module ({path}); the snapshots are "
+                f"{have}; use one of their levels"
+            )
+        out[task] = str(path)
+    return out
+
+
+def ensure_random_twins(
+    cfg: EvolveConfig, run: RunDir, modules: dict[str, str], *, density: float | None = None
+) -> dict[str, str]:
     """Task -> the random twin of its module (same kept count per parameter), made once.
 
-    The twin of domain d is ``modules/<d>/random_twin.safetensors``, seeded by (run seed, d).
+    The twin of domain d is ``modules/<d>/random_twin.safetensors``, seeded by (run seed,
+    d); the twin of another snapshot ``density`` is ``random_twin-<level>.safetensors``.
     """
     out: dict[str, str] = {}
     for task, path in modules.items():
         domain = task_domain(cfg, task)
-        twin = run.module_dir(domain) / "random_twin.safetensors"
+        if density is None:
+            twin = run.module_dir(domain) / "random_twin.safetensors"
+            gen_key: tuple[Any, ...] = ("random-twin", domain)
+        else:
+            tag = level_tag(density)
+            twin = run.module_dir(domain) / f"random_twin-{tag}.safetensors"
+            gen_key = ("random-twin", domain, tag)
         if not twin.is_file():
-            gen = derived_generator(cfg.seed, "random-twin", domain)
+            gen = derived_generator(cfg.seed, *gen_key)
             save_module(random_twin(load_module(path), gen), twin)
         out[task] = str(twin)
     return out

@@ -151,6 +151,8 @@ class JobRunner:
         """
         o = self.cfg.finetune
         lr = (o.module_lr or o.lr) if job.kind == "module" else o.lr
+        if job.lr is not None:  # a variant's own learning rate
+            lr = job.lr
         shard = TrainShard(index=job.round - 1, count=self.cfg.rounds, seed=self.cfg.seed)
         return o.for_job(
             {

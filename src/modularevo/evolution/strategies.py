@@ -33,12 +33,18 @@ break it are refused by the config and skipped by the search.
 
 TIES runs with ``normalize: false`` so that λ_t means "scale of task t" in every
 method (θ = θ₀ + Σ_t λ_t τ'_t over sign-agreeing entries).
+
+A run config can add **variants** of these strategies (``variants:`` in
+:class:`~modularevo.evolution.config.EvolveConfig`): a registered strategy with other
+fixed merge parameters, another λ grid, another fine-tuning learning rate or another
+module density, run beside the others so that every comparison is paired
+(:meth:`Strategy.variant`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from modularevo.registry import Registry
@@ -58,6 +64,10 @@ class Strategy:
         density: how a density reaches the method: ``none``, ``density`` or ``nm``.
         fixed: method parameters that never change.
         random_mask: fine-tune and merge with each module's random twin (a control).
+        parent: for a variant, the registered strategy it changes (else ``None``).
+        lr: fine-tuning learning rate of a variant (``None``: the run's).
+        module_density: module snapshot level of a variant (``None``: the run's).
+        search: λ-search options of a variant (keys of ``SearchOptions``; empty: the run's).
     """
 
     name: str
@@ -67,6 +77,58 @@ class Strategy:
     density: Literal["none", "density", "nm"] = "none"
     fixed: dict[str, Any] = field(default_factory=dict)
     random_mask: bool = False
+    parent: str | None = None
+    lr: float | None = None
+    module_density: float | None = None
+    search: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trains_own(self) -> bool:
+        """Whether a variant fine-tunes differently from its parent (own fine-tune jobs)."""
+        return self.lr is not None or self.module_density is not None
+
+    def variant(
+        self,
+        name: str,
+        *,
+        merge: dict[str, Any] | None = None,
+        lr: float | None = None,
+        module_density: float | None = None,
+        search: dict[str, Any] | None = None,
+    ) -> Strategy:
+        """This strategy with other settings, called ``name``.
+
+        Args:
+            name: the variant's name (must not be a registered strategy).
+            merge: fixed merge parameters added to (or replacing) this strategy's.
+            lr: fine-tuning learning rate (inside the module for module strategies).
+            module_density: module snapshot level (module strategies only).
+            search: λ-search options that replace the run's (e.g. ``{"lambdas": [1.0],
+                "refine_passes": 0}``: λ = 1 for every task, no search).
+
+        Raises:
+            ValueError: a setting this strategy cannot use.
+        """
+        if name in STRATEGIES:
+            raise ValueError(f"variant name {name!r} is a registered strategy; choose another")
+        if self.train is None:
+            raise ValueError(f"{self.name!r} trains nothing, so it has no variants")
+        if merge and self.merge_method is None:
+            raise ValueError(f"{self.name!r} does not merge, so `merge` does not apply")
+        if search and self.merge_method is None:
+            raise ValueError(f"{self.name!r} does not merge, so `search` does not apply")
+        if module_density is not None and self.train != "module":
+            raise ValueError(f"{self.name!r} fine-tunes in full: module_density does not apply")
+        return replace(
+            self,
+            name=name,
+            summary=_variant_summary(self.name, merge, lr, module_density, search),
+            fixed={**self.fixed, **(merge or {})},
+            parent=self.name,
+            lr=lr,
+            module_density=module_density,
+            search=dict(search or {}),
+        )
 
     @property
     def merges(self) -> bool:
@@ -100,6 +162,16 @@ class Strategy:
         if self.density != "nm":
             return list(densities)
         return [d for d in densities if num_tasks * cabs_n(d, cabs_block) <= cabs_block]
+
+
+def _variant_summary(parent: str, merge: Any, lr: Any, density: Any, search: Any) -> str:
+    parts = [f"{k}={v}" for k, v in (merge or {}).items()]
+    if lr is not None:
+        parts.append(f"lr={lr:g}")
+    if density is not None:
+        parts.append(f"module density {density:g}")
+    parts += [f"search.{k}={v}" for k, v in (search or {}).items()]
+    return f"variant of {parent}: " + ", ".join(parts or ["as its parent"])
 
 
 def cabs_n(density: float, m: int) -> int:

@@ -25,6 +25,11 @@ from modularevo.utils.atomic import atomic_save_file
 FORMAT = "modularevo-module/1"
 
 
+def level_tag(level: float) -> str:
+    """File-name tag of a snapshot level (``module-<tag>.safetensors``): 0.25 -> ``"0.25"``."""
+    return f"{level:.2f}".rstrip("0").rstrip(".") if level < 1 else "1"
+
+
 def save_module(module: ModuleMask, path: str | Path) -> Path:
     """Write ``module`` to ``path`` (a ``.safetensors`` file), atomically.
 

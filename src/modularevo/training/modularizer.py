@@ -52,7 +52,7 @@ from modularevo.data.lm_batches import TokenIds, lm_batch, pack_texts
 from modularevo.errors import InputError
 from modularevo.models import load_model
 from modularevo.models.arch import describe
-from modularevo.modules.io import save_module
+from modularevo.modules.io import level_tag, save_module
 from modularevo.modules.layers import MaskedModel, MaskScores, maskable_params
 from modularevo.modules.mask import ModuleMask, fingerprint
 from modularevo.modules.structured import StructuredScores
@@ -97,11 +97,6 @@ class _Run:
 def run_seed(config: ModularizeConfig) -> int:
     """The seed of a run's score init, batch order and masking: derived from (seed, dataset)."""
     return derived_seed(config.seed, "modularize", config.dataset) % 2**62
-
-
-def level_tag(level: float) -> str:
-    """File-name tag of a snapshot level: 0.25 -> ``"0.25"``."""
-    return f"{level:.2f}".rstrip("0").rstrip(".") if level < 1 else "1"
 
 
 def build_module(
