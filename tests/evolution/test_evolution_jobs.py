@@ -41,8 +41,13 @@ def test_sequential_path_runs_every_job_in_order_in_process() -> None:
 
 
 def test_round_one_full_finetunes_are_shared_later_rounds_are_not(tmp_path: Path) -> None:
-    cfg = SimpleNamespace(tasks=["t1", "t2"])
-    ctx = SimpleNamespace(cfg=cfg, run=RunDir(tmp_path), modules={"t1": "m1", "t2": "m2"})
+    from modularevo.evolution.strategies import get_strategy
+
+    cfg = SimpleNamespace(tasks=["t1", "t2"], strategy=get_strategy)
+    sets = {(None, False): {"t1": "m1", "t2": "m2"}}
+    ctx = SimpleNamespace(
+        cfg=cfg, run=RunDir(tmp_path), modules=sets[None, False], module_sets=sets
+    )
     names = ["base", "single_task", "modularevo", "ft_task_arithmetic", "ft_ties"]
     r1 = plan_jobs(ctx, 1, names)  # type: ignore[arg-type]
     assert {j.key for j in r1.values()} == {
