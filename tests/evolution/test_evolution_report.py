@@ -130,3 +130,27 @@ def test_report_with_predictions_has_intervals_tests_verdicts_and_forgetting(
     for text in ("Wilson 95% interval", "Decision rules", "Paired comparisons", "Forgetting"):
         assert text in md
     assert (tmp_path / "report" / "rounds.png").stat().st_size > 10_000
+
+
+def test_tradeoff_points_and_plot_of_the_last_round(tmp_path: Path) -> None:
+    from modularevo.evolution.report_plots import tradeoff_plot, tradeoff_points
+
+    def row(name: str, rnd: int, v: float) -> dict:
+        return {"round": rnd, "strategy": name, "abs_avg": {"value": v, "lo": v - 1, "hi": v + 1}}
+
+    stats = {"rows": [row("a", 1, 50.0), row("a", 2, 80.0), row("b", 2, 85.0)]}
+
+    def ret(name: str, task: str, f: float, half: float, rnd: int = 2) -> dict:
+        return {"strategy": name, "round": rnd, "task": task, "forgetting": f,
+                "forgetting_lo": f - half, "forgetting_hi": f + half}  # fmt: skip
+
+    retention = [ret("a", "p", 1.0, 0.5), ret("a", "q", 3.0, 2.0), ret("b", "p", 9.0, 1.0),
+                 ret("b", "q", 11.0, 1.0), ret("a", "p", 99.0, 1.0, rnd=1)]  # fmt: skip
+    pts = tradeoff_points(stats, retention)
+    assert pts["a"]["accuracy"] == (80.0, 79.0, 81.0)  # the last round only
+    assert pts["a"]["forgetting"] == (2.0, 0.0, 4.0)  # mean, widest half-width
+    assert pts["b"]["forgetting"] == (10.0, 9.0, 11.0)
+    out = tradeoff_plot(tmp_path / "t.png", stats, retention)
+    assert out is not None
+    assert out.stat().st_size > 1000
+    assert tradeoff_plot(tmp_path / "u.png", stats, retention[:2]) is None

@@ -118,8 +118,71 @@ def write_plots(
     fig.savefig(out / "rounds.png", dpi=110)
     plt.close(fig)
     paths.append(out / "rounds.png")
+    if stats is not None and retention:
+        trade = tradeoff_plot(out / "tradeoff.png", stats, retention)
+        if trade is not None:
+            paths.append(trade)
     if overlap and "density" in overlap:  # values and the random expectation in the cells
         doms = list(overlap["jaccard"])
         paths.append(overlap_heatmap(doms, overlap["jaccard"], overlap["density"],
                                      out / "module_overlap.png"))  # fmt: skip
     return paths
+
+
+def tradeoff_points(
+    stats: dict[str, Any], retention: list[dict[str, Any]]
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Last round, per merging strategy: test abs avg and mean forgetting, (value, lo, hi).
+
+    Forgetting is averaged over the retention probes; its interval is the widest
+    probe's interval shifted to the mean (conservative, as the probes are not pooled).
+    """
+    last = max(r["round"] for r in stats["rows"])
+    acc = {r["strategy"]: r["abs_avg"] for r in stats["rows"] if r["round"] == last}
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in retention:
+        if r["round"] == last and r["strategy"] in acc:
+            by.setdefault(r["strategy"], []).append(r)
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for name, rs in by.items():
+        mean = sum(r["forgetting"] for r in rs) / len(rs)
+        half = max((r["forgetting_hi"] - r["forgetting_lo"]) / 2 for r in rs)
+        a = acc[name]
+        out[name] = {
+            "accuracy": (a["value"], a["lo"], a["hi"]),
+            "forgetting": (mean, mean - half, mean + half),
+        }
+    return out
+
+
+def tradeoff_plot(
+    path: Path, stats: dict[str, Any], retention: list[dict[str, Any]]
+) -> Path | None:
+    """``tradeoff.png``: last-round accuracy on the trained tasks against forgetting on the
+    retention probes, one point per strategy with both intervals (``None``: nothing to draw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = tradeoff_points(stats, retention)
+    if len(pts) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, (name, p) in enumerate(sorted(pts.items())):
+        (fx, flo, fhi), (ay, alo, ahi) = p["forgetting"], p["accuracy"]
+        own = name.startswith("modularevo")
+        ax.errorbar(
+            fx, ay, xerr=[[fx - flo], [fhi - fx]], yerr=[[ay - alo], [ahi - ay]],
+            marker="osD^vPX*h<>p"[i % 12], ms=6 if own else 4, capsize=2, lw=0.8,
+            color=plt.get_cmap("tab20")(i % 20), label=name, ls="none",
+        )  # fmt: skip
+        ax.annotate(name, (fx, ay), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("forgetting on the retention probes (points, mean over probes; lower is better)")
+    ax.set_ylabel("test abs avg on the trained tasks (%)")
+    last = max(r["round"] for r in stats["rows"])
+    ax.set_title(f"round {last}: accuracy against forgetting, 95% intervals", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
