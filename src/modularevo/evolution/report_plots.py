@@ -168,7 +168,7 @@ def tradeoff_plot(
     pts = tradeoff_points(stats, retention)
     if len(pts) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(8.4, 4.8))
     for i, (name, p) in enumerate(sorted(pts.items())):
         (fx, flo, fhi), (ay, alo, ahi) = p["forgetting"], p["accuracy"]
         own = name.startswith("modularevo")
@@ -177,11 +177,11 @@ def tradeoff_plot(
             marker="osD^vPX*h<>p"[i % 12], ms=6 if own else 4, capsize=2, lw=0.8,
             color=plt.get_cmap("tab20")(i % 20), label=name, ls="none",
         )  # fmt: skip
-        ax.annotate(name, (fx, ay), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("forgetting on the retention probes (points, mean over probes; lower is better)")
     ax.set_ylabel("test abs avg on the trained tasks (%)")
     last = max(r["round"] for r in stats["rows"])
     ax.set_title(f"round {last}: accuracy against forgetting, 95% intervals", fontsize=9)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
