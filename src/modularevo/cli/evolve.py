@@ -22,10 +22,11 @@ def print_summary(run: Path, seconds: float) -> None:
     data = json.loads((run / "report" / "report.json").read_text("utf-8"))
     for line in summary_lines(data):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # no wrapped rows
-    console.print(f"report: {run / 'report' / 'report.md'}", markup=False)
+    console.print(f"report: {run / 'report' / 'report.md'}", markup=False, soft_wrap=True)
     plots = [run / "report" / p for p in data.get("plots", [])]
-    if plots:
-        console.print("plots: " + ", ".join(str(p) for p in plots), markup=False)
+    if plots:  # one line each, never wrapped, so a path can be copied whole
+        for p in plots:
+            console.print(f"plot: {p}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wall time: {seconds / 60:.1f} min")
 
 
