@@ -8,7 +8,7 @@ steps inside the modules and in full (lr 3e-4 for both, 48 tokens, warm-up, best
 chosen on validation with the start included; two fine-tunes at a time), merge with
 ModularEvo and task arithmetic, evaluate on 600 test examples per task, and print every
 figure with its 95% interval and a plain-language reading. The same settings are in
-``configs/evolve/quickstart.yaml``. Measured on 2 idle cores from an empty cache: 8.3 min.
+``configs/evolve/quickstart.yaml``. Measured on 2 idle cores from an empty cache: 8.3-9.1 min.
 """
 
 from __future__ import annotations
