@@ -53,6 +53,9 @@ def test_a_variant_resolves_to_its_parent_with_its_settings(tmp_path: Path) -> N
         ({"v": {"of": "single_task", "merge": {"x": 1}}}, "does not merge"),
         ({"v": {"of": "modularevo", "search": {"lambda": [1.0]}}}, "lambda"),
         ({"v": {"of": "modularevo", "lr": -1}}, "greater than 0"),
+        ({"v": {"of": "modularevo", "merge": {"overlapp": "mean"}}}, "no parameter 'overlapp'"),
+        ({"v": {"of": "modularevo", "merge": {"overlap": "max"}}}, "must be one of"),
+        ({"v": {"of": "ft_ties", "merge": {"weight": 2.0}}}, "set by the evolution's search"),
     ],
 )
 def test_bad_variants_are_refused_with_one_clear_message(

@@ -372,11 +372,12 @@ def _merge_step(
     method = s.merge_method
     assert method is not None
 
+    o = cfg.search_for(s)
+
     def merged(lambdas: list[float], density: float | None) -> dict[str, torch.Tensor]:
-        params = s.method_params(lambdas, density, cabs_block=cfg.search.cabs_block)
+        params = s.method_params(lambdas, density, cabs_block=o.cabs_block)
         return merge_state_dicts(current.shared, models, method, params, masks=masks, seed=seed)
 
-    o = cfg.search_for(s)
     densities: list[float | None] = [None]
     if s.density != "none":  # CABS: only densities with K·n <= m (the config has one)
         densities = list(s.usable_densities(o.densities, len(tasks), cabs_block=o.cabs_block))

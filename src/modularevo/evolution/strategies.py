@@ -119,6 +119,8 @@ class Strategy:
             raise ValueError(f"{self.name!r} does not merge, so `search` does not apply")
         if module_density is not None and self.train != "module":
             raise ValueError(f"{self.name!r} fine-tunes in full: module_density does not apply")
+        if merge:
+            self._check_merge_params(merge)
         return replace(
             self,
             name=name,
@@ -129,6 +131,31 @@ class Strategy:
             module_density=module_density,
             search=dict(search or {}),
         )
+
+    def _check_merge_params(self, merge: dict[str, Any]) -> None:
+        """Refuse, before any training, merge parameters the method does not take or that
+        the evolution sets itself (λ per task, the searched density)."""
+        # deferred: the merge registry loads only when a variant changes merge parameters
+        from modularevo.merging import MERGE_METHODS
+
+        assert self.merge_method is not None
+        spec = MERGE_METHODS.get(self.merge_method)
+        searched = {"weight", "density", "n", "m"} & set(merge)
+        if searched:
+            raise ValueError(
+                f"merge.{sorted(searched)[0]} is set by the evolution's search for every merge; "
+                "change it through the variant's `search` (lambdas, densities) instead"
+            )
+        for key, value in merge.items():
+            try:
+                problem = spec.param(key).check(value)
+            except KeyError:
+                known = sorted(p.name for p in spec.params if p.name not in ("weight", "density"))
+                raise ValueError(
+                    f"merge.{key}: {self.merge_method} has no parameter {key!r}; known: {known}"
+                ) from None
+            if problem is not None:
+                raise ValueError(f"merge.{key} of {self.merge_method}: {problem}")
 
     @property
     def merges(self) -> bool:

@@ -110,7 +110,7 @@ def verdict_lines(v: dict[str, Any]) -> list[str]:
 def _line(text: str, d: dict[str, Any]) -> str:
     holm = f", Holm p {d['p_holm']:.3f}" if "p_holm" in d else ""
     return (
-        f"* {text}: **{d['verdict']}** ({d.get('a', 'modularevo')} − {d['other']}, test abs "
+        f"* {text}: **{d['verdict']}** ({d['a']} − {d['other']}, test abs "
         f"avg: {d['diff']:+.2f} points [{d['lo']:+.2f}, {d['hi']:+.2f}]{holm})"
     )
 
