@@ -22,7 +22,6 @@ Every step writes its outputs atomically, so a killed run resumes where it stopp
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -36,9 +35,9 @@ from tqdm.auto import tqdm
 
 from modularevo.config import apply_overrides, load_config, validate
 from modularevo.errors import InputError
-from modularevo.evaluation.cards import write_model_card
 from modularevo.evolution.config import EvolveConfig
 from modularevo.evolution.evaluate import TaskEvaluator
+from modularevo.evolution.finals import save_finals
 from modularevo.evolution.jobs import TUNED_FILE, FinetuneJob, resolve_workers, run_jobs
 from modularevo.evolution.prepare import (
     build_evaluator,
@@ -147,7 +146,7 @@ def evolve(
         bar.update(1)
         for rnd in range(1, cfg.rounds + 1):
             _run_strategies(ctx, rnd, cfg.strategies)
-    _save_finals(ctx)
+    save_finals(cfg, ws, run)
     write_report(run.root, cfg)
     _round_curves(cfg, run)
     return run.root
@@ -402,69 +401,3 @@ def _masks(ctx: _Ctx, modules: dict[str, str]) -> list[dict[str, torch.Tensor]]:
     return [
         load_plan_masks(modules[t], ctx.ws.template(t), allow_modified=True) for t in ctx.cfg.tasks
     ]
-
-
-def _save_finals(ctx: _Ctx) -> None:
-    """Save each merging strategy's last model: a classifier folder plus every task's head."""
-    from safetensors.torch import save_file
-
-    last = ctx.cfg.rounds
-    for name in ctx.cfg.strategies:
-        target = ctx.run.root / "final" / name
-        merges = ctx.cfg.strategy(name).merges
-        if not merges or not ctx.run.has_round(name, last) or (target / "DONE").is_file():
-            continue
-        state = ctx.run.read_state(name, last)
-        first = ctx.cfg.tasks[0]
-        model = ctx.ws.template(first)
-        model.load_state_dict(state.for_task(first))
-        save = getattr(model, "save_pretrained", None)
-        if save is None:
-            continue
-        save(target / "model")
-        if ctx.ws.tokenizer is not None:
-            ctx.ws.tokenizer.save_pretrained(target / "model")
-        for task in ctx.cfg.tasks:
-            own = state.tasks.get(task, {})
-            head = {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith("classifier.")}
-            (target / "heads").mkdir(parents=True, exist_ok=True)
-            save_file(
-                {k: v.contiguous() for k, v in head.items()},
-                str(target / "heads" / f"{task}.safetensors"),
-            )
-        _final_card(ctx, name, target)
-        (target / "DONE").write_text(json.dumps({"round": last, "model_task": first}), "utf-8")
-
-
-def _final_card(ctx: _Ctx, strategy: str, target: Path) -> None:
-    """The model card of a strategy's final merged model: base, tasks, recipe, accuracies."""
-    cfg, last = ctx.cfg, ctx.cfg.rounds
-    rec = ctx.run.read_record(strategy, last)
-    results = {}
-    for task in cfg.tasks:
-        for split in ("validation", "test"):
-            s = rec.scores.get(task, {}).get(split, {})
-            if "accuracy" in s:
-                n = len(s.get("labels", [])) or int(s.get("n", 0))
-                results[f"{task} ({split})"] = {"accuracy": s["accuracy"], "n": n}
-    search = rec.search or {}
-    chosen = {k: search[k] for k in ("lambdas", "density") if k in search}
-    first = cfg.tasks[0]
-    write_model_card(
-        target / "model",
-        title=f"{cfg.model} evolved on {', '.join(cfg.tasks)} ({strategy}, round {last})",
-        summary=(
-            f"The shared backbone after {last} rounds of `{strategy}` "
-            f"({cfg.strategy(strategy).train} fine-tunes merged each round) starting from "
-            f"`{cfg.model}`. The folder holds the classifier of `{first}`; every task's "
-            f"head is in `../heads/<task>.safetensors`. Merge recipe of the last round: "
-            f"{json.dumps(chosen) if chosen else 'see report/report.json'}. Full report: "
-            "`report/report.md` of the run."
-        ),
-        base_model=cfg.model,
-        datasets=list(cfg.tasks),
-        results=results,
-        command=f"modularevo evolve config.resolved.yaml  # from {cfg.output_dir}",
-        config=cfg.model_dump(mode="json"),
-        tags=["text-classification", "model-merging", f"strategy-{strategy}"],
-    )
