@@ -2,9 +2,10 @@
 
 MiniLM (embedded ``minilm``) is fine-tuned in full once per offline task (lang-id,
 code-package, legal-category, math-type; early stopping on validation; each fine-tune is
-a ``modularevo finetune`` output folder, cached and resumed after a kill). Then, for every
-subset of 2, 3 and 4 tasks, the task backbones are merged with every method while each
-task keeps its own fine-tuned head:
+a ``modularevo finetune`` output folder, cached and resumed after a kill; every
+(subset, method) record is cached too, so a killed run resumes where it stopped). Then,
+for every subset of 2, 3 and 4 tasks, the task backbones are merged with every method
+while each task keeps its own fine-tuned head:
 
     average (weights 1/k, no search), task arithmetic, TIES, DARE, CABS, MagMax, TSV-M,
     Iso-C, Iso-CTS, CART, PCB, OPCM (registered: per-tensor norms), OPCM with the paper's
@@ -300,6 +301,52 @@ def test_scores(setup: Setup, tasks: Sequence[str], states: Callable[[str], Stat
     return out
 
 
+def merge_and_score(
+    setup: Setup, tasks: Sequence[str], label: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Choose ``label``'s hyperparameters on validation, merge once (timed), score on test."""
+    t0 = time.perf_counter()
+    chosen = {"lambda": 1.0, "density": None, "extra": {}} if label == "average" \
+        else choose(setup, tasks, label, args)  # fmt: skip
+    search_s = time.perf_counter() - t0
+    state, secs, mib = final_merge(setup, tasks, label, chosen)
+    return {"chosen": chosen, "test": test_scores(setup, tasks, lambda _t: state),
+            "cost": {"seconds": secs, "peak_mib": mib, "search_seconds": search_s}}  # fmt: skip
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options a cached record depends on (a record made with others is redone)."""
+    keys = ("model", "finetunes", "lambdas", "densities", "cart_ranks", "search_examples",
+            "test_examples", "max_length", "seed", "lr", "head_lr", "epochs", "max_steps",
+            "patience", "max_train_examples", "max_ft_eval_examples")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+class Records:
+    """One JSON file per (subset, method) under ``folder``: a killed run resumes, and
+    a record is reused only when it was made with the same :func:`settings`."""
+
+    def __init__(self, folder: Path, config: Mapping[str, Any]) -> None:
+        self.folder, self.config = folder, json.loads(json.dumps(dict(config)))
+
+    def get(self, label: str) -> dict[str, Any] | None:
+        """The cached record of ``label``, or ``None``."""
+        path = self.folder / f"{label}.json"
+        if not path.is_file():
+            return None
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        return rec if rec.get("settings") == self.config else None
+
+    def put(self, label: str, rec: dict[str, Any]) -> dict[str, Any]:
+        """Write ``rec`` atomically (a temporary file, then a rename) and return it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rec = {**rec, "settings": self.config}
+        tmp = self.folder / f".{label}.json.tmp"
+        tmp.write_text(json.dumps(rec), encoding="utf-8")
+        os.replace(tmp, self.folder / f"{label}.json")
+        return rec
+
+
 # ------------------------------------------------------------------ statistics and reports
 
 
@@ -404,20 +451,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs = []
         for subset in subsets:
             print(f"merging {'+'.join(subset)} ...", flush=True)
+            cache = Records(Path(args.out) / "records" / "+".join(subset), settings(args))
             r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
-            r["test"][REFERENCE] = test_scores(setup, subset, lambda t: setup.shared[t])
-            r["test"][CONTROL] = test_scores(setup, subset, lambda t: setup.base)
+            for label, states in ((REFERENCE, lambda t: setup.shared[t]),
+                                  (CONTROL, lambda _t: setup.base)):  # fmt: skip
+                rec = cache.get(label) or cache.put(
+                    label, {"test": test_scores(setup, subset, states)}
+                )
+                r["test"][label] = rec["test"]
             for label in labels:
-                t0 = time.perf_counter()
-                chosen = {"lambda": 1.0, "density": None, "extra": {}} if label == "average" \
-                    else choose(setup, subset, label, args)  # fmt: skip
-                search_s = time.perf_counter() - t0
-                state, secs, mib = final_merge(setup, subset, label, chosen)
-                r["chosen"][label] = chosen
-                r["cost"][label] = {"seconds": secs, "peak_mib": mib, "search_seconds": search_s}
-                r["test"][label] = test_scores(setup, subset, lambda _t, s=state: s)
-                print(f"  {label}: {chosen} test "
-                      f"{np.mean([v['accuracy'] for v in r['test'][label].values()]):.3f}",
+                rec = cache.get(label) or cache.put(
+                    label, merge_and_score(setup, subset, label, args)
+                )
+                r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
+                r["test"][label] = rec["test"]
+                print(f"  {label}: {rec['chosen']} test "
+                      f"{np.mean([v['accuracy'] for v in rec['test'].values()]):.3f}",
                       flush=True)  # fmt: skip
             runs.append(r)
         by_k[str(k)] = summarise(runs, [REFERENCE, CONTROL, *labels])

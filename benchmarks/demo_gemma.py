@@ -7,8 +7,8 @@ module-aware merge of that fine-tune back into the base, and a structured extrac
 whose logits are checked against the masked model. Step times and memory are printed
 and written as JSON. Sized for 2 CPU cores; every size is a flag.
 
-    PYTHONPATH=src nice -n 19 python benchmarks/demo_gemma.py --out runs/demo_gemma \
-        --mask-steps 20 --ft-steps 10 --batch 4 --seq-len 64
+    PYTHONPATH=src python benchmarks/demo_gemma.py --out runs/demo_gemma \
+        --mask-steps 40 --ft-steps 40 --batch 4 --seq-len 64 --val-seqs 64
 
 Needs the extra ``modularevo[gemma]`` (the model is built on first use, about 2 minutes).
 """
@@ -68,6 +68,20 @@ def _paired(a: list[float], b: list[float]) -> dict[str, float]:
     return {"n": n, "mean_diff": mean, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
+def _accuracy_ci(split: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy with its 95% Clopper-Pearson interval, and the chance level of the labels
+    (the most frequent label's share), so a fine-tune that learned nothing shows."""
+    from collections import Counter
+
+    from scipy import stats
+
+    labels, preds = split["labels"], split["predictions"]
+    k, n = sum(p == y for p, y in zip(preds, labels, strict=True)), len(labels)
+    ci = stats.binomtest(k, n).proportion_ci(0.95)
+    majority = Counter(labels).most_common(1)[0][1] / n
+    return {"accuracy": k / n, "n": n, "ci95": [ci.low, ci.high], "majority_share": majority}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/demo_gemma")
@@ -80,6 +94,8 @@ def main() -> None:
     ap.add_argument("--level", type=float, default=0.9, help="snapshot level of the module")
     ap.add_argument("--sampled", type=int, default=4096, help="sampled-softmax ids (0: full)")
     ap.add_argument("--val-seqs", type=int, default=16, help="held-out sequences compared")
+    ap.add_argument("--ft-lr", type=float, default=1e-4, help="fine-tune lr inside the module")
+    ap.add_argument("--ft-eval-examples", type=int, default=64, help="validation/test examples")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -172,8 +188,10 @@ def main() -> None:
     ft = FinetuneConfig.model_validate({
         "model": "gemma-270m", "task": args.task, "module": str(paths[args.level]),
         "max_steps": args.ft_steps, "batch_size": args.batch, "max_length": args.seq_len,
-        "eval_every": args.ft_steps, "checkpoint_every": None, "lr": 1e-4,
-        "max_train_examples": args.ft_steps * args.batch, "max_eval_examples": 4 * args.batch,
+        "eval_every": args.ft_steps, "checkpoint_every": None, "lr": args.ft_lr,
+        "eval_at_start": False,  # the demo merges the last step, never the untouched base
+        "max_train_examples": args.ft_steps * args.batch,
+        "max_eval_examples": args.ft_eval_examples,
         "eval_batch_size": args.batch, "output_dir": str(out / "finetune"), "overwrite": True,
         "progress": False, "cpu": True,
     })  # fmt: skip
@@ -181,7 +199,7 @@ def main() -> None:
     res = finetune(ft)
     seconds = time.perf_counter() - t
     report["finetune"] = {"seconds": seconds, "seconds_per_step": seconds / args.ft_steps,
-                          "peak_rss_mb": _peak_mb(),
+                          "peak_rss_mb": _peak_mb(), "test": _accuracy_ci(res.metrics["test"]),
                           "metrics": res.metrics}  # fmt: skip
     print("finetune", report["finetune"], flush=True)
 

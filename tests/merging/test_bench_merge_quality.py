@@ -54,3 +54,17 @@ def test_quick_run_writes_the_tables_and_reuses_fine_tunes(tmp_path: Path):
     assert not (tmp_path / "b" / "finetunes").exists()
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert again["by_k"]["2"]["rows"]["finetuned"] == rows["finetuned"]
+    # a rerun into the same folder reuses every (subset, method) record: no merge runs
+    calls: list[str] = []
+    real = bench.merge_and_score
+    bench.merge_and_score = lambda *a: calls.append(a[2]) or real(*a)
+    try:
+        assert bench.main([*argv, "--out", str(tmp_path / "a")]) == 0
+        assert calls == []
+        rerun = json.loads((tmp_path / "a" / "results.json").read_text())
+        assert rerun["by_k"]["2"]["rows"] == rows
+        # a record made with other settings is redone, not reused
+        assert bench.main([*argv, "--seed", "1", "--out", str(tmp_path / "a")]) == 0
+        assert sorted(calls) == sorted(["average", *methods])
+    finally:
+        bench.merge_and_score = real

@@ -60,8 +60,9 @@ def score_split(
         return pad_batch([examples[i] for i in idx], pad_id=pad_id)
 
     preds, labels, loss = eval_predictions(
-        acc, model, len(examples), collate, batch_size=batch_size
-    )
+        acc, model, len(examples), collate, batch_size=batch_size,
+        lengths=[len(e["input_ids"]) for e in examples],
+    )  # fmt: skip
     classes = list(range(num_labels)) if num_labels else None
     out: dict[str, Any] = {
         "accuracy": accuracy(labels, preds),

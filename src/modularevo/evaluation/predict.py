@@ -7,7 +7,7 @@ same predictions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -22,6 +22,7 @@ def eval_predictions(
     collate: Callable[[list[int]], dict[str, torch.Tensor]],
     *,
     batch_size: int = 64,
+    lengths: Sequence[int] | None = None,
 ) -> tuple[list[int], list[int], float]:
     """Predict every example ``0..n-1``, sharded over processes and gathered on all of them.
 
@@ -31,12 +32,17 @@ def eval_predictions(
         n: number of examples.
         collate: indices -> batch with ``labels``.
         batch_size: examples per forward pass on each process.
+        lengths: the token length of each example; when given, batches are formed from
+            examples of similar length (longest first), so less of every batch is padding.
+            The results come back in example order either way.
 
     Returns:
         (predictions, labels, mean loss), in example order.
     """
     model.eval()
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
+    if lengths is not None:
+        mine.sort(key=lambda i: -lengths[i])  # stable: ties keep example order
     rows: list[tuple[int, int, int, float]] = []
     for start in range(0, len(mine), batch_size):
         idx = mine[start : start + batch_size]
