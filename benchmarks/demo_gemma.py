@@ -91,10 +91,17 @@ def main() -> None:
     ap.add_argument("--ft-steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument(
+        "--control-domain",
+        default="math",
+        help="corpus of a second module, for the domain check ('' to skip)",
+    )
     ap.add_argument("--level", type=float, default=0.9, help="snapshot level of the module")
     ap.add_argument("--sampled", type=int, default=4096, help="sampled-softmax ids (0: full)")
     ap.add_argument("--val-seqs", type=int, default=16, help="held-out sequences compared")
     ap.add_argument("--ft-lr", type=float, default=1e-4, help="fine-tune lr inside the module")
+    ap.add_argument("--ft-head-lr", type=float, default=None, help="fresh head's lr")
+    ap.add_argument("--ft-warmup", type=int, default=0, help="fine-tune warmup steps")
     ap.add_argument("--ft-eval-examples", type=int, default=64, help="validation/test examples")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -121,35 +128,45 @@ def main() -> None:
     print("load", report["load"], flush=True)
 
     # ---- one domain module (structured, so it can be extracted)
-    dsd = load_dataset(args.domain)
-    texts = {"train": list(dsd["train"]["text"]), "validation": list(dsd["validation"]["text"])}
-    cfg = ModularizeConfig.model_validate({
-        "model": "gemma-270m", "kind": "causal_lm", "dataset": args.domain,
-        "steps": args.mask_steps, "batch_size": args.batch, "max_length": args.seq_len,
-        "structured": True, "snapshot_levels": [args.level], "eval_every": args.mask_steps,
-        "eval_batches": 1, "calibration_batches": 1, "progress": False,
-        "sampled_softmax": args.sampled or None, "max_train_texts": 2000, "max_val_texts": 200,
-        "output_dir": str(out / "modularize"),
-    })  # fmt: skip
-    t = time.perf_counter()
-    paths = modularize(cfg, model=model, tokenizer=tok, texts=texts)
-    seconds = time.perf_counter() - t
-    summary = json.loads((out / "modularize" / "modularize.json").read_text())
-    report["modularize"] = {
-        "seconds": seconds, "seconds_per_step": seconds / max(args.mask_steps, 1),
-        "levels": sorted(paths), "peak_rss_mb": _peak_mb(), "history": summary.get("history"),
-    }  # fmt: skip
-    print("modularize", {k: v for k, v in report["modularize"].items() if k != "history"},
-          flush=True)  # fmt: skip
-    if args.level not in paths:
-        (out / "demo.json").write_text(json.dumps(report, indent=1))
-        raise SystemExit(f"the module did not reach kept {args.level}; raise --mask-steps")
-    module = load_module(paths[args.level])
+    def learn(lm: Any, domain: str, folder: str) -> tuple[Any, Any, dict[str, Any]]:
+        dsd = load_dataset(domain)
+        texts = {"train": list(dsd["train"]["text"]),
+                 "validation": list(dsd["validation"]["text"])}  # fmt: skip
+        cfg = ModularizeConfig.model_validate({
+            "model": "gemma-270m", "kind": "causal_lm", "dataset": domain,
+            "steps": args.mask_steps, "batch_size": args.batch, "max_length": args.seq_len,
+            "structured": True, "snapshot_levels": [args.level], "eval_every": args.mask_steps,
+            "eval_batches": 1, "calibration_batches": 1, "progress": False,
+            "sampled_softmax": args.sampled or None, "max_train_texts": 2000,
+            "max_val_texts": 200, "output_dir": str(out / folder),
+        })  # fmt: skip
+        t = time.perf_counter()
+        paths = modularize(cfg, model=lm, tokenizer=tok, texts=texts)
+        seconds = time.perf_counter() - t
+        summary = json.loads((out / folder / "modularize.json").read_text())
+        steps = max((h.get("step", 0) for h in summary.get("history") or []), default=0)
+        rep = {
+            "domain": domain, "seconds": seconds, "steps_run": steps,
+            "seconds_per_step": seconds / max(steps, 1), "levels": sorted(paths),
+            "peak_rss_mb": _peak_mb(), "history": summary.get("history"),
+        }  # fmt: skip
+        print(f"modularize {domain}", {k: v for k, v in rep.items() if k != "history"},
+              flush=True)  # fmt: skip
+        if args.level not in paths:
+            report[folder] = rep
+            (out / "demo.json").write_text(json.dumps(report, indent=1, default=str))
+            raise SystemExit(f"the {domain} module did not reach kept {args.level}; "
+                             "raise --mask-steps")  # fmt: skip
+        val = pack_texts(texts["validation"][:200], tok, max_length=args.seq_len,
+                         kind="causal_lm")[: args.val_seqs]  # fmt: skip
+        return load_module(paths[args.level]), paths, {**rep, "val": val}
+
+    module, paths, rep = learn(model, args.domain, "modularize")
+    val = rep.pop("val")
+    report["modularize"] = rep
     twin = random_twin(module, torch.Generator().manual_seed(0))
 
     # ---- domain loss: module vs its random twin, paired over held-out sequences
-    val = pack_texts(texts["validation"][:200], tok, max_length=args.seq_len, kind="causal_lm")
-    val = val[: args.val_seqs]
     t = time.perf_counter()
     dense = _seq_losses(model, None, val)
     learned = _seq_losses(model, module.masks, val)
@@ -160,6 +177,28 @@ def main() -> None:
         "twin_minus_module": _paired(learned, rand), "seconds": time.perf_counter() - t,
     }  # fmt: skip
     print("domain_loss", report["domain_loss"], flush=True)
+
+    # ---- is the module decided by its domain? a module of another domain, same level:
+    # each module should lose less on its own domain than the other module (paired).
+    if args.control_domain:
+        other, _, orep = learn(model, args.control_domain, "modularize-control")
+        oval = orep.pop("val")
+        report["control_modularize"] = orep
+        own_on_other = _seq_losses(model, module.masks, oval)
+        other_on_other = _seq_losses(model, other.masks, oval)
+        other_on_own = _seq_losses(model, other.masks, val)
+        report["domain_specificity"] = {
+            "control_domain": args.control_domain, "control_density": other.density(),
+            f"{args.domain}_text": {"own_module": sum(learned) / len(learned),
+                                    "control_module": sum(other_on_own) / len(other_on_own),
+                                    "control_minus_own": _paired(learned, other_on_own)},
+            f"{args.control_domain}_text": {
+                "own_module": sum(other_on_other) / len(other_on_other),
+                "control_module": sum(own_on_other) / len(own_on_other),
+                "control_minus_own": _paired(other_on_other, own_on_other)},
+        }  # fmt: skip
+        print("domain_specificity", report["domain_specificity"], flush=True)
+        del other
 
     # ---- extraction: a smaller model whose logits equal the masked model's
     t = time.perf_counter()
@@ -189,6 +228,7 @@ def main() -> None:
         "model": "gemma-270m", "task": args.task, "module": str(paths[args.level]),
         "max_steps": args.ft_steps, "batch_size": args.batch, "max_length": args.seq_len,
         "eval_every": args.ft_steps, "checkpoint_every": None, "lr": args.ft_lr,
+        "head_lr": args.ft_head_lr, "warmup_steps": args.ft_warmup,
         "eval_at_start": False,  # the demo merges the last step, never the untouched base
         "max_train_examples": args.ft_steps * args.batch,
         "max_eval_examples": args.ft_eval_examples,
