@@ -222,44 +222,47 @@ def main() -> None:
     print("extract", report["extract"], flush=True)
     del small, ref, got
 
-    # ---- one mask-guided fine-tune inside the module (classification, last-token pooling)
-    del model
-    ft = FinetuneConfig.model_validate({
-        "model": "gemma-270m", "task": args.task, "module": str(paths[args.level]),
-        "max_steps": args.ft_steps, "batch_size": args.batch, "max_length": args.seq_len,
-        "eval_every": args.ft_steps, "checkpoint_every": None, "lr": args.ft_lr,
-        "head_lr": args.ft_head_lr, "warmup_steps": args.ft_warmup,
-        "eval_at_start": False,  # the demo merges the last step, never the untouched base
-        "max_train_examples": args.ft_steps * args.batch,
-        "max_eval_examples": args.ft_eval_examples,
-        "eval_batch_size": args.batch, "output_dir": str(out / "finetune"), "overwrite": True,
-        "progress": False, "cpu": True,
-    })  # fmt: skip
-    t = time.perf_counter()
-    res = finetune(ft)
-    seconds = time.perf_counter() - t
-    report["finetune"] = {"seconds": seconds, "seconds_per_step": seconds / args.ft_steps,
-                          "peak_rss_mb": _peak_mb(), "test": _accuracy_ci(res.metrics["test"]),
-                          "metrics": res.metrics}  # fmt: skip
-    print("finetune", report["finetune"], flush=True)
+    if args.ft_steps > 0:  # --ft-steps 0: modules, domain check and extraction only
+        # ---- one mask-guided fine-tune inside the module (classification, last-token pooling)
+        del model
+        ft = FinetuneConfig.model_validate({
+            "model": "gemma-270m", "task": args.task, "module": str(paths[args.level]),
+            "max_steps": args.ft_steps, "batch_size": args.batch, "max_length": args.seq_len,
+            "eval_every": args.ft_steps, "checkpoint_every": None, "lr": args.ft_lr,
+            "head_lr": args.ft_head_lr, "warmup_steps": args.ft_warmup,
+            "eval_at_start": False,  # the demo merges the last step, never the untouched base
+            "max_train_examples": args.ft_steps * args.batch,
+            "max_eval_examples": args.ft_eval_examples,
+            "eval_batch_size": args.batch, "output_dir": str(out / "finetune"), "overwrite": True,
+            "progress": False, "cpu": True,
+        })  # fmt: skip
+        t = time.perf_counter()
+        res = finetune(ft)
+        seconds = time.perf_counter() - t
+        report["finetune"] = {"seconds": seconds, "seconds_per_step": seconds / args.ft_steps,
+                              "peak_rss_mb": _peak_mb(), "test": _accuracy_ci(res.metrics["test"]),
+                              "metrics": res.metrics}  # fmt: skip
+        print("finetune", report["finetune"], flush=True)
 
-    # ---- merge the fine-tuned backbone back into the base, restricted to the module
-    base, _ = load_model("gemma-270m", "causal_lm")
-    tuned = res.model if res.model is not None else load_model(str(res.model_dir), "classifier")[0]
-    prefix = f"{base.base_model_prefix}."
-    base_sd = base.state_dict()
-    tuned_sd = {prefix + k.removeprefix("backbone."): v for k, v in tuned.state_dict().items()
-                if k.startswith("backbone.")}  # fmt: skip
-    tuned_full = {k: tuned_sd.get(k, v) for k, v in base_sd.items()}
-    t = time.perf_counter()
-    merged = merge_state_dicts(base_sd, [tuned_full], "modularevo", {}, masks=[module.masks])
-    moved = sum(int((merged[k] != base_sd[k]).sum()) for k in module.masks if k in merged)
-    base.load_state_dict(merged)  # base_sd aliases base's tensors: count before loading
-    after = _seq_losses(base, None, val)
-    report["merge"] = {"seconds": time.perf_counter() - t, "entries_changed": moved,
-                       "domain_loss_after": sum(after) / len(after),
-                       "merged_minus_dense": _paired(dense, after)}  # fmt: skip
-    print("merge", report["merge"], flush=True)
+        # ---- merge the fine-tuned backbone back into the base, restricted to the module
+        base, _ = load_model("gemma-270m", "causal_lm")
+        tuned = (
+            res.model if res.model is not None else load_model(str(res.model_dir), "classifier")[0]
+        )
+        prefix = f"{base.base_model_prefix}."
+        base_sd = base.state_dict()
+        tuned_sd = {prefix + k.removeprefix("backbone."): v for k, v in tuned.state_dict().items()
+                    if k.startswith("backbone.")}  # fmt: skip
+        tuned_full = {k: tuned_sd.get(k, v) for k, v in base_sd.items()}
+        t = time.perf_counter()
+        merged = merge_state_dicts(base_sd, [tuned_full], "modularevo", {}, masks=[module.masks])
+        moved = sum(int((merged[k] != base_sd[k]).sum()) for k in module.masks if k in merged)
+        base.load_state_dict(merged)  # base_sd aliases base's tensors: count before loading
+        after = _seq_losses(base, None, val)
+        report["merge"] = {"seconds": time.perf_counter() - t, "entries_changed": moved,
+                           "domain_loss_after": sum(after) / len(after),
+                           "merged_minus_dense": _paired(dense, after)}  # fmt: skip
+        print("merge", report["merge"], flush=True)
     report["peak_rss_mb"] = _peak_mb()
     (out / "demo.json").write_text(json.dumps(report, indent=1, default=str))
     print("wrote", out / "demo.json", "peak RSS MB", report["peak_rss_mb"])
