@@ -413,13 +413,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     ks = sorted(int(k) for k in result["by_k"])
     fig, ax = plt.subplots(figsize=(8, 5))
-    labels = list(result["by_k"][str(ks[0])]["rows"])
+    labels = list(dict.fromkeys(m for k in ks for m in result["by_k"][str(k)]["rows"]))
     for i, m in enumerate(labels):
-        rows = [result["by_k"][str(k)]["rows"][m] for k in ks]
+        have = [k for k in ks if m in result["by_k"][str(k)]["rows"]]
+        rows = [result["by_k"][str(k)]["rows"][m] for k in have]
         y = [r["norm_avg"] for r in rows]
         err = [[r["norm_avg"] - r["norm_ci"][0] for r in rows],
                [r["norm_ci"][1] - r["norm_avg"] for r in rows]]  # fmt: skip
-        x = [k + (i - len(labels) / 2) * 0.02 for k in ks]
+        x = [k + (i - len(labels) / 2) * 0.02 for k in have]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=m)
     ax.set_xticks(ks)
     ax.set_xlabel("number of merged tasks")
@@ -435,13 +436,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Fine-tune (or reuse), merge every subset with every method, score and report."""
+    """Fine-tune (or reuse), merge every subset with every method, score and report.
+
+    With ``--report-only`` nothing is trained or merged: the report is made from the
+    cached records alone (a subset without its controls is left out, and a method is
+    reported for a number of tasks only when every subset of that size has its record).
+    """
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     tasks = list(args.tasks)
-    folders = ensure_finetunes(args, tasks)
-    setup = load_setup(args, folders)
+    setup = None
+    if not args.report_only:
+        setup = load_setup(args, ensure_finetunes(args, tasks))
     labels = ["average", *args.methods]
     by_k: dict[str, Any] = {}
     for k in args.ks:
@@ -450,30 +457,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             subsets = subsets[:1]
         runs = []
         for subset in subsets:
-            print(f"merging {'+'.join(subset)} ...", flush=True)
             cache = Records(Path(args.out) / "records" / "+".join(subset), settings(args))
-            r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
-            for label, states in ((REFERENCE, lambda t: setup.shared[t]),
-                                  (CONTROL, lambda _t: setup.base)):  # fmt: skip
-                rec = cache.get(label) or cache.put(
-                    label, {"test": test_scores(setup, subset, states)}
-                )
-                r["test"][label] = rec["test"]
-            for label in labels:
-                rec = cache.get(label) or cache.put(
-                    label, merge_and_score(setup, subset, label, args)
-                )
-                r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
-                r["test"][label] = rec["test"]
-                print(f"  {label}: {rec['chosen']} test "
-                      f"{np.mean([v['accuracy'] for v in rec['test'].values()]):.3f}",
-                      flush=True)  # fmt: skip
-            runs.append(r)
-        by_k[str(k)] = summarise(runs, [REFERENCE, CONTROL, *labels])
+            r = (score_subset(setup, subset, labels, cache, args) if setup is not None
+                 else cached_subset(subset, labels, cache))  # fmt: skip
+            if r is not None:
+                runs.append(r)
+        if not runs:
+            continue
+        present = [m for m in labels if all(m in r["test"] for r in runs)]
+        by_k[str(k)] = summarise(runs, [REFERENCE, CONTROL, *present])
         by_k[str(k)]["runs"] = [{k2: v for k2, v in r.items() if k2 != "test"} for r in runs]
     return {"command": args.command, "model": args.model, "tasks": tasks,
-            "finetunes": setup.finetunes, "lambdas": list(args.lambdas),
-            "densities": list(args.densities), "by_k": by_k}  # fmt: skip
+            "finetunes": setup.finetunes if setup is not None else {},
+            "lambdas": list(args.lambdas), "densities": list(args.densities),
+            "by_k": by_k}  # fmt: skip
+
+
+def score_subset(
+    setup: Setup,
+    subset: Sequence[str],
+    labels: Sequence[str],
+    cache: Records,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The controls and every method on one subset (cached records reused)."""
+    print(f"merging {'+'.join(subset)} ...", flush=True)
+    r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
+    for label, states in ((REFERENCE, lambda t: setup.shared[t]),
+                          (CONTROL, lambda _t: setup.base)):  # fmt: skip
+        rec = cache.get(label) or cache.put(label, {"test": test_scores(setup, subset, states)})
+        r["test"][label] = rec["test"]
+    for label in labels:
+        rec = cache.get(label) or cache.put(label, merge_and_score(setup, subset, label, args))
+        r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
+        r["test"][label] = rec["test"]
+        print(f"  {label}: {rec['chosen']} test "
+              f"{np.mean([v['accuracy'] for v in rec['test'].values()]):.3f}",
+              flush=True)  # fmt: skip
+    return r
+
+
+def cached_subset(
+    subset: Sequence[str], labels: Sequence[str], cache: Records
+) -> dict[str, Any] | None:
+    """One subset from its cached records only; ``None`` without both controls."""
+    r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
+    for label in (REFERENCE, CONTROL, *labels):
+        rec = cache.get(label)
+        if rec is None:
+            if label in (REFERENCE, CONTROL):
+                return None
+            continue
+        r["test"][label] = rec["test"]
+        if label not in (REFERENCE, CONTROL):
+            r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
+    return r
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -504,6 +542,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny-bert, tiny splits")
+    ap.add_argument("--report-only", action="store_true",
+                    help="report the cached records only: no training, no merging")  # fmt: skip
     args = ap.parse_args(argv)
     args.command = "bench_merge_quality.py " + " ".join(argv if argv is not None else [])
     if args.quick:

@@ -63,6 +63,12 @@ def test_quick_run_writes_the_tables_and_reuses_fine_tunes(tmp_path: Path):
         assert calls == []
         rerun = json.loads((tmp_path / "a" / "results.json").read_text())
         assert rerun["by_k"]["2"]["rows"] == rows
+        # --report-only: the same tables from the records, without loading a model
+        real_setup, bench.load_setup = bench.load_setup, None  # would fail if called
+        assert bench.main([*argv, "--report-only", "--out", str(tmp_path / "a")]) == 0
+        bench.load_setup = real_setup
+        report = json.loads((tmp_path / "a" / "results.json").read_text())
+        assert report["by_k"]["2"]["rows"] == rows
         # a record made with other settings is redone, not reused
         assert bench.main([*argv, "--seed", "1", "--out", str(tmp_path / "a")]) == 0
         assert sorted(calls) == sorted(["average", *methods])
