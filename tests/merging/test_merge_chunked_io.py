@@ -102,3 +102,34 @@ def test_bf16_scan_finds_every_nan_and_inf_pattern(monkeypatch: pytest.MonkeyPat
     assert not bf16_has_nonfinite(bits)
     bits[-3] = bad
     assert bf16_has_nonfinite(bits)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_the_unchanged_merge_check_compares_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+):
+    """The check that refuses a merge writing the base back compares the first tensor in
+    chunks (no whole-tensor copies): a change in the last chunk only is still a change,
+    and an exact copy of the base is still refused."""
+    from modularevo.merging import apply
+
+    g = torch.Generator().manual_seed(0)
+    base = {"emb.weight": torch.randn(300, 16, generator=g), "b": torch.randn(7, generator=g)}
+    edited = {k: v.clone() for k, v in base.items()}
+    edited["emb.weight"][-1, -1] += 1.0  # the very last entry of the 4 800
+    for name, sd in (("base", base), ("edited", edited), ("copy", base)):
+        (tmp_path / name).mkdir()
+        save_file(sd, str(tmp_path / name / "model.safetensors"))
+    monkeypatch.setattr(apply, "CHUNK", 1000)
+
+    def recipe(model: str) -> dict:
+        return {"merge_method": "task_arithmetic", "base_model": str(tmp_path / "base"),
+                "backend": backend, "models": [{"model": str(tmp_path / model),
+                                                "parameters": {"weight": 1.0}}]}  # fmt: skip
+
+    merge(recipe("edited"), tmp_path / "out", progress=False)
+    out = read_output(tmp_path / "out")
+    assert torch.equal(out["emb.weight"], edited["emb.weight"])
+    with pytest.raises(InputError, match="unchanged"):
+        merge(recipe("copy"), tmp_path / "same", progress=False)
+    assert not (tmp_path / "same").exists()
