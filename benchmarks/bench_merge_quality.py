@@ -419,7 +419,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     labels = [m for m in dict.fromkeys(m for k in ks for m in result["by_k"][str(k)]["rows"])
               if m not in (REFERENCE, CONTROL)]  # fmt: skip
-    colours = plt.get_cmap("tab20").colors
+    colours = plt.get_cmap("tab20")  # 20 colours, called by index
     markers = "os^vDP*Xhp<>d8H"
     for i, m in enumerate(labels):
         have = [k for k in ks if m in result["by_k"][str(k)]["rows"]]
@@ -429,7 +429,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                [r["norm_ci"][1] - r["norm_avg"] for r in rows]]  # fmt: skip
         x = [k + (i - len(labels) / 2) * 0.025 for k in have]
         ax.errorbar(x, y, yerr=err, marker=markers[i % len(markers)], capsize=2, label=m,
-                    color=colours[i % len(colours)], lw=2.2 if m == "task_arithmetic" else 1.2,
+                    color=colours(i % 20), lw=2.2 if m == "task_arithmetic" else 1.2,
                     ls="--" if m == "task_arithmetic" else "-")  # fmt: skip
     ax.axhline(100, color="black", ls=":", lw=1, label="individual fine-tunes")
     ax.set_xticks(ks)
@@ -468,8 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs = []
         for subset in subsets:
             cache = Records(Path(args.out) / "records" / "+".join(subset), settings(args))
-            r = (score_subset(setup, subset, labels, cache, args) if setup is not None
-                 else cached_subset(subset, labels, cache))  # fmt: skip
+            r = subset_record(setup, subset, labels, cache, args)
             if r is not None:
                 runs.append(r)
         if not runs:
@@ -483,44 +482,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "by_k": by_k}  # fmt: skip
 
 
-def score_subset(
-    setup: Setup,
+def subset_record(
+    setup: Setup | None,
     subset: Sequence[str],
     labels: Sequence[str],
     cache: Records,
     args: argparse.Namespace,
-) -> dict[str, Any]:
-    """The controls and every method on one subset (cached records reused)."""
-    print(f"merging {'+'.join(subset)} ...", flush=True)
-    r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
-    for label, states in ((REFERENCE, lambda t: setup.shared[t]),
-                          (CONTROL, lambda _t: setup.base)):  # fmt: skip
-        rec = cache.get(label) or cache.put(label, {"test": test_scores(setup, subset, states)})
-        r["test"][label] = rec["test"]
-    for label in labels:
-        rec = cache.get(label) or cache.put(label, merge_and_score(setup, subset, label, args))
-        r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
-        r["test"][label] = rec["test"]
-        print(f"  {label}: {rec['chosen']} test "
-              f"{np.mean([v['accuracy'] for v in rec['test'].values()]):.3f}",
-              flush=True)  # fmt: skip
-    return r
-
-
-def cached_subset(
-    subset: Sequence[str], labels: Sequence[str], cache: Records
 ) -> dict[str, Any] | None:
-    """One subset from its cached records only; ``None`` without both controls."""
+    """The controls and every method on one subset, cached records reused.
+
+    Without ``setup`` (``--report-only``) only cached records are used: a method without
+    one is left out, and the subset is ``None`` when a control has none.
+    """
+
+    def fetch(label: str) -> dict[str, Any] | None:
+        rec = cache.get(label)
+        if rec is not None or setup is None:
+            return rec
+        if label in (REFERENCE, CONTROL):
+            shared, base = setup.shared, setup.base
+            states = (lambda t: shared[t]) if label == REFERENCE else (lambda _t: base)
+            return cache.put(label, {"test": test_scores(setup, subset, states)})
+        return cache.put(label, merge_and_score(setup, subset, label, args))
+
+    if setup is not None:
+        print(f"merging {'+'.join(subset)} ...", flush=True)
     r: dict[str, Any] = {"tasks": list(subset), "chosen": {}, "cost": {}, "test": {}}
     for label in (REFERENCE, CONTROL, *labels):
-        rec = cache.get(label)
+        rec = fetch(label)
         if rec is None:
             if label in (REFERENCE, CONTROL):
                 return None
             continue
         r["test"][label] = rec["test"]
-        if label not in (REFERENCE, CONTROL):
-            r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
+        if label in (REFERENCE, CONTROL):
+            continue
+        r["chosen"][label], r["cost"][label] = rec["chosen"], rec["cost"]
+        if setup is not None:
+            print(f"  {label}: {rec['chosen']} test "
+                  f"{np.mean([v['accuracy'] for v in rec['test'].values()]):.3f}",
+                  flush=True)  # fmt: skip
     return r
 
 

@@ -8,7 +8,11 @@ whose logits are checked against the masked model. Step times and memory are pri
 and written as JSON. Sized for 2 CPU cores; every size is a flag.
 
     PYTHONPATH=src python benchmarks/demo_gemma.py --out runs/demo_gemma \
-        --mask-steps 40 --ft-steps 40 --batch 4 --seq-len 64 --val-seqs 64
+        --mask-steps 40 --ft-steps 80 --batch 4 --seq-len 64 --val-seqs 64 \
+        --ft-lr 2e-5 --ft-head-lr 1e-3 --ft-warmup 8
+
+(a fresh head needs a larger lr than the backbone: lr 1e-4 for both diverged in
+docs/models.md's run)
 
 Needs the extra ``modularevo[gemma]`` (the model is built on first use, about 2 minutes).
 """
