@@ -228,7 +228,7 @@ def frontier_plot(records: dict, path: Path, n_boot: int, seed: int) -> Path | N
         ax.set_xlabel("speed-up over dense, batch 8 (×)")
         ax.set_ylabel("accuracy − dense (points, 95% CI)")
         ax.legend(fontsize=8)
-    fig.suptitle("Structured modules: accuracy vs CPU speed-up (target: right of 2.5×, above −1)")
+    fig.suptitle("Structured modules vs dense: target right of 2.5×, above −1", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

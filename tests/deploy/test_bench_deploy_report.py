@@ -1,0 +1,103 @@
+"""The deploy benchmark's report: paired intervals, the stricter reference decides, sizes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _records(dense_wrong: int, more_wrong: int, module_wrong: int, speed: float, n: int = 400):
+    labels = [i % 5 for i in range(n)]
+
+    def preds(wrong: int) -> list[int]:  # the first `wrong` examples wrong
+        return [(y + 1) % 5 if i < wrong else y for i, y in enumerate(labels)]
+
+    point = {"median_ms": 100.0, "iqr_ms": 1.0}
+    fast = {"median_ms": 100.0 / speed, "iqr_ms": 1.0}
+    latency = {
+        "repeats": 5,
+        "threads": 1,
+        "seq_len": 64,
+        "batch1": {"torch/dense": point, "torch/f384h4": fast},
+        "batch8": {"torch/dense": point, "torch/f384h4": fast},
+    }
+    task = {
+        "dense": {"labels": labels, "preds": preds(dense_wrong), "params": 22_700_000},
+        "dense_more": {"preds": preds(more_wrong)},
+        "latency": latency,
+        "modules": {
+            "f384h4": {
+                "preds": preds(module_wrong),
+                "preds_before_ft": preds(200),
+                "params": 15_000_000,
+            }
+        },
+    }
+    return {"cpu": "test", "args": {"max_len": "64"}, "tasks": {"lang-id": task}}
+
+
+def test_identical_predictions_give_a_zero_difference_and_a_zero_interval():
+    rep = _load("deploy_report")
+    (row,) = rep.accuracy_rows(_records(10, 10, 10, 3.0), 500, 0)
+    assert row["diff"]["dense"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}
+    assert row["acc"] == pytest.approx(97.5)
+
+
+def test_a_clearly_worse_module_has_an_interval_below_zero():
+    rep = _load("deploy_report")
+    (row,) = rep.accuracy_rows(_records(0, 0, 40, 3.0), 1000, 0)
+    d = row["diff"]["dense"]
+    assert d["diff"] == pytest.approx(-10.0)
+    assert d["hi"] < 0
+    assert d["lo"] < d["diff"] < d["hi"]
+    assert d["p"] < 0.01
+
+
+def test_the_verdict_needs_both_speed_and_accuracy_against_the_stricter_reference():
+    rep = _load("deploy_report")
+    (ok,) = rep.verdicts(_records(10, 10, 12, 3.0), 300, 0)
+    assert "target met by f384h4" in ok
+    assert "3.00x" in ok
+    (slow,) = rep.verdicts(_records(10, 10, 12, 2.4), 300, 0)
+    assert "missed" in slow
+    # within 1 point of the plateau model, but 2.5 points below the same-budget one
+    (strict,) = rep.verdicts(_records(10, 0, 10, 3.0), 300, 0)
+    assert "missed" in strict
+    assert "-2.50" in strict
+
+
+def test_the_markdown_names_every_reference_and_the_latency(tmp_path: Path):
+    rep = _load("deploy_report")
+    records = _records(10, 8, 12, 3.0)
+    md = rep.report_markdown(records, 200, 0)
+    assert "| lang-id | 400 | f384h4 | 22.7M → 15.0M | 97.50 | 98.00 |" in md
+    assert "| lang-id | torch | 8 | f384h4 | 33.3 (1.0) | 3.00× |" in md
+    assert rep.frontier_plot(records, tmp_path / "f.png", 200, 0) == tmp_path / "f.png"
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_module_sizes_parse_and_bad_ones_are_refused():
+    bench = _load("bench_deploy")
+    assert bench.parse_size("384x4") == (384, 4)
+    assert bench.size_name((512, 6)) == "f512h6"
+    with pytest.raises(argparse.ArgumentTypeError, match="FFNxHEADS"):
+        bench.parse_size("384")
