@@ -196,8 +196,8 @@ def cut_prune(delta: Tensor, cut: Cut | float) -> Tensor:
     """A new tensor: ``delta`` with the entries ``cut`` drops set to 0, in one fused pass.
 
     Equals ``delta * cut_mask(delta.abs(), cut)`` up to the sign of zeros: a hard
-    shrink keeps ``|delta| > value`` (for ``>=``, shrink by the float just below it),
-    then kept ties are restored by index.
+    shrink keeps ``|delta| > value``; for ``>=`` (every tie kept, or the flat positions
+    up to ``last_tie``) it shrinks by the float just below ``value`` instead.
     """
     c = cut if isinstance(cut, Cut) else Cut(float(cut))
     delta = delta.float()
@@ -206,14 +206,21 @@ def cut_prune(delta: Tensor, cut: Cut | float) -> Tensor:
             return delta.clone()
         if c.value == math.inf:
             return torch.zeros_like(delta)
-        below = torch.nextafter(torch.tensor(c.value), torch.tensor(-math.inf))
-        return torch.nn.functional.hardshrink(delta, float(below))
-    out = torch.nn.functional.hardshrink(delta, c.value)
-    if c.last_tie >= 0:
-        flat, src = out.view(-1), delta.reshape(-1)[: c.last_tie + 1]
-        ties = torch.nonzero(src.abs() == c.value).reshape(-1)
-        flat[ties] = src[ties]
-    return out
+        return torch.nn.functional.hardshrink(delta, _below(c.value))
+    if c.last_tie < 0:  # no tie here
+        return torch.nn.functional.hardshrink(delta, c.value)
+    # ties kept up to flat position last_tie: >= before it, > after it (one pass, no index)
+    flat = delta.reshape(-1)
+    t = min(c.last_tie + 1, flat.numel())
+    out = torch.empty_like(flat)
+    torch.ops.aten.hardshrink.out(flat[:t], _below(c.value), out=out[:t])
+    torch.ops.aten.hardshrink.out(flat[t:], c.value, out=out[t:])
+    return out.view_as(delta)
+
+
+def _below(value: float) -> float:
+    """The float32 just below ``value``: ``|x| > _below(v)`` iff ``|x| >= v`` (float32 x)."""
+    return float(torch.nextafter(torch.tensor(value), torch.tensor(-math.inf)))
 
 
 def threshold_prune(delta: Tensor, threshold: float | Cut, *, rescale: bool = False) -> Tensor:

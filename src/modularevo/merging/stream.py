@@ -247,7 +247,7 @@ def _merge_chunked(
         assert flat_base is not None
         dens = extra["params"]["density"]
         ks = [keep_count(d, task.numel) for d in dens]
-        cuts = topk_cuts(flats, flat_base, ks, CHUNK, run)
+        cuts = topk_cuts(flats, flat_base, ks, run=run)  # its own (larger) chunks
     masks = extra.get("masks")
     out = backend.empty(task.shape, task.out_code)
     flat_out = out.reshape(-1)  # a view: the buffer is contiguous
