@@ -217,7 +217,9 @@ def learned_module(
         warmup_fraction=args.gate_warmup,
         lr=args.gate_lr,
     )
-    gm = GatedModel.wrap(copy.deepcopy(dense), gcfg, total_steps=args.gate_steps)
+    # a copy that trains: the dense model is frozen once it has served as a teacher
+    student_model = copy.deepcopy(dense).requires_grad_(True)
+    gm = GatedModel.wrap(student_model, gcfg, total_steps=args.gate_steps)
     student = Distiller(gm, dense, dcfg, student_core=gm.model) if dcfg is not None else gm
     print(f"gates: {args.gate_steps} steps to {gcfg.ffn_density:.3f} / {gcfg.head_density:.3f}")
     torch.manual_seed(args.seed + 2)  # dropout and gate noise
@@ -367,6 +369,7 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
             dense, t.data("validation"), batches=args.score_batches, batch=32
         )
         small = extract_module(dense, structured_module(dense, ffn, heads, *size))
+    small.requires_grad_(True)
     preds0 = predict(small, te)
     how = "with distillation" if args.distill else "plain"
     print(f"[{t.name}] recovery of {size_name(size)}, {args.small_steps} steps, {how}", flush=True)
