@@ -154,9 +154,10 @@ def recipe(cache: Path, method: str, dtype: str = "float32") -> str:
     )
 
 
-def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
-    """Fastest wall time (s) and its peak RSS (MiB, the child's own ``ru_maxrss``)."""
-    best_t, best_rss = float("inf"), 0.0
+def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
+    """Fastest wall time (s), its CPU time (user + sys, s) and peak RSS (MiB, the child's
+    own ``ru_maxrss``)."""
+    best_t, best_cpu, best_rss = float("inf"), 0.0, 0.0
     for _ in range(repeat):
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -169,7 +170,8 @@ def timed(cmd: list[str], repeat: int) -> tuple[float, float]:
             sys.exit(f"command failed: {' '.join(cmd)}\n{err.decode()[-3000:]}")
         if elapsed < best_t:
             best_t, best_rss = elapsed, usage.ru_maxrss / 1024
-    return best_t, best_rss
+            best_cpu = usage.ru_utime + usage.ru_stime
+    return best_t, best_cpu, best_rss
 
 
 def main() -> None:
@@ -200,6 +202,7 @@ def main() -> None:
     env_py = str(ROOT / ".venv" / "bin" / "python")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = []
+    load_before = os.getloadavg()[0]
     files = [str(cache / m) for m in MODELS]  # folders: single files or sharded
     floors = {}
     for backend in ("numpy", "torch"):
@@ -217,7 +220,7 @@ def main() -> None:
             mk = [args.mergekit, str(rp), str(work / f"mk-{method}")]
             rows.append(("mergekit", method, "torch", *timed(mk, args.repeat)))  # best of N
     shutil.rmtree(work, ignore_errors=True)
-    print_table(rows, floors)
+    print_table(rows, floors, (load_before, os.getloadavg()[0]))
 
 
 def backend_of(me: str, recipe_path: Path) -> str:
@@ -228,21 +231,31 @@ def backend_of(me: str, recipe_path: Path) -> str:
 
 
 def print_table(
-    rows: list[tuple[str, str, str, float, float]], floors: dict[str, tuple[float, float]]
+    rows: list[tuple[str, str, str, float, float, float]],
+    floors: dict[str, tuple[float, float, float]],
+    load: tuple[float, float],
 ) -> None:
-    """Markdown table with ratios to the floor of the same backend and to mergekit."""
-    mk = {m: (t, r) for tool, m, _, t, r in rows if tool == "mergekit"}
-    print("| tool | method | backend | wall s | peak RSS MiB | × floor time (same backend) |"
-          " mergekit time / ours | our RSS / mergekit |")  # fmt: skip
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    for tool, method, backend, t, rss in rows:
+    """Markdown table with ratios to the floor of the same backend and to mergekit.
+
+    ``load`` is the 1-minute load average before and after the runs: on a shared
+    machine wall times stretch with it, CPU times (user + sys) much less.
+    """
+    mk = {m: (t, r) for tool, m, _, t, _, r in rows if tool == "mergekit"}
+    print("| tool | method | backend | wall s | CPU s | peak RSS MiB |"
+          " × floor time (same backend) | × floor CPU | mergekit time / ours |"
+          " our RSS / mergekit |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for tool, method, backend, t, cpu, rss in rows:
         ratio = f"{t / floors[backend][0]:.2f}"
+        cpu_ratio = f"{cpu / floors[backend][1]:.2f}"
         vs = mk.get(method) if tool == "modularevo" else None
         speed = f"{vs[0] / t:.2f}" if vs else "—"
         mem = f"{rss / vs[1]:.2f}" if vs else "—"
-        cells = [tool, method, backend, f"{t:.2f}", f"{rss:.0f}", ratio, speed, mem]
+        cells = [tool, method, backend, f"{t:.2f}", f"{cpu:.2f}", f"{rss:.0f}", ratio,
+                 cpu_ratio, speed, mem]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
-    print(json.dumps({"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
+    print(json.dumps({"cpus": os.cpu_count(), "load_avg_1m_before": round(load[0], 2),
+                      "load_avg_1m_after": round(load[1], 2)}))  # fmt: skip
 
 
 if __name__ == "__main__":

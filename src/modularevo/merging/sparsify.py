@@ -192,30 +192,36 @@ def cut_mask(magnitudes: Tensor, cut: Cut | float) -> Tensor:
     return mask
 
 
-def cut_prune(delta: Tensor, cut: Cut | float) -> Tensor:
-    """A new tensor: ``delta`` with the entries ``cut`` drops set to 0, in one fused pass.
+def cut_prune(delta: Tensor, cut: Cut | float, *, out: Tensor | None = None) -> Tensor:
+    """``delta`` with the entries ``cut`` drops set to 0, in one fused pass.
 
     Equals ``delta * cut_mask(delta.abs(), cut)`` up to the sign of zeros: a hard
     shrink keeps ``|delta| > value``; for ``>=`` (every tie kept, or the flat positions
     up to ``last_tie``) it shrinks by the float just below ``value`` instead.
+
+    Args:
+        delta: the task vector (float32, or cast to it).
+        cut: what to keep (a float: ``|delta| >= it``).
+        out: float32 tensor of ``delta``'s shape to write into (may be ``delta`` itself);
+            by default a new tensor.
     """
     c = cut if isinstance(cut, Cut) else Cut(float(cut))
     delta = delta.float()
+    out = torch.empty_like(delta) if out is None else out
+    flat, dst = delta.reshape(-1), out.view(-1)
     if c.last_tie == sys.maxsize:  # keep |delta| >= value
         if c.value <= 0:
-            return delta.clone()
+            return out.copy_(delta)
         if c.value == math.inf:
-            return torch.zeros_like(delta)
-        return torch.nn.functional.hardshrink(delta, _below(c.value))
-    if c.last_tie < 0:  # no tie here
-        return torch.nn.functional.hardshrink(delta, c.value)
-    # ties kept up to flat position last_tie: >= before it, > after it (one pass, no index)
-    flat = delta.reshape(-1)
-    t = min(c.last_tie + 1, flat.numel())
-    out = torch.empty_like(flat)
-    torch.ops.aten.hardshrink.out(flat[:t], _below(c.value), out=out[:t])
-    torch.ops.aten.hardshrink.out(flat[t:], c.value, out=out[t:])
-    return out.view_as(delta)
+            return out.zero_()
+        torch.ops.aten.hardshrink.out(flat, _below(c.value), out=dst)
+        return out
+    # ties kept up to flat position last_tie: >= before it, > after it (no index tensor)
+    t = max(0, min(c.last_tie + 1, flat.numel()))
+    if t:
+        torch.ops.aten.hardshrink.out(flat[:t], _below(c.value), out=dst[:t])
+    torch.ops.aten.hardshrink.out(flat[t:], c.value, out=dst[t:])
+    return out
 
 
 def _below(value: float) -> float:

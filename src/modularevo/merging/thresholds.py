@@ -166,7 +166,7 @@ def topk_cuts(
             s = searches[i]
             s.update(passes[i], np.stack([c[i] for c in counts]))
             if s.done:
-                cuts[i] = s.cut(lambda a, i=i: absdelta(i, a, min(a + chunk, n)), chunk)
+                cuts[i] = s.cut(functools.partial(absdelta, i), chunk, n)
                 del searches[i]
     return [c for c in cuts if c is not None]
 
@@ -249,8 +249,9 @@ class _Search:
         if j + 1 < len(p.edges) and p.edges[j + 1] < self.hi:
             self.hi, self.hi_counts = p.edges[j + 1], per_chunk[:, j + 1]
 
-    def cut(self, absdelta: Callable[[int], Tensor], chunk: int) -> Cut:
-        """The :class:`Cut` (once :attr:`done`); ``absdelta(a)``: ``|τ|`` of the chunk at ``a``."""
+    def cut(self, absdelta: Callable[[int, int], Tensor], chunk: int, n: int) -> Cut:
+        """The :class:`Cut` (once :attr:`done`) of ``n`` entries; ``absdelta(a, b)``: ``|τ|``
+        of entries ``[a, b)``."""
         value = float(np.int32(self.lo).view(np.float32))
         ties = self.lo_counts - self.hi_counts  # entries equal to the k-th, per chunk
         ties_kept = self.k - int(self.hi_counts.sum())
@@ -258,9 +259,26 @@ class _Search:
             return Cut(value)  # every tie is kept
         seen = np.cumsum(ties)
         c = int(np.searchsorted(seen, ties_kept))  # the chunk holding the last kept tie
-        before = int(seen[c] - ties[c])
-        eq = torch.nonzero(absdelta(c * chunk) == value).reshape(-1)
-        return Cut(value, c * chunk + int(eq[ties_kept - before - 1]))
+        return Cut(value, _nth_equal(absdelta, value, ties_kept - int(seen[c] - ties[c]),
+                                     (c * chunk, min(c * chunk + chunk, n))))  # fmt: skip
+
+
+def _nth_equal(
+    absdelta: Callable[[int, int], Tensor], value: float, nth: int, span: tuple[int, int]
+) -> int:
+    """The flat index of the ``nth`` entry equal to ``value`` in ``span``: counted piece by
+    piece, indexed in the one piece that holds it (in bf16 task vectors ~1 entry in 6
+    can tie at the cut, so indexing a whole chunk would cost a large index tensor)."""
+    for a in range(span[0], span[1], _LOCATE):
+        eq = absdelta(a, min(a + _LOCATE, span[1])) == value
+        here = int(torch.count_nonzero(eq))
+        if nth <= here:
+            return a + int(torch.nonzero(eq).reshape(-1)[nth - 1])
+        nth -= here
+    raise AssertionError("fewer ties than counted")  # pragma: no cover
+
+
+_LOCATE = 1 << 16
 
 
 def _count_chunk(

@@ -240,7 +240,7 @@ def _delta(
             return delta  # density 1 keeps everything
         if p["rescale"]:
             return sp.threshold_prune(delta, thresholds[i], rescale=True)
-        return sp.cut_prune(delta, thresholds[i])
+        return sp.cut_prune(delta, thresholds[i], out=delta)  # in place
     return _sparsify(v, delta, i, p, generators, thresholds)
 
 
