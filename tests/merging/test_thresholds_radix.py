@@ -133,3 +133,20 @@ def test_torch_backend_accepts_large_finite_values(dtype: torch.dtype):
     big = torch.finfo(dtype).max
     x = torch.full((1 << 21,), big, dtype=dtype)  # the sum overflows; every value is finite
     TorchBackend().check_finite(x, "w", "m")
+
+
+def test_chunked_merge_writes_into_a_model_input_only_when_nothing_shares_it():
+    from types import SimpleNamespace
+
+    from modularevo.merging.stream import _output_buffer
+
+    task = SimpleNamespace(shape=(4, 3), out_code="BF16")
+    be = TorchBackend()
+    base = torch.zeros(4, 3, dtype=torch.bfloat16)
+    a, b = torch.ones(4, 3, dtype=torch.bfloat16), torch.ones(4, 3, dtype=torch.bfloat16)
+    assert _output_buffer(be, task, [a, b], base) is a  # type: ignore[arg-type]
+    for tensors in ([base, b], [a, a], [base.view(4, 3), b], [a.float(), b], [a.t(), b]):
+        out = _output_buffer(be, task, tensors, base)  # type: ignore[arg-type]
+        assert all(out is not t for t in [*tensors, base])
+        assert out.dtype == torch.bfloat16
+        assert tuple(out.shape) == (4, 3)

@@ -75,6 +75,13 @@ class Backend(Protocol):
         """An uninitialised buffer of dtype ``code``."""
         ...
 
+    def can_overwrite(
+        self, x: Any, others: Sequence[Any], shape: tuple[int, ...], code: str
+    ) -> bool:
+        """Whether ``x`` can hold the output (dtype ``code``, ``shape``): a contiguous buffer
+        sharing no memory with ``others``."""
+        ...
+
     def compute_threads(self, chunked: bool) -> contextlib.AbstractContextManager[Any]:
         """A thread pool sharing the chunks of chunked merges (or ``None``)."""
         ...
@@ -138,6 +145,19 @@ class TorchBackend:
 
     def empty(self, shape: tuple[int, ...], code: str) -> Any:
         return torch.empty(shape, dtype=BY_CODE[code].torch)
+
+    def can_overwrite(
+        self, x: Any, others: Sequence[Any], shape: tuple[int, ...], code: str
+    ) -> bool:
+        if not (
+            isinstance(x, torch.Tensor)
+            and x.dtype == BY_CODE[code].torch
+            and tuple(x.shape) == shape
+            and x.is_contiguous()
+        ):
+            return False
+        ptr = x.untyped_storage().data_ptr()
+        return all(o is None or o.untyped_storage().data_ptr() != ptr for o in others)
 
     @contextlib.contextmanager
     def compute_threads(self, chunked: bool) -> Iterator[ThreadPoolExecutor | None]:
@@ -212,6 +232,11 @@ class NumpyBackend:
 
     def empty(self, shape: tuple[int, ...], code: str) -> np.ndarray:
         return np.empty(shape, dtype=BY_CODE[code].numpy)
+
+    def can_overwrite(
+        self, x: Any, others: Sequence[Any], shape: tuple[int, ...], code: str
+    ) -> bool:
+        return False  # the numpy merges (task arithmetic, linear) gain little: left as they are
 
     @contextlib.contextmanager
     def compute_threads(self, chunked: bool) -> Iterator[ThreadPoolExecutor | None]:
