@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_deploy import accuracy, encode, train
+from deploy_training import accuracy, encode, train
 from modularevo.utils.atomic import atomic_write_text
 
 
