@@ -154,13 +154,15 @@ def recipe(cache: Path, method: str, dtype: str = "float32") -> str:
     )
 
 
-def timed(cmd: list[str], repeat: int) -> tuple[float, float, float]:
+def timed(
+    cmd: list[str], repeat: int, env: dict[str, str] | None = None
+) -> tuple[float, float, float]:
     """Fastest wall time (s), its CPU time (user + sys, s) and peak RSS (MiB, the child's
     own ``ru_maxrss``)."""
     best_t, best_cpu, best_rss = float("inf"), 0.0, 0.0
     for _ in range(repeat):
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         assert proc.stderr is not None
         err = proc.stderr.read()  # drained before waiting, so the child never blocks on it
         _, status, usage = os.wait4(proc.pid, 0)
@@ -183,6 +185,11 @@ def main() -> None:
     ap.add_argument("--methods", default="task_arithmetic,ties")
     ap.add_argument("--scale", choices=sorted(SCALES), default="124m", help="model size point")
     ap.add_argument("--n-layer", type=int, default=None, help="fewer layers, for quick checks")
+    ap.add_argument(
+        "--baseline-src", type=Path, default=None,
+        help="a src/ folder of another modularevo version (e.g. from git archive) to time "
+        "side by side, before each merge of this one",
+    )  # fmt: skip
     ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     width, n_layer, n_head, dtype = SCALES[args.scale]
@@ -215,6 +222,9 @@ def main() -> None:
         rp.write_text(recipe(cache, method, dtype))
         backend = backend_of(me, rp)
         me_cmd = [me, "merge", str(rp), str(work / method), "--overwrite", "--no-progress"]
+        if args.baseline_src:
+            env = {**os.environ, "PYTHONPATH": str(args.baseline_src)}
+            rows.append(("baseline", method, backend, *timed(me_cmd, args.repeat, env)))
         rows.append(("modularevo", method, backend, *timed(me_cmd, args.repeat)))
         if args.mergekit:
             mk = [args.mergekit, str(rp), str(work / f"mk-{method}")]
@@ -248,7 +258,7 @@ def print_table(
     for tool, method, backend, t, cpu, rss in rows:
         ratio = f"{t / floors[backend][0]:.2f}"
         cpu_ratio = f"{cpu / floors[backend][1]:.2f}"
-        vs = mk.get(method) if tool == "modularevo" else None
+        vs = mk.get(method) if tool in ("modularevo", "baseline") else None
         speed = f"{vs[0] / t:.2f}" if vs else "—"
         mem = f"{rss / vs[1]:.2f}" if vs else "—"
         cells = [tool, method, backend, f"{t:.2f}", f"{cpu:.2f}", f"{rss:.0f}", ratio,

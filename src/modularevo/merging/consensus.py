@@ -82,5 +82,11 @@ def merge_deltas(
     if not normalize:
         return mixed
     divisor = torch.tensordot(weights.to(weighted.dtype), kept.sign_(), dims=1)
-    divisor.add_(divisor.abs().sign_().sub_(1).neg_())  # 0 → 1, float-only
+    least = float(weights.min()) if weights.numel() else 0.0
+    if least > 0:
+        # positive weights: a divisor is 0 (mixed is ±0 there: ±0 / least = ±0 / 1) or at
+        # least the smallest weight, so one clamp does what the five passes below do
+        divisor.clamp_(min=least)
+    else:
+        divisor.add_(divisor.abs().sign_().sub_(1).neg_())  # 0 → 1, float-only
     return mixed.div_(divisor)

@@ -1,5 +1,5 @@
-"""The exact per-tensor top-k cut by radix select on float32 bit patterns, its passes,
-the tie-splitting prune and the torch backend's NaN/Inf scan."""
+"""TIES' fast paths: the exact per-tensor top-k cut by radix select on float32 bit patterns,
+the tie-splitting prune, the one-clamp divisor, the output buffer and the NaN/Inf scan."""
 
 import pytest
 import torch
@@ -150,3 +150,23 @@ def test_chunked_merge_writes_into_a_model_input_only_when_nothing_shares_it():
         assert all(out is not t for t in [*tensors, base])
         assert out.dtype == torch.bfloat16
         assert tuple(out.shape) == (4, 3)
+
+
+@pytest.mark.parametrize("weights", [[0.3, 0.3, 0.3], [0.7, 0.4, 1.0], [1e-3, 2.0, 0.5]])
+def test_positive_weight_divisor_clamp_is_bitwise_the_zero_to_one_rule(weights: list[float]):
+    from modularevo.merging.consensus import merge_deltas
+
+    g = torch.Generator().manual_seed(7)
+    deltas = torch.round(torch.randn(3, 50_000, generator=g) * 3) / 3
+    deltas[torch.rand(3, 50_000, generator=g) < 0.6] = 0.0  # trimmed: many entries agree on 0
+    w = torch.tensor(weights)
+    weighted = deltas * w[:, None]
+    got = merge_deltas(weighted.clone(), w, consensus="sum", normalize=True, inplace=True)
+    # the reference rule: divisor = Σ agreeing weights, 0 -> 1
+    sign = torch.where(weighted.sum(0) >= 0, 1.0, -1.0)
+    agree = (weighted * sign) > 0
+    mixed = (weighted * agree).sum(0)
+    divisor = (w[:, None] * agree).sum(0)
+    want = mixed / torch.where(divisor == 0, 1.0, divisor)
+    assert torch.equal(got, want)
+    assert torch.equal(got.view(torch.int32) & 0x7FFFFFFF, want.view(torch.int32) & 0x7FFFFFFF)
