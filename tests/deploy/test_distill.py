@@ -43,6 +43,28 @@ def test_loss_is_zero_when_student_is_teacher() -> None:
     assert other.last_terms["hidden_mse"] > 1e-2
 
 
+def _hooked(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_a_teacher_taught_twice_keeps_no_block_outputs_and_close_removes_the_hooks() -> None:
+    teacher = _teacher()
+    first = Distiller(copy.deepcopy(teacher), teacher, CFG).train()
+    first(**_batch())
+    student = first.student.eval()
+    second = Distiller(toy_bert(seed=1), teacher, CFG).train()
+    for _ in range(3):  # the teacher runs under the second wrapper, the student alone
+        second(**_batch())
+        student(**_batch())
+    stale = [c for c in first._capture.values() if c is not None]
+    assert [len(c.outputs) for c in stale] == [0, 0]  # recorded nothing outside its steps
+    assert _hooked(teacher) == 2 * len(describe(teacher).layers)
+    first.close()
+    second.close()
+    assert _hooked(teacher) == 0
+    assert _hooked(student) == 0
+
+
 def test_terms_ignore_padding_and_scale_with_temperature() -> None:
     s, t = torch.randn(4, 3), torch.randn(4, 3)
     hs, ht = torch.randn(4, 5, 8), torch.randn(4, 5, 8)

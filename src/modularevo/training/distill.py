@@ -62,7 +62,12 @@ def distill_terms(
 
 
 class _Capture:
-    """Forward hooks that record the outputs of chosen blocks."""
+    """Forward hooks that record the outputs of chosen blocks, only while ``active``.
+
+    Outside a :class:`Distiller` step the hooks record nothing: a model that served as
+    a student or teacher (and is evaluated, timed or taught again by a new Distiller)
+    does not accumulate block outputs.
+    """
 
     def __init__(self, model: nn.Module, picked: list[str]) -> None:
         modules = dict(model.named_modules())
@@ -73,10 +78,17 @@ class _Capture:
                 "blocks by name (an extracted module keeps its teacher's names)"
             )
         self.outputs: list[Tensor] = []
+        self.active = False
         self.handles = [modules[n].register_forward_hook(self._hook) for n in picked]
 
     def _hook(self, _mod: nn.Module, _args: Any, out: Any) -> None:
-        self.outputs.append(out[0] if isinstance(out, tuple) else out)
+        if self.active:
+            self.outputs.append(out[0] if isinstance(out, tuple) else out)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles, self.outputs = [], []
 
     def take(self) -> list[Tensor]:
         out, self.outputs = self.outputs, []
@@ -128,19 +140,29 @@ class Distiller(nn.Module):
         self._teacher[0]._apply(fn, recurse)  # .to(device) moves the teacher too
         return self
 
+    def close(self) -> None:
+        """Remove the hooks from the student and the teacher (the wrapper is done)."""
+        for cap in self._capture.values():
+            if cap is not None:
+                cap.remove()
+
     def forward(self, **batch: Any) -> Any:
         """The student's output; training replaces ``loss`` by the distillation loss."""
-        cap_s, cap_t = self._capture["student"], self._capture["teacher"]
-        if cap_s is not None:
-            cap_s.take()
-        out = self.student(**batch)
         if not self.training:
-            if cap_s is not None:
-                cap_s.take()
-            return out
-        with torch.no_grad():
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            t_out = self.teacher(**inputs)
+            return self.student(**batch)
+        cap_s, cap_t = self._capture["student"], self._capture["teacher"]
+        caps = [c for c in (cap_s, cap_t) if c is not None]
+        for cap in caps:
+            cap.take()
+            cap.active = True
+        try:
+            out = self.student(**batch)
+            with torch.no_grad():
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                t_out = self.teacher(**inputs)
+        finally:
+            for cap in caps:
+                cap.active = False
         s_hidden = cap_s.take() if cap_s is not None else []
         t_hidden = cap_t.take() if cap_t is not None else []
         if len(s_hidden) != len(t_hidden):

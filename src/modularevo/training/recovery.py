@@ -84,6 +84,7 @@ def unwrap_trained(model: nn.Module) -> tuple[nn.Module, ModuleMask | None, dict
     info: dict[str, Any] = {}
     if isinstance(model, Distiller):
         info["distill"] = model.cfg.model_dump()
+        model.close()  # the student and the teacher keep no hooks
         model = model.student
     module = None
     if isinstance(model, GatedModel):
