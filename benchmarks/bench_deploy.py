@@ -212,6 +212,8 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
         seed=args.seed + 1,
         param_groups=[{"params": list(small.parameters())}],
     )
+    if isinstance(student, Distiller):
+        student.close()
     folder = t.out / f"{t.name}-{size_name(size)}-module"
     save_extracted(small, folder, tokenizer=t.tokenizer(), overwrite=True)
     cfg = small.config
@@ -329,6 +331,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--hidden-weight", type=float, default=1.0)
     ap.add_argument("--same-budget", action="store_true", help="dense trained as long as a module")
+    ap.add_argument("--no-modules", action="store_true", help="train no module in this call")
     ap.add_argument("--latency", action="store_true", help="time dense and modules (idle cores!)")
     ap.add_argument("--onnx", action="store_true", help="with --latency: ONNX Runtime too")
     ap.add_argument("--int8", action="store_true", help="with --onnx: int8 dynamic too")
@@ -339,17 +342,14 @@ def main() -> None:
     tasks = {name: Task(name, args) for name in args.tasks}
     if not args.report_only:
         # sizes outer: every task gets the first size before any gets the second
-        for t in tasks.values():
-            _record(args.out / f"{t.name}-dense.json", lambda t=t: dense_record(t))
-        for size in args.sizes:
+        for size in [] if args.no_modules else args.sizes:
             for t in tasks.values():
                 path = args.out / f"{t.name}-{size_name(size)}.json"
                 _record(path, lambda t=t, size=size: module_record(t, size))
             if args.same_budget and size == args.sizes[0]:
-                for t in tasks.values():
-                    _record(
-                        args.out / f"{t.name}-dense-more.json", lambda t=t: same_budget_record(t)
-                    )
+                same_budget(tasks)
+        if args.same_budget:
+            same_budget(tasks)
         if args.latency:
             for t in tasks.values():
                 path = args.out / f"{t.name}-latency.json"
@@ -361,6 +361,11 @@ def main() -> None:
     print(md)
     for line in verdicts(records, args.bootstrap, args.seed):
         print(line)
+
+
+def same_budget(tasks: dict[str, Task]) -> None:
+    for t in tasks.values():
+        _record(t.out / f"{t.name}-dense-more.json", lambda t=t: same_budget_record(t))
 
 
 def collect(args: argparse.Namespace) -> dict:

@@ -196,5 +196,7 @@ def learned_module(
         param_groups=[{"params": list(gm.model.parameters())}, *gm.param_groups()],
     )
     print(f"  expected density at the end: {gm.density()}", flush=True)
+    if isinstance(student, Distiller):
+        student.close()
     folded, module = gm.finalize()
     return extract_module(folded, module)
