@@ -223,6 +223,8 @@ def train_sparse(
             log.append(rec)
             print(f"  step {step}/{steps} loss {rec['loss']:.3f} sparsity "
                   f"{rec['sparsity']:.3f} ({rec['seconds']:.0f}s)", flush=True)  # fmt: skip
+    if isinstance(student, Distiller):
+        student.close()  # its hooks would keep recording block outputs in later forwards
     model.eval()
     return masks, log
 
