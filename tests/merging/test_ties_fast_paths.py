@@ -70,9 +70,9 @@ def _passes(monkeypatch: pytest.MonkeyPatch) -> list[thresholds._Pass]:
     seen: list[thresholds._Pass] = []
     update = thresholds._Search.update
 
-    def spy(self: thresholds._Search, p: thresholds._Pass, per_chunk) -> None:
+    def spy(self: thresholds._Search, p: thresholds._Pass, per_chunk, bands) -> None:
         seen.append(p)
-        update(self, p, per_chunk)
+        update(self, p, per_chunk, bands)
 
     monkeypatch.setattr(thresholds._Search, "update", spy)
     return seen
@@ -89,6 +89,19 @@ def test_tied_bf16_vector_resolves_in_one_compare_pass(monkeypatch: pytest.Monke
     assert torch.equal(got, topk_mask(absd, N // 5))
     assert len(seen) == 1
     assert seen[0].shift < 0
+
+
+@pytest.mark.parametrize("k", [1, 700, N // 5, N - 1])
+def test_distinct_float32_vector_resolves_in_one_collecting_pass(
+    monkeypatch: pytest.MonkeyPatch, k: int
+):
+    model, base = _pair(torch.float32, "normal", seed=8)
+    seen = _passes(monkeypatch)
+    absd = (model.float() - base.float()).abs()
+    got = _kept(model, base, k, chunk=20_000)
+    assert torch.equal(got, topk_mask(absd, k))
+    assert seen[0].collect
+    assert len(seen) == 1 or k in (1, N - 1)  # the extremes may fall outside the bracket
 
 
 @pytest.mark.parametrize("few", [0, 5])

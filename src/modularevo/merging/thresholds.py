@@ -164,7 +164,8 @@ def topk_cuts(
         counts = list(run(job, starts))  # per chunk: {model: counts at or above each edge}
         for i in list(searches):
             s = searches[i]
-            s.update(passes[i], np.stack([c[i] for c in counts]))
+            bands = [c[i][1] for c in counts] if passes[i].collect else None
+            s.update(passes[i], np.stack([c[i][0] for c in counts]), bands)
             if s.done:
                 cuts[i] = s.cut(functools.partial(absdelta, i), chunk, n)
                 del searches[i]
@@ -187,6 +188,7 @@ class _Pass:
 
     edges: tuple[int, ...]
     shift: int = -1
+    collect: bool = False  # also gather the bits in [edges[0], edges[1]) (few, distinct)
 
 
 def _uniform_pass(lo: int, hi: int, bins: int) -> _Pass:
@@ -205,7 +207,12 @@ def _first_edges(sample: Tensor, q: float, bins: int) -> _Pass:
     lo, hi = _bracket(sample, q)
     lo_b, hi_b = (int(np.float32(v).view(np.int32)) for v in (lo, hi))
     bits = sample.contiguous().view(torch.int32)
-    near = torch.unique(bits[(bits >= lo_b) & (bits <= hi_b)]).tolist()
+    inside = bits[(bits >= lo_b) & (bits <= hi_b)]
+    near = torch.unique(inside).tolist()
+    if len(near) > _FEW and 2 * len(near) >= inside.numel() and hi_b + 1 < _TOP:
+        # mostly distinct values (float32 task vectors): the ~3% of entries in the bracket
+        # are gathered in the pass and the k-th is selected among them, one pass in all
+        return _Pass((lo_b, hi_b + 1), collect=True)
     if len(near) > _FEW:
         return _uniform_pass(lo_b, hi_b + 1, bins)
     edges = {lo_b, hi_b + 1, *near, *(v + 1 for v in near)}
@@ -239,8 +246,9 @@ class _Search:
             return _Pass(tuple(range(self.lo + 1, self.hi)))
         return _uniform_pass(self.lo, self.hi, self.bins)
 
-    def update(self, p: _Pass, per_chunk: np.ndarray) -> None:
-        """Narrow ``[lo, hi)`` with a pass's (chunks, edges) counts at or above its edges."""
+    def update(self, p: _Pass, per_chunk: np.ndarray, bands: list[np.ndarray] | None) -> None:
+        """Narrow ``[lo, hi)`` with a pass's (chunks, edges) counts at or above its edges
+        (and, for a collecting pass, each chunk's bits between its two edges)."""
         totals = per_chunk.sum(axis=0)  # non-increasing along the ascending edges
         at_least = np.flatnonzero(totals >= self.k)
         j = int(at_least[-1]) if at_least.size else -1  # the last edge with G >= k
@@ -248,6 +256,13 @@ class _Search:
             self.lo, self.lo_counts = p.edges[j], per_chunk[:, j]
         if j + 1 < len(p.edges) and p.edges[j + 1] < self.hi:
             self.hi, self.hi_counts = p.edges[j + 1], per_chunk[:, j + 1]
+        if bands is not None and j == 0:  # the k-th is among the gathered bits
+            gathered = np.concatenate(bands)
+            pos = gathered.size - (self.k - int(totals[1]))  # the k-th largest, ascending
+            v = int(np.partition(gathered, pos)[pos])
+            above = per_chunk[:, 1]
+            self.lo, self.lo_counts = v, above + [np.count_nonzero(b >= v) for b in bands]
+            self.hi, self.hi_counts = v + 1, above + [np.count_nonzero(b > v) for b in bands]
 
     def cut(self, absdelta: Callable[[int, int], Tensor], chunk: int, n: int) -> Cut:
         """The :class:`Cut` (once :attr:`done`) of ``n`` entries; ``absdelta(a, b)``: ``|τ|``
@@ -283,11 +298,13 @@ _LOCATE = 1 << 16
 
 def _count_chunk(
     models: Sequence[Tensor], base: Tensor, chunk: int, passes: dict[int, _Pass], a: int
-) -> dict[int, np.ndarray]:
-    """Per model in ``passes``: how many ``|τ|`` entries of chunk ``a`` are >= each edge."""
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per model in ``passes``: how many ``|τ|`` entries of chunk ``a`` are >= each edge,
+    and (collecting passes) the bit patterns between the first two edges, in flat order."""
     b = min(a + chunk, base.numel())
     base32, buf, keys, mask = _scratch(min(b - a, _PIECE))
     hists = {i: np.zeros(len(p.edges) + 1, dtype=np.int64) for i, p in passes.items()}
+    gathered: dict[int, list[np.ndarray]] = {i: [] for i in passes}
     for pa in range(a, b, _PIECE):
         pb = min(pa + _PIECE, b)
         size = pb - pa
@@ -300,10 +317,13 @@ def _count_chunk(
             bits, m = x.view(torch.int32).numpy(), mask[:size]
             for j, e in enumerate(p.edges):  # numpy compares and counts faster than torch
                 hists[i][j] += np.count_nonzero(np.greater_equal(bits, e, out=m))
-    out: dict[int, np.ndarray] = {}
+            if p.collect:
+                gathered[i].append(bits[(bits >= p.edges[0]) & (bits < p.edges[1])])
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i, p in passes.items():  # uniform: bucket t + 1 holds [edges[t], edges[t + 1])
         h = np.cumsum(hists[i][::-1])[::-1][1:] if p.shift >= 0 else hists[i][:-1]
-        out[i] = h.astype(np.int32)  # a chunk holds fewer than 2**31 entries
+        band = np.concatenate(gathered[i]) if gathered[i] else np.empty(0, dtype=np.int32)
+        out[i] = (h.astype(np.int32), band)  # a chunk holds fewer than 2**31 entries
     return out
 
 
