@@ -226,7 +226,7 @@ def frontier_plot(records: dict, path: Path, n_boot: int, seed: int) -> Path | N
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(f"{task} (n={mine[0]['n']})")
         ax.set_xlabel("speed-up over dense, batch 8 (×)")
-        ax.set_ylabel("accuracy − dense (points, 95% CI)")
+        ax.set_ylabel("accuracy − stricter dense (points, 95% CI)")
         ax.legend(fontsize=8)
     fig.suptitle("Structured modules vs dense: target right of 2.5×, above −1", fontsize=10)
     fig.tight_layout()
