@@ -13,6 +13,9 @@ Per task:
    ``--temperature`` plus block-output MSE, also during the gates' steps);
 3. ``--same-budget``: the dense model trained as many more steps as the modules were
    (``--gate-steps`` + ``--small-steps``), the equal-compute reference;
+   with ``--select`` the recovery and this reference are scored on the validation split
+   at the start and every ``--eval-every`` steps and keep their best point (selection on
+   validation only; the test split is only reported);
 4. test-split predictions of every model, kept per example: the module's accuracy
    difference from each dense reference gets a paired bootstrap 95% interval;
 5. ``--latency`` (run it on otherwise idle cores): dense and every module of the task
@@ -203,7 +206,7 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
     print(f"[{t.name}] recovery of {size_name(size)}, {args.small_steps} steps, {how}", flush=True)
     student = Distiller(small, dense, dcfg) if args.distill else small
     torch.manual_seed(args.seed + 1)  # dropout
-    train(
+    fit = train(
         student,
         tr,
         steps=args.small_steps,
@@ -211,6 +214,8 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
         batch=args.batch,
         seed=args.seed + 1,
         param_groups=[{"params": list(small.parameters())}],
+        **_selection(t),
+        scored=small,
     )
     if isinstance(student, Distiller):
         student.close()
@@ -223,6 +228,7 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
         "units": "gates" if args.gates else "taylor",
         "distill": bool(args.distill),
         "steps": (args.gate_steps if args.gates else 0) + args.small_steps,
+        "selected": _selected(fit),
         "ffn_sizes": list(cfg.ffn_sizes),
         "head_counts": list(cfg.head_counts),
         "params": count_params(small)[0],
@@ -239,10 +245,35 @@ def same_budget_record(t: Task) -> dict:
     print(f"[{t.name}] dense, {more} more steps (same budget as a module)", flush=True)
     model = copy.deepcopy(t.dense()).requires_grad_(True)  # a teacher is frozen
     torch.manual_seed(args.seed + 1)  # dropout
-    train(
-        model, t.data("train"), steps=more, lr=args.small_lr, batch=args.batch, seed=args.seed + 1
+    fit = train(
+        model,
+        t.data("train"),
+        steps=more,
+        lr=args.small_lr,
+        batch=args.batch,
+        seed=args.seed + 1,
+        **_selection(t),
     )
-    return {"task": t.name, "steps": more, "preds": predict(model, t.data("test"))}
+    return {
+        "task": t.name,
+        "steps": more,
+        "selected": _selected(fit),
+        "preds": predict(model, t.data("test")),
+    }
+
+
+def _selection(t: Task) -> dict:
+    """``train`` arguments: validation selection with ``--select``, none without."""
+    if not t.args.select:
+        return {}
+    return {"val": t.data("validation"), "eval_every": t.args.eval_every}
+
+
+def _selected(fit: dict) -> dict | None:
+    """The validation curve and the chosen step of a run with ``--select``."""
+    if "selected_step" not in fit:
+        return None
+    return {k: fit[k] for k in ("selected_step", "val_acc", "val_curve")}
 
 
 def latency_record(t: Task, sizes: list[tuple[int, int]]) -> dict:
@@ -331,6 +362,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--hidden-weight", type=float, default=1.0)
     ap.add_argument("--same-budget", action="store_true", help="dense trained as long as a module")
+    ap.add_argument(
+        "--select",
+        action="store_true",
+        help="recovery and --same-budget keep their best validation point (incl. the start)",
+    )
+    ap.add_argument("--eval-every", type=int, default=100, help="with --select")
     ap.add_argument("--no-modules", action="store_true", help="train no module in this call")
     ap.add_argument("--latency", action="store_true", help="time dense and modules (idle cores!)")
     ap.add_argument("--onnx", action="store_true", help="with --latency: ONNX Runtime too")

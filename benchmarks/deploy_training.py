@@ -53,9 +53,19 @@ def train(
     batch: int,
     seed: int,
     param_groups: list[dict] | None = None,
-) -> float:
+    val=None,
+    eval_every: int = 100,
+    scored: nn.Module | None = None,
+) -> dict:
     """AdamW with warm-up + linear decay on ``model(..., labels=y).loss`` (a gated model
-    adds its density penalty there, a distiller its KL + hidden MSE)."""
+    adds its density penalty there, a distiller its KL + hidden MSE).
+
+    With ``val`` (encoded validation data) the accuracy of ``scored`` (default ``model``;
+    the student inside a distiller) is measured before the first step and every
+    ``eval_every`` steps; at the end the weights of the best point (the earliest of ties)
+    are restored, so the result is selected on validation only. Returns the last loss,
+    the validation curve and the selected step.
+    """
     ids, am, y = data
     g = torch.Generator().manual_seed(seed)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -64,7 +74,23 @@ def train(
         opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * (1 - s / steps)
     )
     params = [p for grp in groups for p in grp["params"]]
+    scored = model if scored is None else scored
+    curve: list[tuple[int, float]] = []
+    best: tuple[float, int, dict[str, Tensor]] | None = None
+
+    def validate(step: int) -> None:
+        nonlocal best
+        acc = accuracy(scored, val)
+        curve.append((step, acc))
+        print(f"  step {step}/{steps} validation {acc:.2f}", flush=True)
+        if best is None or acc > best[0]:
+            state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+            best = (acc, step, state)
+        scored.train()
+
     model.train()
+    if val is not None:
+        validate(0)
     t0, loss = time.time(), torch.tensor(0.0)
     for step in range(steps):
         idx = torch.randint(0, len(y), (batch,), generator=g)
@@ -80,8 +106,15 @@ def train(
                 f"  step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)",
                 flush=True,
             )
+        if val is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            validate(step + 1)
     model.eval()
-    return float(loss.detach())
+    out: dict = {"loss": float(loss.detach())}
+    if best is not None:
+        scored.load_state_dict(best[2])
+        out |= {"val_curve": curve, "selected_step": best[1], "val_acc": best[0]}
+    scored.eval()
+    return out
 
 
 @torch.inference_mode()

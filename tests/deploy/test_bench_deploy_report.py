@@ -103,3 +103,48 @@ def test_module_sizes_parse_and_bad_ones_are_refused():
     assert bench.size_name((512, 6)) == "f512h6"
     with pytest.raises(argparse.ArgumentTypeError, match="FFNxHEADS"):
         bench.parse_size("384")
+
+
+class _Probe:
+    """A linear classifier on one feature: ``model(input_ids=.., attention_mask=.., labels=..)``."""
+
+    def __new__(cls):
+        import torch
+        from torch import nn
+
+        class Probe(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.lin = nn.Linear(1, 2)
+
+            def forward(self, input_ids, attention_mask, labels=None):
+                logits = self.lin(input_ids[:, :1].float())
+                loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+                return argparse.Namespace(logits=logits, loss=loss)
+
+        torch.manual_seed(0)
+        return Probe()
+
+
+def test_training_with_validation_keeps_the_best_point_and_without_it_the_last():
+    import torch
+
+    tr = _load("deploy_training")
+    n = 64
+    x = torch.arange(n).remainder(2)[:, None].repeat(1, 4)  # feature 0/1 decides the label
+    am = torch.ones_like(x)
+    good = (x, am, x[:, 0].clone())
+    flipped = (x, am, 1 - x[:, 0])  # trained on the opposite rule, validated on the right one
+    model = _Probe()
+    fit = tr.train(model, flipped, steps=60, lr=0.5, batch=16, seed=0, val=good, eval_every=10)
+    curve = [acc for _, acc in fit["val_curve"]]
+    assert len(curve) == 7  # the start and every 10 steps
+    assert fit["val_acc"] == max(curve)
+    assert curve[-1] < max(curve)  # training on the flipped rule ruins validation ...
+    assert tr.accuracy(model, good) == fit["val_acc"]  # ... and the best point is restored
+    assert fit["val_curve"][0][0] == 0 and fit["selected_step"] == fit["val_curve"][
+        curve.index(max(curve))
+    ][0]
+    last = _Probe()
+    assert "val_acc" not in tr.train(last, flipped, steps=60, lr=0.5, batch=16, seed=0)
+    assert tr.accuracy(last, good) == curve[-1]  # same run, no selection: the last point
