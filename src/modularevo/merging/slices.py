@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 from modularevo.errors import InputError
 from modularevo.io.reader import ModelReader
-from modularevo.merging.recipe import MergeConfig, ModelEntry, SliceEntry, slice_base_range
+from modularevo.merging.recipe_inputs import slice_base_range
+from modularevo.merging.recipe_schema import MergeConfig, ModelEntry, SliceEntry
 
 _LAYER = re.compile(r"^(.*?)(?:^|\.)(\d+)\.(.+)$")
 _PRE = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from modularevo.errors import InputError
 from modularevo.io.hf_files import read_config, vocab_size
 from modularevo.io.reader import model_dir
-from modularevo.merging.recipe import MergeConfig, TokenEmbedding, TokenSource
+from modularevo.merging.recipe_schema import MergeConfig, TokenEmbedding, TokenSource
 
 if TYPE_CHECKING:
     from torch import Tensor
