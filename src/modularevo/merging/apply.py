@@ -31,7 +31,9 @@ from modularevo.errors import ConfigError, InputError
 from modularevo.io.hf_files import TOKENIZER_FILES, copy_model_files, model_card
 from modularevo.io.reader import model_dir
 from modularevo.io.writer import ShardedWriter, TensorSpec
-from modularevo.merging.plan import MergePlan, plan_merge, write_config_updates
+from modularevo.merging.output_files import write_config_updates
+from modularevo.merging.plan import plan_merge
+from modularevo.merging.plan_types import MergePlan
 from modularevo.merging.recipe import MergeConfig, load_merge_config
 from modularevo.merging.stream import CHUNK, Prefetcher, check_finite, merge_tensor
 from modularevo.merging.thresholds import keep_counts, kth_largest_bits

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from modularevo.io.reader import ModelReader
 from modularevo.merging._checks import check_merged_finite
 from modularevo.merging.backend import TorchBackend
-from modularevo.merging.plan import CHUNK, MergePlan, TensorTask
+from modularevo.merging.plan_types import CHUNK, MergePlan, TensorTask
 from modularevo.merging.sparsify import keep_count
 from modularevo.merging.spec import call_method, method_generators
 from modularevo.merging.thresholds import CHUNK as CUT_CHUNK
@@ -56,7 +56,7 @@ def task_readers(plan: MergePlan, task: TensorTask) -> list[tuple[ModelReader | 
     label) triples.
 
     For ``merge`` the base comes first (when the method takes one), then each input
-    model taking part (:meth:`~modularevo.merging.plan.TensorTask.inputs`); a model
+    model taking part (:meth:`~modularevo.merging.plan_types.TensorTask.inputs`); a model
     lacking the tensor (``missing_tensors: base``) gets ``None``. ``copy`` reads the
     reference model (in a ``slices:`` merge, the slice's first source); ``alias`` reads
     nothing. Names differ from ``task.name`` only in ``slices:`` merges.
