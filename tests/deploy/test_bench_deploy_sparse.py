@@ -1,13 +1,16 @@
-"""The pure parts of benchmarks/bench_deploy_sparse.py: the unstructured module at its target
-sparsity, zeros held while training a tiny random BERT, the statistics, the table, the timing
-in ONNX Runtime, and (when a DeepSparse venv is there) in DeepSparse."""
+"""The pure parts of benchmarks/bench_deploy_sparse.py and its siblings (sparse_*.py): the
+unstructured module at its target sparsity, zeros held while training a tiny random BERT, the
+statistics, the table, the timing in ONNX Runtime (also with torch unimportable, as in the
+DeepSparse venv), and (when a DeepSparse venv is there) in DeepSparse."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,9 @@ def _bench():
     return mod
 
 
-bench = _bench()
+bench = _bench()  # puts benchmarks/ on sys.path for its siblings
+module = importlib.import_module("sparse_module")
+timing = importlib.import_module("sparse_timing")
 
 
 def _tiny_bert(seed: int = 0) -> BertForSequenceClassification:
@@ -56,17 +61,17 @@ def _toy_data(n: int = 96, seq: int = 10, seed: int = 0):
 
 def test_magnitude_masks_hand_computed_and_monotone():
     w = torch.tensor([[0.1, -0.9, 0.3], [0.5, -0.2, 0.8], [-0.7, 0.05, 0.4]])
-    m = bench.magnitude_masks({"w": w}, sparsity=2 / 3)["w"]  # keep 3 of 9: 0.9, 0.8, 0.7
+    m = module.magnitude_masks({"w": w}, sparsity=2 / 3)["w"]  # keep 3 of 9: 0.9, 0.8, 0.7
     assert m.dtype == torch.bool
     assert m.tolist() == [[False, True, False], [False, False, True], [True, False, False]]
     # an entry outside ``keep`` never comes back, even if it is the largest
     keep = {"w": ~torch.eye(3, dtype=torch.bool)}  # drops 0.1, -0.2, 0.4
-    m2 = bench.magnitude_masks({"w": w}, sparsity=0.5, keep=keep)["w"]
+    m2 = module.magnitude_masks({"w": w}, sparsity=0.5, keep=keep)["w"]
     assert int(m2.sum()) == round(0.5 * 9)
     assert not (m2 & ~keep["w"]).any()
-    assert bench.magnitude_masks({"w": w}, sparsity=0.0)["w"].all()
+    assert module.magnitude_masks({"w": w}, sparsity=0.0)["w"].all()
     with pytest.raises(ValueError, match="sparsity"):
-        bench.magnitude_masks({"w": w}, sparsity=1.5)
+        module.magnitude_masks({"w": w}, sparsity=1.5)
 
 
 def test_module_covers_the_encoder_linears_at_the_target_sparsity():
@@ -74,16 +79,16 @@ def test_module_covers_the_encoder_linears_at_the_target_sparsity():
     weights = bench.encoder_linear_weights(model)
     assert len(weights) == 2 * 6  # q, k, v, attention output, FFN up, FFN down per block
     assert not any("pooler" in n or "classifier" in n or "embeddings" in n for n in weights)
-    masks = bench.magnitude_masks(weights, sparsity=0.75)
+    masks = module.magnitude_masks(weights, sparsity=0.75)
     for name, w in weights.items():
         assert int((~masks[name]).sum()) == round(0.75 * w.numel()), name
 
 
 def test_cubic_schedule():
-    assert bench.cubic_sparsity(0, target=0.75, ramp_steps=100) == 0.0
-    assert bench.cubic_sparsity(100, target=0.75, ramp_steps=100) == pytest.approx(0.75)
-    assert bench.cubic_sparsity(500, target=0.75, ramp_steps=100) == pytest.approx(0.75)
-    assert bench.cubic_sparsity(50, target=0.75, ramp_steps=100) == pytest.approx(0.75 * 7 / 8)
+    assert module.cubic_sparsity(0, target=0.75, ramp_steps=100) == 0.0
+    assert module.cubic_sparsity(100, target=0.75, ramp_steps=100) == pytest.approx(0.75)
+    assert module.cubic_sparsity(500, target=0.75, ramp_steps=100) == pytest.approx(0.75)
+    assert module.cubic_sparsity(50, target=0.75, ramp_steps=100) == pytest.approx(0.75 * 7 / 8)
 
 
 @pytest.mark.parametrize("distill", [False, True])
@@ -125,9 +130,9 @@ def test_accuracy_stats_and_speedup():
     assert s["diff"]["lo"] < -20.0 < s["diff"]["hi"] < 0
     assert s["mcnemar"]["a_only"] == 0
     assert s["mcnemar"]["b_only"] == 40
-    same = bench.speedup([10.0, 11.0, 12.0], [10.0, 11.0, 12.0])
+    same = timing.speedup([10.0, 11.0, 12.0], [10.0, 11.0, 12.0])
     assert (same["ratio"], same["lo"], same["hi"]) == (1.0, 1.0, 1.0)
-    twice = bench.speedup([20.0, 22.0, 24.0, 30.0], [10.0, 11.0, 12.0, 15.0])
+    twice = timing.speedup([20.0, 22.0, 24.0, 30.0], [10.0, 11.0, 12.0, 15.0])
     assert twice["ratio"] == pytest.approx(2.0)
     assert twice["lo"] == pytest.approx(2.0)
     assert twice["hi"] == pytest.approx(2.0)
@@ -161,7 +166,7 @@ def _graphs(tmp: Path) -> Path:
     dense = _tiny_bert()
     sparse = _tiny_bert()
     w = bench.encoder_linear_weights(sparse)
-    bench.zero_outside_(w, bench.magnitude_masks(w, sparsity=0.75))
+    module.zero_outside_(w, module.magnitude_masks(w, sparsity=0.75))
     d = tmp / "task"
     d.mkdir()
     for kind, m in (("dense", dense), ("sparse", sparse)):
@@ -185,10 +190,22 @@ def test_timing_in_onnx_runtime_interleaved(tmp_path: Path):
         assert "deepsparse/speedup" not in t["batch1"]
 
 
+def test_timing_mode_runs_without_torch(tmp_path: Path):
+    """``--time-dir`` as the DeepSparse venv runs it: torch and modularevo are not importable."""
+    d = _graphs(tmp_path)
+    block = ("import runpy, sys;"
+             " sys.modules.update(torch=None, transformers=None, modularevo=None);"
+             " script = sys.argv.pop(1); sys.argv[0] = script;"
+             " runpy.run_path(script, run_name='__main__')")  # fmt: skip
+    cmd = [sys.executable, "-c", block, str(ROOT / "benchmarks" / "bench_deploy_sparse.py"),
+           "--time-dir", str(d), "--batches", "1", "--repeats", "2", "--warmup", "0"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=240)
+    t = json.loads((d / "timing.json").read_text())
+    assert math.isfinite(t["batch1"]["ort/speedup"]["ratio"])
+
+
 @pytest.mark.skipif(not DS_PYTHON.is_file(), reason="no DeepSparse venv at /tmp/ds-venv")
 def test_timing_in_deepsparse(tmp_path: Path):
-    import subprocess
-
     d = _graphs(tmp_path)
     cmd = [str(DS_PYTHON), str(ROOT / "benchmarks" / "bench_deploy_sparse.py"), "--time-dir",
            str(d), "--batches", "2", "--repeats", "3", "--warmup", "1"]  # fmt: skip
