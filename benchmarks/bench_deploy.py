@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_report import frontier_plot, report_markdown, verdicts
+from deploy_report import curves_plot, frontier_plot, report_markdown, verdicts
 from deploy_training import (
     encode,
     learned_module,
@@ -228,6 +228,7 @@ def module_record(t: Task, size: tuple[int, int]) -> dict:
         "units": "gates" if args.gates else "taylor",
         "distill": bool(args.distill),
         "steps": (args.gate_steps if args.gates else 0) + args.small_steps,
+        "recovery_steps": args.small_steps,
         "selected": _selected(fit),
         "ffn_sizes": list(cfg.ffn_sizes),
         "head_counts": list(cfg.head_counts),
@@ -395,6 +396,7 @@ def main() -> None:
     md = report_markdown(records, args.bootstrap, args.seed)
     atomic_write_text(args.out / "results.md", md)
     frontier_plot(records, args.out / "frontier.png", args.bootstrap, args.seed)
+    curves_plot(records, args.out / "curves.png")
     print(md)
     for line in verdicts(records, args.bootstrap, args.seed):
         print(line)

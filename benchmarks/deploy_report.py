@@ -111,7 +111,70 @@ def report_markdown(records: dict, n_boot: int, seed: int) -> str:
             f"| {sp('torch/1')} / {sp('torch/8')} | {sp('ort/8')} | {sp('ort-int8/8')} |"
         )
     lat = latency_markdown(records)
-    return "\n".join(lines) + "\n" + ("\n" + lat if lat else "")
+    sel = selection_markdown(records)
+    return "\n".join(lines) + "\n" + ("\n" + sel if sel else "") + ("\n" + lat if lat else "")
+
+
+def _selected_runs(rec: dict) -> list[tuple[str, int, dict]]:
+    """(name, steps trained, selection) of the task's runs selected on validation."""
+    runs = []
+    more = rec.get("dense_more")
+    if more and more.get("selected"):
+        runs.append(("dense, same budget", more["steps"], more["selected"]))
+    for name, mod in rec["modules"].items():
+        if mod.get("selected"):
+            runs.append((f"{name} recovery", mod.get("recovery_steps", "?"), mod["selected"]))
+    return runs
+
+
+def selection_markdown(records: dict) -> str:
+    """Where each run selected on validation stopped: the chosen step and its score."""
+    lines = []
+    for task, rec in records["tasks"].items():
+        for name, steps, sel in _selected_runs(rec):
+            if not lines:
+                lines = [
+                    "Selection on the validation split (scored at the start and every "
+                    "`--eval-every` steps; the best point kept, the earliest of ties):",
+                    "",
+                    "| task | run | steps trained | selected step | validation % at start "
+                    "| selected validation % |",
+                    "|---|---|---:|---:|---:|---:|",
+                ]
+            lines.append(
+                f"| {task} | {name} | {steps} | {sel['selected_step']} "
+                f"| {sel['val_curve'][0][1]:.2f} | {sel['val_acc']:.2f} |"
+            )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def curves_plot(records: dict, path: Path) -> Path | None:
+    """Per task: validation accuracy against steps of every run selected on validation,
+    the selected point marked."""
+    tasks = [(t, _selected_runs(rec)) for t, rec in records["tasks"].items()]
+    tasks = [(t, runs) for t, runs in tasks if runs]
+    if not tasks:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, (task, runs) in zip(axes[0], tasks, strict=True):
+        for name, _, sel in runs:
+            x, y = zip(*sel["val_curve"], strict=True)
+            (line,) = ax.plot(x, y, "-", marker=".", label=name)
+            ax.plot([sel["selected_step"]], [sel["val_acc"]], "*", ms=12, color=line.get_color())
+        ax.set_title(task)
+        ax.set_xlabel("steps of this run")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.suptitle("Validation curves; ★ = the point kept", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def latency_markdown(records: dict) -> str:

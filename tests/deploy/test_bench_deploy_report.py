@@ -148,3 +148,26 @@ def test_training_with_validation_keeps_the_best_point_and_without_it_the_last()
     last = _Probe()
     assert "val_acc" not in tr.train(last, flipped, steps=60, lr=0.5, batch=16, seed=0)
     assert tr.accuracy(last, good) == curve[-1]  # same run, no selection: the last point
+
+
+def test_runs_selected_on_validation_report_their_chosen_step_and_plot_their_curves(
+    tmp_path: Path,
+):
+    rep = _load("deploy_report")
+    records = _records(10, 8, 12, 3.0)
+    task = records["tasks"]["lang-id"]
+    assert "Selection on the validation split" not in rep.report_markdown(records, 200, 0)
+    assert rep.curves_plot(records, tmp_path / "none.png") is None  # nothing selected
+    task["dense_more"] |= {
+        "steps": 900,
+        "selected": {"selected_step": 300, "val_acc": 90.5, "val_curve": [[0, 89.0], [300, 90.5]]},
+    }
+    task["modules"]["f384h4"] |= {
+        "recovery_steps": 600,
+        "selected": {"selected_step": 0, "val_acc": 80.0, "val_curve": [[0, 80.0], [100, 79.0]]},
+    }
+    md = rep.report_markdown(records, 200, 0)
+    assert "| lang-id | dense, same budget | 900 | 300 | 89.00 | 90.50 |" in md
+    assert "| lang-id | f384h4 recovery | 600 | 0 | 80.00 | 80.00 |" in md
+    assert rep.curves_plot(records, tmp_path / "c.png") == tmp_path / "c.png"
+    assert (tmp_path / "c.png").stat().st_size > 1000
