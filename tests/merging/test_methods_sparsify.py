@@ -1,10 +1,12 @@
-"""Sparsifiers: exact keep counts, hand-checked 3x3 cases, expectations, n:m blocks."""
+"""Sparsifiers and their selection: exact keep counts, hand-checked 3x3 cases, expectations,
+n:m blocks."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modularevo.merging import selection
 from modularevo.merging import sparsify as sp
 
 X = torch.tensor([[0.1, -0.9, 0.3], [-0.5, 0.2, 0.8], [0.05, -0.7, 0.4]])
@@ -12,6 +14,12 @@ X = torch.tensor([[0.1, -0.9, 0.3], [-0.5, 0.2, 0.8], [0.05, -0.7, 0.4]])
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)
+
+
+def test_sparsify_reexports_the_selection():
+    for name in selection.__all__:
+        assert name in sp.__all__, name
+        assert getattr(sp, name) is getattr(selection, name), name
 
 
 def test_magnitude_hand_checked_3x3():
