@@ -5,8 +5,9 @@ import logging
 import torch
 from finetune_helpers import tiny_classifier, tiny_dataset, tiny_tokenizer
 
-from modularevo.training.finetune import _linear_schedule, finetune
+from modularevo.training.finetune import finetune
 from modularevo.training.finetune_config import FinetuneConfig
+from modularevo.training.finetune_run import linear_schedule
 
 
 def _cfg(tmp_path, **kw):
@@ -64,9 +65,9 @@ def test_every_evaluation_keeps_its_per_example_predictions(tmp_path):
 
 
 def test_warmup_then_linear_decay_and_a_warning_when_warmup_covers_the_run(tmp_path, caplog):
-    f = _linear_schedule(_cfg(tmp_path, warmup_steps=4), 10)
+    f = linear_schedule(_cfg(tmp_path, warmup_steps=4), 10)
     assert [round(f(s), 3) for s in (0, 3, 4, 7, 10)] == [0.25, 1.0, 1.0, 0.5, 0.0]
-    with caplog.at_level(logging.WARNING, logger="modularevo.training.finetune"):
+    with caplog.at_level(logging.WARNING, logger="modularevo.training.finetune_run"):
         finetune(
             _cfg(tmp_path, warmup_steps=6),
             model=tiny_classifier(),
