@@ -10,7 +10,7 @@ from evolve_helpers import fake_config, tiny_inputs
 from huggingface_hub import ModelCard
 
 from modularevo.evolution import evolve
-from modularevo.evolution.loop import _results_config
+from modularevo.evolution.run_config import _results_config
 from modularevo.evolution.state import RunDir
 
 pytestmark = pytest.mark.slow

@@ -136,7 +136,7 @@ def test_another_config_in_the_same_folder_is_refused(straight_run: dict[str, An
 def test_display_keys_may_change_on_resume(tmp_path: Path) -> None:
     import yaml
 
-    from modularevo.evolution.loop import _same_run
+    from modularevo.evolution.run_config import _same_run
 
     cfg = fake_config(tmp_path)
     saved = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -148,7 +148,7 @@ def test_display_keys_may_change_on_resume(tmp_path: Path) -> None:
 def test_a_saved_config_without_newer_keys_still_resumes(tmp_path: Path) -> None:
     import yaml
 
-    from modularevo.evolution.loop import _same_run
+    from modularevo.evolution.run_config import _same_run
 
     cfg = fake_config(tmp_path)
     saved = yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -14,7 +14,7 @@ from evolve_helpers import fake_config, tiny_inputs
 from pydantic import ValidationError
 
 from modularevo.evolution import evolve
-from modularevo.evolution.loop import _same_run
+from modularevo.evolution.run_config import _same_run
 from modularevo.evolution.state import RunDir
 from modularevo.evolution.verdicts import verdicts
 
