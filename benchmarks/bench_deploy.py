@@ -379,6 +379,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tasks = {name: Task(name, args) for name in args.tasks}
     if not args.report_only:
+        for t in tasks.values():  # the dense model's test predictions, every reference's base
+            _record(args.out / f"{t.name}-dense.json", lambda t=t: dense_record(t))
         # sizes outer: every task gets the first size before any gets the second
         for size in [] if args.no_modules else args.sizes:
             for t in tasks.values():
