@@ -31,11 +31,14 @@ exists: a killed run resumes, and the training and the timing can run as separat
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py \\
         --tasks math-type lang-id legal-category code-package \\
-        --teachers runs/bench_merge_quality/finetunes --sizes 384x4 512x6 256x4 \\
-        --gates --gate-steps 300 --distill --small-steps 300 --same-budget \\
-        --out runs/bench_deploy_frontier
-    # then, on idle cores:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py ... --latency --onnx --int8
+        --teachers runs/dense --sizes 384x4 512x4 \\
+        --gates --gate-steps 300 --distill --small-steps 600 --select --same-budget \\
+        --out runs/bench_deploy_v2
+    # then, on idle cores (deploy_timing.py):
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py ... --no-modules --latency --onnx
+        --int8
+
+(``runs/dense/<task>/model``: ``modularevo finetune`` to the validation plateau, docs/deploy.md.)
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_report import curves_plot, frontier_plot, report_markdown, verdicts
+from deploy_timing import timed_variants
 from deploy_training import (
     encode,
     learned_module,
@@ -62,23 +66,10 @@ from deploy_training import (
     taylor_scores,
     train,
 )
-from modularevo.cost.meter import count_params, cpu_name, interleaved_latency
+from modularevo.cost.meter import count_params, cpu_name
 from modularevo.deploy.extract import extract_module, save_extracted
 from modularevo.training.distill import DistillConfig, Distiller
 from modularevo.utils.atomic import atomic_write_text
-
-
-class _OrtModel:
-    """Callable like a model (``**inputs``): one ONNX Runtime forward."""
-
-    def __init__(self, session) -> None:
-        self.session = session
-
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> None:
-        self.session.run(
-            ["logits"],
-            {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()},
-        )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -279,53 +270,9 @@ def _selected(fit: dict) -> dict | None:
 
 def latency_record(t: Task, sizes: list[tuple[int, int]]) -> dict:
     """Dense and every module of the task, every runtime, interleaved in one loop."""
-    import statistics
-
-    from modularevo.deploy.runner import load_any_model
-
-    args = t.args
-    torch.set_num_threads(args.threads)
-    te = t.data("test")
     folders = {"dense": t.dense_folder()}
     folders |= {size_name(s): t.out / f"{t.name}-{size_name(s)}-module" for s in sizes}
-    variants: dict[str, object] = {}
-    checks = {}
-    for kind, folder in folders.items():
-        model, _ = load_any_model(str(folder), "classifier", None)
-        variants[f"torch/{kind}"] = model.eval()
-        if args.onnx:
-            from modularevo.deploy.onnx_export import INT8_FILE, ONNX_FILE, export_onnx, ort_session
-
-            graph = t.out / "onnx" / f"{t.name}-{kind}"
-            if not (graph / "onnx_export.json").is_file():
-                export_onnx(model, graph, quantize=args.int8, overwrite=True)
-            checks[kind] = json.loads((graph / "onnx_export.json").read_text())
-            variants[f"ort/{kind}"] = _OrtModel(
-                ort_session(graph / ONNX_FILE, threads=args.threads)
-            )
-            if args.int8:
-                variants[f"ort-int8/{kind}"] = _OrtModel(
-                    ort_session(graph / INT8_FILE, threads=args.threads)
-                )
-    result: dict = {
-        "task": t.name,
-        "threads": args.threads,
-        "seq_len": args.max_len,
-        "repeats": args.repeats,
-        "cpu": cpu_name(),
-        "checks": checks,
-    }
-    for b in (1, 8):
-        inputs = {"input_ids": te[0][:b], "attention_mask": te[1][:b]}
-        print(f"[{t.name}] timing batch {b}: {len(variants)} variants", flush=True)
-        times = interleaved_latency(variants, inputs, repeats=args.repeats, warmup=3)  # type: ignore[arg-type]
-        point = {}
-        for name, ts in times.items():
-            ms = sorted(1000 * x for x in ts)
-            q = statistics.quantiles(ms, n=4)
-            point[name] = {"median_ms": statistics.median(ms), "iqr_ms": q[2] - q[0], "ms": ms}
-        result[f"batch{b}"] = point
-    return result
+    return timed_variants(t.name, t.data("test"), folders, t.out / "onnx", t.args)
 
 
 def main() -> None:

@@ -155,13 +155,8 @@ def curves_plot(records: dict, path: Path) -> Path | None:
     tasks = [(t, runs) for t, runs in tasks if runs]
     if not tasks:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, (task, runs) in zip(axes[0], tasks, strict=True):
+    fig, axes = _panels(len(tasks), 3.6)
+    for ax, (task, runs) in zip(axes, tasks, strict=True):
         for name, _, sel in runs:
             x, y = zip(*sel["val_curve"], strict=True)
             (line,) = ax.plot(x, y, "-", marker=".", label=name)
@@ -170,7 +165,24 @@ def curves_plot(records: dict, path: Path) -> Path | None:
         ax.set_xlabel("steps of this run")
         ax.set_ylabel("validation accuracy (%)")
         ax.legend(fontsize=8)
-    fig.suptitle("Validation curves; ★ = the point kept", fontsize=10)
+    return _save(fig, path, "Validation curves; ★ = the point kept")
+
+
+def _panels(n: int, height: float):
+    """A figure of ``n`` panels side by side (the Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, height), squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -251,14 +263,9 @@ def frontier_plot(records: dict, path: Path, n_boot: int, seed: int) -> Path | N
     rows = [r for r in accuracy_rows(records, n_boot, seed) if "torch/8" in r["speedup"]]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = _panels(len(tasks), 3.8)
+    for ax, task in zip(axes, tasks, strict=True):
         mine = sorted((r for r in rows if r["task"] == task), key=lambda r: r["speedup"]["torch/8"])
         for marker, runtime, fill in (("o", "torch", True), ("s", "ort", False)):
             pts = [r for r in mine if f"{runtime}/8" in r["speedup"]]
@@ -291,8 +298,4 @@ def frontier_plot(records: dict, path: Path, n_boot: int, seed: int) -> Path | N
         ax.set_xlabel("speed-up over dense, batch 8 (×)")
         ax.set_ylabel("accuracy − stricter dense (points, 95% CI)")
         ax.legend(fontsize=8)
-    fig.suptitle("Structured modules vs dense: target right of 2.5×, above −1", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "Structured modules vs dense: target right of 2.5×, above −1")
