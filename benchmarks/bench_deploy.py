@@ -35,8 +35,8 @@ exists: a killed run resumes, and the training and the timing can run as separat
         --gates --gate-steps 300 --distill --small-steps 600 --select --same-budget \\
         --out runs/bench_deploy_v2
     # then, on idle cores (deploy_timing.py):
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py ... --no-modules --latency --onnx
-        --int8
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_deploy.py ... --no-modules --latency \\
+        --onnx --int8
 
 (``runs/dense/<task>/model``: ``modularevo finetune`` to the validation plateau, docs/deploy.md.)
 """
